@@ -1,0 +1,1 @@
+"""BERT pretraining on WikiText-2 with PaddlePaddle: data, model, training."""

@@ -1,0 +1,116 @@
+"""Pretraining examples, vectorised with numpy: NSP sentence pairs and MLM masking (80/10/10).
+
+Arrays are fixed-shape int32 (`[pairs, max_len]`, `[pairs, max_preds]`); the training loop casts
+each batch to int64. Every draw comes from a numpy Generator the caller seeds.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.errors import UserError
+from pipeline.vocab import SPECIAL_TOKENS, Vocab
+from pipeline.wikitext import Sentences
+
+CHUNK_ROWS = 1 << 16  # rows built at a time, so temporaries stay small next to the result
+
+
+@dataclass
+class Pairs:
+    """Unmasked `<cls> A <sep> B <sep>` pairs, padded with `<pad>` to max_len."""
+
+    token_ids: np.ndarray  # [N, max_len] int32
+    segments: np.ndarray  # [N, max_len] int32, 0 for A (and padding), 1 for B
+    valid_lens: np.ndarray  # [N] int32
+    nsp_labels: np.ndarray  # [N] int32, 1 when B really follows A
+
+    def __len__(self) -> int:
+        return len(self.valid_lens)
+
+    def take(self, index: np.ndarray) -> "Pairs":
+        return Pairs(self.token_ids[index], self.segments[index], self.valid_lens[index],
+                     self.nsp_labels[index])
+
+
+@dataclass
+class MaskedTokens:
+    """The MLM side of a set of pairs: corrupted inputs and what to predict where."""
+
+    token_ids: np.ndarray  # [N, max_len] int32, with <mask> / random / kept tokens
+    pred_positions: np.ndarray  # [N, max_preds] int32 (0 where the weight is 0)
+    mlm_weights: np.ndarray  # [N, max_preds] float32, 1 for a real prediction
+    mlm_labels: np.ndarray  # [N, max_preds] int32, the original tokens (0 where the weight is 0)
+
+
+def max_predictions(max_len: int, mask_prob: float = 0.15) -> int:
+    return max(1, round(mask_prob * max_len))
+
+
+def make_pairs(ids: np.ndarray, sentences: Sentences, vocab: Vocab, max_len: int,
+               rng: np.random.Generator) -> Pairs:
+    """NSP pairs from consecutive sentences of a paragraph: half the time B is the true next
+    sentence, otherwise a random sentence of a random paragraph. Pairs over max_len are skipped."""
+    starts = sentences.sentence_starts[:-1]
+    lengths = np.diff(sentences.sentence_starts)
+    para_sizes = np.diff(sentences.paragraph_starts)
+    para_of = np.repeat(np.arange(len(para_sizes)), para_sizes)
+    first = np.flatnonzero(para_of[:-1] == para_of[1:])
+    is_next = rng.random(len(first)) < 0.5
+    other_para = rng.integers(0, len(para_sizes), len(first))
+    other = sentences.paragraph_starts[other_para] + (rng.random(len(first)) * para_sizes[other_para]).astype(np.int64)
+    second = np.where(is_next, first + 1, other)
+    keep = lengths[first] + lengths[second] + 3 <= max_len
+    if not keep.any():
+        raise UserError(f"no sentence pair fits in data.max_len={max_len} "
+                        f"(shortest pair needs {int((lengths[first] + lengths[second]).min()) + 3})")
+    first, second, is_next = first[keep], second[keep], is_next[keep]
+    n = len(first)
+    token_ids = np.empty((n, max_len), dtype=np.int32)
+    segments = np.empty((n, max_len), dtype=np.int32)
+    col = np.arange(max_len)[None, :]
+    for lo in range(0, n, CHUNK_ROWS):
+        sl = slice(lo, lo + CHUNK_ROWS)
+        la, lb = lengths[first[sl]][:, None], lengths[second[sl]][:, None]
+        in_a = (col >= 1) & (col <= la)
+        in_b = (col >= la + 2) & (col <= la + lb + 1)
+        src = np.where(in_a, starts[first[sl]][:, None] + col - 1, starts[second[sl]][:, None] + col - la - 2)
+        src = np.where(in_a | in_b, src, 0)
+        row = np.where(in_a | in_b, ids[src], vocab.pad)
+        row[:, 0] = vocab.cls
+        np.putmask(row, (col == la + 1) | (col == la + lb + 2), vocab.sep)
+        token_ids[sl] = row
+        segments[sl] = (col >= la + 2) & (col <= la + lb + 2)
+    valid_lens = (lengths[first] + lengths[second] + 3).astype(np.int32)
+    return Pairs(token_ids, segments, valid_lens, is_next.astype(np.int32))
+
+
+def mask_tokens(token_ids: np.ndarray, vocab_size: int, max_preds: int, mask_prob: float,
+                rng: np.random.Generator) -> MaskedTokens:
+    """Choose mask_prob (at least one) of the non-special tokens of each row; of those 80% become
+    `<mask>`, 10% a random non-special token, 10% stay. Labels are the original tokens."""
+    n, max_len = token_ids.shape
+    candidate = token_ids >= len(SPECIAL_TOKENS)
+    candidate |= token_ids == SPECIAL_TOKENS.index("<unk>")
+    n_candidates = candidate.sum(axis=1)
+    n_preds = np.minimum(np.maximum(np.rint(mask_prob * n_candidates), 1), n_candidates)
+    n_preds = np.minimum(n_preds, max_preds).astype(np.int64)
+    keys = rng.random((n, max_len), dtype=np.float32)
+    keys[~candidate] = 2.0
+    k = min(max_preds, max_len)
+    smallest = np.argpartition(keys, k - 1, axis=1)[:, :k]
+    order = np.argsort(np.take_along_axis(keys, smallest, axis=1), axis=1)
+    positions = np.take_along_axis(smallest, order, axis=1)
+    weights = np.arange(k)[None, :] < n_preds[:, None]
+    positions = np.where(weights, positions, 0).astype(np.int32)
+    labels = np.where(weights, np.take_along_axis(token_ids, positions, axis=1), 0).astype(np.int32)
+    roll = rng.random((n, k), dtype=np.float32)
+    random_tokens = rng.integers(len(SPECIAL_TOKENS), vocab_size, (n, k), dtype=np.int32)
+    mask_id = SPECIAL_TOKENS.index("<mask>")
+    replacement = np.where(roll < 0.8, mask_id, np.where(roll < 0.9, random_tokens, labels))
+    masked = token_ids.copy()
+    np.put_along_axis(masked, positions, np.where(weights, replacement, masked[:, :1]), axis=1)
+    if k < max_preds:
+        pad = ((0, 0), (0, max_preds - k))
+        positions, labels, weights = (np.pad(a, pad) for a in (positions, labels, weights))
+    return MaskedTokens(masked, positions, weights.astype(np.float32), labels)

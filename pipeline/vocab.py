@@ -1,0 +1,68 @@
+"""Vocabulary: tokens <-> ids, built by frequency, saved as JSON. Pure Python (no paddle import)."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from pipeline.errors import UserError
+
+UNK, PAD, MASK, CLS, SEP = "<unk>", "<pad>", "<mask>", "<cls>", "<sep>"
+SPECIAL_TOKENS = (UNK, PAD, MASK, CLS, SEP)
+
+
+class Vocab:
+    """`<unk>`=0, `<pad>`, `<mask>`, `<cls>`, `<sep>`, then tokens by falling frequency (ties by token)."""
+
+    def __init__(self, idx_to_token: Sequence[str]):
+        if tuple(idx_to_token[: len(SPECIAL_TOKENS)]) != SPECIAL_TOKENS:
+            raise ValueError(f"a vocabulary must start with {SPECIAL_TOKENS}")
+        self.idx_to_token = list(idx_to_token)
+        self.token_to_idx = {t: i for i, t in enumerate(self.idx_to_token)}
+        self.unk, self.pad, self.mask, self.cls, self.sep = range(len(SPECIAL_TOKENS))
+
+    @classmethod
+    def build(cls, tokens: Iterable[str], min_freq: int = 5) -> "Vocab":
+        counts = Counter(tokens)
+        kept = [t for t, n in counts.items() if n >= min_freq and t not in SPECIAL_TOKENS]
+        kept.sort(key=lambda t: (-counts[t], t))
+        return cls(list(SPECIAL_TOKENS) + kept)
+
+    def __len__(self) -> int:
+        return len(self.idx_to_token)
+
+    def __getitem__(self, token: str) -> int:
+        return self.token_to_idx.get(token, self.unk)
+
+    def encode(self, tokens: Sequence[str]) -> np.ndarray:
+        """Ids of corpus `tokens` as int32, at C speed for long corpora. Unknown words, and text
+        that spells a special token (say a literal "<mask>"), become `<unk>`."""
+        get = self.token_to_idx.get
+        lookup = {t: 0 if t in SPECIAL_TOKENS else get(t, 0) for t in set(tokens)}
+        return np.fromiter(map(lookup.__getitem__, tokens), dtype=np.int32, count=len(tokens))
+
+    def to_tokens(self, ids: Iterable[int]) -> list[str]:
+        return [self.idx_to_token[i] for i in ids]
+
+    def save(self, path: Path) -> None:
+        """Write JSON atomically (temporary file + rename)."""
+        path = Path(path)
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", dir=path.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({"idx_to_token": self.idx_to_token}, f, ensure_ascii=False)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> "Vocab":
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            return cls(data["idx_to_token"])
+        except FileNotFoundError:
+            raise UserError(f"vocabulary not found: {path}") from None
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise UserError(f"{path} is not a vocabulary file ({err})") from None

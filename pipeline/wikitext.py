@@ -1,0 +1,174 @@
+"""Find, download and verify WikiText-2, and read it into sentences of whitespace tokens."""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.errors import UserError
+
+ARCHIVE_URL = "https://s3.amazonaws.com/research.metamind.io/wikitext/wikitext-2-v1.zip"
+ARCHIVE_SHA1 = "3c914d17d80b1459be871a5039ac23e752a53cbe"
+ARCHIVE_NAME = "wikitext-2-v1.zip"
+SPLITS = ("train", "valid", "test")
+CACHE_ENV = "BERT_PIPELINE_CACHE"
+
+
+def cache_home() -> Path:
+    """Where downloads and prepared arrays go: $BERT_PIPELINE_CACHE or ~/.cache/paddle-bert-pipeline."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "paddle-bert-pipeline")
+
+
+def sha1_of(path: Path) -> str:
+    digest = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def split_file_name(split: str) -> str:
+    if split not in SPLITS:
+        raise UserError(f"unknown split {split!r} (choose from {', '.join(SPLITS)})")
+    return f"wiki.{split}.tokens"
+
+
+def download(url: str, dest: Path, sha1: str) -> Path:
+    """Download `url` to `dest` through a temporary name, with a progress bar; verify its SHA-1.
+
+    A wrong checksum removes the download and raises UserError, so nothing untrusted stays.
+    """
+    from tqdm import tqdm
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=30) as response:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {dest.name}",
+                      disable=None) as bar:
+                for block in iter(lambda: response.read(1 << 16), b""):
+                    out.write(block)
+                    bar.update(len(block))
+        actual = sha1_of(tmp)
+        if actual != sha1:
+            raise UserError(f"download of {url} is corrupt: SHA-1 {actual}, expected {sha1}")
+        os.replace(tmp, dest)
+    except (urllib.error.URLError, OSError) as err:
+        raise UserError(f"cannot download {url} ({getattr(err, 'reason', err)}); without internet, "
+                        f"pass --data-dir DIR holding wiki.train.tokens or {ARCHIVE_NAME}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest
+
+
+def extract(archive: Path, dest: Path) -> Path:
+    """Unpack `archive` into `dest` through a temporary folder renamed at the end."""
+    if dest.is_dir():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=dest.name + ".", dir=dest.parent))
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            zf.extractall(tmp)
+        os.replace(tmp, dest)
+    except (zipfile.BadZipFile, OSError) as err:
+        raise UserError(f"cannot unpack {archive}: {err}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def fetch_official(cache_dir: Path | None = None, url: str = ARCHIVE_URL, sha1: str = ARCHIVE_SHA1) -> Path:
+    """Download (once) and unpack the official archive; return the folder with the split files."""
+    cache_dir = cache_dir or cache_home()
+    archive = cache_dir / ARCHIVE_NAME
+    unpacked = cache_dir / "wikitext-2-v1"
+    if unpacked.is_dir():
+        return _split_folder(unpacked)
+    if not archive.is_file() or sha1_of(archive) != sha1:
+        download(url, archive, sha1)
+    return _split_folder(extract(archive, unpacked))
+
+
+def _split_folder(folder: Path) -> Path:
+    """The folder itself or its `wikitext-2/` child, whichever holds wiki.*.tokens files."""
+    for candidate in (folder, folder / "wikitext-2"):
+        if any((candidate / split_file_name(s)).is_file() for s in SPLITS):
+            return candidate
+    return folder
+
+
+def find_split(data_dir: str | Path | None, split: str, cache_dir: Path | None = None) -> Path:
+    """Path of `wiki.<split>.tokens`: from `data_dir` (a folder or the zip archive), else downloaded."""
+    name = split_file_name(split)
+    if data_dir is None:
+        folder = fetch_official(cache_dir)
+    else:
+        given = Path(data_dir).expanduser()
+        if not given.exists():
+            raise UserError(f"data folder not found: {given}")
+        if given.is_dir() and (given / ARCHIVE_NAME).is_file() and not (_split_folder(given) / name).is_file():
+            given = given / ARCHIVE_NAME
+        if given.is_file():
+            if not zipfile.is_zipfile(given):
+                raise UserError(f"{given} is neither a folder nor a zip archive of WikiText-2")
+            target = (cache_dir or cache_home()) / f"unpacked-{sha1_of(given)[:12]}"
+            given = extract(given, target)
+        folder = _split_folder(given)
+    path = folder / name
+    if not path.is_file():
+        found = sorted(p.name for p in folder.glob("wiki.*.tokens"))
+        raise UserError(f"no {name} in {folder} (found: {', '.join(found) or 'nothing'})")
+    return path
+
+
+@dataclass
+class Sentences:
+    """A corpus as flat tokens plus sentence and paragraph boundaries (no nested lists)."""
+
+    tokens: list[str]
+    sentence_starts: np.ndarray  # [num_sentences + 1] offsets into tokens
+    paragraph_starts: np.ndarray  # [num_paragraphs + 1] offsets into sentences
+
+    @property
+    def num_paragraphs(self) -> int:
+        return len(self.paragraph_starts) - 1
+
+
+def read_sentences(path: Path) -> Sentences:
+    """Paragraphs as in the seed: lines with at least two sentences split on ' . ', lower-cased."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path} is not UTF-8 text (bad byte at offset {err.start})") from None
+    except OSError as err:
+        raise UserError(f"cannot read {path}: {err.strerror}") from None
+    tokens: list[str] = []
+    sentence_lengths: list[int] = []
+    paragraph_sizes: list[int] = []
+    for line in text.lower().splitlines():
+        sentences = line.strip().split(" . ")
+        if len(sentences) < 2:
+            continue
+        for sentence in sentences:
+            words = sentence.split()
+            tokens.extend(words)
+            sentence_lengths.append(len(words))
+        paragraph_sizes.append(len(sentences))
+    if not paragraph_sizes:
+        raise UserError(f"{path} holds no paragraph of two or more sentences (' . ' separated)")
+    sentence_starts = np.zeros(len(sentence_lengths) + 1, dtype=np.int64)
+    np.cumsum(sentence_lengths, out=sentence_starts[1:])
+    paragraph_starts = np.zeros(len(paragraph_sizes) + 1, dtype=np.int64)
+    np.cumsum(paragraph_sizes, out=paragraph_starts[1:])
+    return Sentences(tokens, sentence_starts, paragraph_starts)
