@@ -126,6 +126,7 @@ class PretrainingData:
     def __init__(self, pairs: Pairs, vocab_size: int, max_len: int, mask_prob: float = 0.15,
                  dynamic_masking: bool = True, seed: int = 0):
         self.pairs = pairs
+        self.host_dropout: tuple[int, int, float] | None = None
         self.vocab_size = vocab_size
         self.max_preds = max_predictions(max_len, mask_prob)
         self.mask_prob = mask_prob
@@ -169,7 +170,21 @@ class PretrainingData:
         global_rows = order[index * batch_size:(index + 1) * batch_size]
         rows = global_rows[rank * per_rank:(rank + 1) * per_rank]
         norm = masked.mlm_weights[global_rows].sum() / world
-        return _gather(self.pairs, masked, rows, norm)
+        out = _gather(self.pairs, masked, rows, norm)
+        if self.host_dropout is not None:
+            out["drop_masks"] = self._dropout_masks(step, rank, len(rows))
+        return out
+
+    def use_host_dropout(self, num_masks: int, hidden: int, p: float) -> None:
+        """Add `drop_masks` [num_masks, rows, max_len, hidden] (uint8, 1 = keep) to every batch."""
+        self.host_dropout = (num_masks, hidden, p)
+
+    def _dropout_masks(self, step: int, rank: int, rows: int) -> np.ndarray:
+        num_masks, hidden, p = self.host_dropout
+        rng = np.random.default_rng([self.seed, step, rank, 3])
+        shape = (num_masks, rows, self.pairs.token_ids.shape[1], hidden)
+        random_bytes = np.frombuffer(rng.bytes(int(np.prod(shape))), dtype=np.uint8)
+        return (random_bytes >= round(256 * p)).view(np.uint8).reshape(shape)
 
     def iterate(self, start: int, stop: int, batch_size: int, rank: int = 0, world: int = 1,
                 prefetch: int = 2) -> Iterator[dict[str, np.ndarray]]:

@@ -1,0 +1,169 @@
+"""Checkpoints without pickle: safetensors for tensors, JSON for the rest, written atomically.
+
+Layout of `<output>/checkpoints/`:
+    step_N/model.safetensors      model weights, keyed by structured names (encoder.layers.0....)
+    step_N/optimizer.safetensors  optimizer state, keyed "<structured name>::<slot>"
+    step_N/state.json             step, config, scheduler state, SHA-256 of both files
+    latest                        the name of the newest complete checkpoint, updated last
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load_file, save_file
+
+from pipeline.config import Config, config_from_dict, diff_configs
+from pipeline.errors import UserError
+
+MODEL_FILE, OPTIMIZER_FILE, STATE_FILE, LATEST = "model.safetensors", "optimizer.safetensors", "state.json", "latest"
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint read fully into memory and verified; nothing is applied until it is."""
+
+    path: Path
+    step: int
+    config: Config
+    model_state: dict[str, np.ndarray]
+    optimizer_state: dict[str, np.ndarray]
+    extra: dict[str, Any]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def optimizer_state_by_name(optimizer, named_parameters: list[tuple[str, Any]]) -> dict[str, np.ndarray]:
+    """The optimizer's tensors keyed by structured parameter name instead of Paddle's generated one."""
+    generated_to_name = {p.name: name for name, p in named_parameters}
+    out = {}
+    for key, value in optimizer.state_dict().items():
+        if not hasattr(value, "numpy"):
+            continue  # scheduler state: kept in state.json
+        for generated, name in generated_to_name.items():
+            if key.startswith(generated + "_"):
+                out[f"{name}::{key[len(generated) + 1:]}"] = value.numpy()
+                break
+        else:
+            out[f"::{key}"] = value.numpy()
+    return out
+
+
+def optimizer_state_for(named_parameters: list[tuple[str, Any]], saved: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Inverse of optimizer_state_by_name for this process's parameters (as paddle Tensors)."""
+    import paddle
+
+    name_to_generated = {name: p.name for name, p in named_parameters}
+    out = {}
+    for key, value in saved.items():
+        name, _, slot = key.partition("::")
+        prefix = name_to_generated.get(name) if name else None
+        if name and prefix is None:
+            raise UserError(f"optimizer state names an unknown parameter {name!r}")
+        out[f"{prefix}_{slot}" if name else slot] = paddle.to_tensor(value)
+    return out
+
+
+def save(output_dir: Path, step: int, config: Config, model_state: dict[str, np.ndarray],
+         optimizer_state: dict[str, np.ndarray], extra: dict[str, Any], keep: int) -> Path:
+    """Write checkpoint `step_<step>` through a temporary folder, then point `latest` at it."""
+    root = output_dir / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step_{step}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".step_{step}.", dir=root))
+    try:
+        save_file(model_state, str(tmp / MODEL_FILE), metadata={"step": str(step)})
+        save_file(optimizer_state, str(tmp / OPTIMIZER_FILE), metadata={"step": str(step)})
+        state = {"step": step, "config": config.to_dict(), "model_hash": config.model_hash(),
+                 "sha256": {f: _sha256(tmp / f) for f in (MODEL_FILE, OPTIMIZER_FILE)}, **extra}
+        (tmp / STATE_FILE).write_text(json.dumps(state, indent=1), encoding="utf-8")
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    _write_latest(root, final.name)
+    _prune(root, keep)
+    return final
+
+
+def _write_latest(root: Path, name: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".latest.", dir=root)
+    with os.fdopen(fd, "w") as f:
+        f.write(name + "\n")
+    os.replace(tmp, root / LATEST)
+
+
+def _prune(root: Path, keep: int) -> None:
+    steps = sorted((int(p.name.split("_")[1]), p) for p in root.glob("step_*") if p.name.split("_")[1].isdigit())
+    for _, path in steps[:-keep]:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def latest(output_dir: Path) -> Path | None:
+    """The newest complete checkpoint under `output_dir`, or None."""
+    root = Path(output_dir) / "checkpoints"
+    try:
+        name = (root / LATEST).read_text().strip()
+    except OSError:
+        return None
+    path = root / name
+    return path if path.is_dir() else None
+
+
+def load(path: Path) -> Checkpoint:
+    """Read and verify a checkpoint folder; a damaged one raises UserError naming it."""
+    path = Path(path)
+    try:
+        state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
+        for name, expected in state["sha256"].items():
+            if _sha256(path / name) != expected:
+                raise UserError(f"checkpoint {path} is corrupt: {name} does not match its recorded SHA-256")
+        model_state = load_file(str(path / MODEL_FILE))
+        optimizer_state = load_file(str(path / OPTIMIZER_FILE))
+        config = config_from_dict(state["config"])
+        step = int(state["step"])
+    except FileNotFoundError as err:
+        raise UserError(f"checkpoint {path} is incomplete: {Path(err.filename).name} is missing") from None
+    except (OSError, ValueError, KeyError, TypeError, SafetensorError) as err:
+        raise UserError(f"checkpoint {path} is corrupt or unreadable ({err})") from None
+    extra = {k: v for k, v in state.items() if k not in ("step", "config", "sha256", "model_hash")}
+    return Checkpoint(path, step, config, model_state, optimizer_state, extra)
+
+
+def check_compatible(checkpoint: Checkpoint, config: Config) -> None:
+    """Refuse a checkpoint whose model settings differ from `config`, naming the keys."""
+    differing = diff_configs(checkpoint.config, config, ("model",))
+    if checkpoint.config.data.max_len != config.data.max_len:
+        differing.append("data.max_len")
+    if differing:
+        raise UserError(f"checkpoint {checkpoint.path} was made with other settings: {', '.join(differing)} differ")
+
+
+def apply_model_state(model, state: dict[str, np.ndarray], source: Path) -> None:
+    """Load weights into `model` only if every name and shape matches (never half-load)."""
+    import paddle
+
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = [k for k in own if k in state and list(own[k].shape) != list(state[k].shape)]
+    if missing or unexpected or wrong:
+        detail = (f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}" if unexpected
+                  else f"shape differs for {wrong[:3]}")
+        raise UserError(f"checkpoint {source} does not fit this model ({detail})")
+    model.set_state_dict({k: paddle.to_tensor(v) for k, v in state.items()})

@@ -1,0 +1,244 @@
+"""BERT for pretraining: embeddings, Transformer encoder, masked-LM head and next-sentence head.
+
+Layer names follow the paper and Hugging Face's `modeling_bert.py` (embeddings, attention,
+intermediate, output, pooler, heads). Written for static graph: one additive attention mask per
+batch shared by every head and layer, attention per head with no transposes, the MLM gather by
+flat index, no Python loops over tensor values.
+"""
+from __future__ import annotations
+
+import math
+
+import paddle
+import paddle.nn.functional as F
+from paddle import nn
+
+from pipeline.config import ModelConfig
+
+MASK_VALUE = -1e4  # additive mask for padded keys; safe in fp16 too
+
+
+def attention_mask(valid_lens: paddle.Tensor, seq_len: paddle.Tensor | int) -> paddle.Tensor:
+    """[B, 1, L] additive mask: 0 for the first `valid_lens` keys of a row, MASK_VALUE after."""
+    positions = paddle.arange(seq_len, dtype=valid_lens.dtype).unsqueeze(0)
+    keep = positions < valid_lens.unsqueeze(1)
+    return ((1.0 - keep.astype("float32")) * MASK_VALUE).unsqueeze(1)
+
+
+class Dense(nn.Linear):
+    """nn.Linear whose bias is added as `ones @ bias`: its gradient is then a matrix product instead of
+    a column reduction, which Paddle's CPU kernels run slowly (measured 3x cheaper under to_static)."""
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        flat = x.reshape([-1, x.shape[-1]])
+        ones = paddle.ones([paddle.shape(flat)[0], 1], dtype=flat.dtype)
+        y = paddle.matmul(flat, self.weight) + paddle.matmul(ones, self.bias.unsqueeze(0))
+        return y.reshape(paddle.concat([paddle.shape(x)[:-1], paddle.shape(y)[1:]]))
+
+
+class BertEmbeddings(nn.Layer):
+    """Token + segment + learned position embeddings, then LayerNorm."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.token_type_embeddings = nn.Embedding(2, cfg.hidden_size)
+        self.position_embeddings = nn.Embedding(cfg.max_position, cfg.hidden_size)
+        self.layer_norm = nn.LayerNorm(cfg.hidden_size)
+
+    def forward(self, input_ids: paddle.Tensor, token_type_ids: paddle.Tensor) -> paddle.Tensor:
+        seq_len = paddle.shape(input_ids)[1]
+        positions = self.position_embeddings.weight[:seq_len].unsqueeze(0)
+        x = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids) + positions
+        return self.layer_norm(x)
+
+
+class BertSelfAttention(nn.Layer):
+    """Multi-head self-attention, head by head on [B, L, head_dim] column blocks of the projection
+    weights, so no [B, L, heads, dim] transposes or head concatenation are needed (copies, slow on CPU).
+
+    The biases are folded exactly: the key bias shifts every score of a query row by the same amount
+    (softmax ignores it, so there is none); the value bias passes through the attention weights (rows
+    sum to 1) into the output bias; the query bias adds `k_j . b_q` to key j's column, which joins
+    the [B, 1, L] padding mask instead of a [B, L, dim] add.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.num_heads = cfg.num_heads
+        self.head_dim = cfg.hidden_size // cfg.num_heads
+        self.query = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.key = nn.Linear(cfg.hidden_size, cfg.hidden_size, bias_attr=False)
+        self.value = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.output = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+
+    def forward(self, x: paddle.Tensor, mask: paddle.Tensor) -> paddle.Tensor:
+        scale = 1.0 / math.sqrt(self.head_dim)
+        out = None
+        for h in range(self.num_heads):
+            cols = slice(h * self.head_dim, (h + 1) * self.head_dim)
+            q = paddle.matmul(x, self.query.weight[:, cols] * scale)
+            k = paddle.matmul(x, self.key.weight[:, cols])
+            v = paddle.matmul(x, self.value.weight[:, cols])
+            key_bias = paddle.matmul(k, self.query.bias[cols].unsqueeze(1) * scale)  # [B, L, 1]
+            scores = paddle.matmul(q, k, transpose_y=True) + (mask + key_bias.reshape(paddle.shape(mask)))
+            context = paddle.matmul(F.softmax(scores, axis=-1), v)
+            part = paddle.matmul(context, self.output.weight[cols])
+            out = part if out is None else out + part
+        bias = paddle.matmul(self.value.bias.unsqueeze(0), self.output.weight) + self.output.bias
+        flat = out.reshape([-1, out.shape[-1]])
+        ones = paddle.ones([paddle.shape(flat)[0], 1], dtype=flat.dtype)
+        return (flat + paddle.matmul(ones, bias)).reshape(paddle.shape(out))
+
+
+class BertLayer(nn.Layer):
+    """Post-LN Transformer block: attention, add & norm, feed-forward, add & norm.
+
+    Dropout uses `drop_masks` ([2, B, L, hidden] uint8, 1 = keep) when given: masks drawn on the host
+    by the data pipeline are ~10x cheaper than Paddle's CPU random numbers. Without them, F.dropout.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.attention = BertSelfAttention(cfg)
+        self.attention_norm = nn.LayerNorm(cfg.hidden_size)
+        self.intermediate = Dense(cfg.hidden_size, cfg.ffn_size)
+        self.output = Dense(cfg.ffn_size, cfg.hidden_size)
+        self.output_norm = nn.LayerNorm(cfg.hidden_size)
+        self.activation = getattr(F, cfg.activation)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.keep_scale = 1.0 / dropout_keep_probability(cfg.dropout)
+
+    def _drop(self, y: paddle.Tensor, keep: paddle.Tensor | None) -> paddle.Tensor:
+        if not self.training or keep is None:
+            return self.dropout(y)
+        return y * (keep.astype(y.dtype) * self.keep_scale)
+
+    def forward(self, x: paddle.Tensor, mask: paddle.Tensor, drop_masks: paddle.Tensor | None = None) -> paddle.Tensor:
+        keep_attention = None if drop_masks is None else drop_masks[0]
+        keep_output = None if drop_masks is None else drop_masks[1]
+        x = self.attention_norm(x + self._drop(self.attention(x, mask), keep_attention))
+        y = self.output(self.activation(self.intermediate(x)))
+        return self.output_norm(x + self._drop(y, keep_output))
+
+
+def dropout_keep_probability(p: float) -> float:
+    """Keep probability of host dropout masks: a byte >= round(256 p) is kept (p quantised to 1/256)."""
+    return 1.0 - round(256 * p) / 256
+
+
+class BertEncoder(nn.Layer):
+    """(input_ids, token_type_ids, valid_length) -> encodings [B, L, hidden]. What export saves."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.embeddings = BertEmbeddings(cfg)
+        self.layers = nn.LayerList([BertLayer(cfg) for _ in range(cfg.num_layers)])
+
+    def forward(self, input_ids: paddle.Tensor, token_type_ids: paddle.Tensor, valid_length: paddle.Tensor,
+                drop_masks: paddle.Tensor | None = None) -> paddle.Tensor:
+        x = self.embeddings(input_ids, token_type_ids)
+        mask = attention_mask(valid_length, paddle.shape(input_ids)[1])
+        for i, layer in enumerate(self.layers):
+            x = layer(x, mask, None if drop_masks is None else drop_masks[2 * i:2 * i + 2])
+        return x
+
+
+class MaskLMHead(nn.Layer):
+    """Linear, activation, LayerNorm, Linear to the vocabulary, at the masked positions only."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.transform = Dense(cfg.hidden_size, cfg.hidden_size)
+        self.activation = getattr(F, cfg.activation)
+        self.layer_norm = nn.LayerNorm(cfg.hidden_size)
+        self.decoder = Dense(cfg.hidden_size, cfg.vocab_size)
+
+    def forward(self, encodings: paddle.Tensor, pred_positions: paddle.Tensor) -> paddle.Tensor:
+        """Logits [B * P, V] for the flattened [B, P] positions (gathered by flat index)."""
+        batch, seq_len = paddle.shape(encodings)[0], paddle.shape(encodings)[1]
+        offsets = (paddle.arange(batch, dtype=pred_positions.dtype) * seq_len).unsqueeze(1)
+        flat = paddle.gather(encodings.reshape([-1, encodings.shape[-1]]), (pred_positions + offsets).reshape([-1]))
+        return self.decoder(self.layer_norm(self.activation(self.transform(flat))))
+
+
+class NextSentenceHead(nn.Layer):
+    """Pooler (Linear + Tanh on <cls>) then a Linear to two classes."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.pooler = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.classifier = nn.Linear(cfg.hidden_size, 2)
+
+    def forward(self, encodings: paddle.Tensor) -> paddle.Tensor:
+        return self.classifier(paddle.tanh(self.pooler(encodings[:, 0])))
+
+
+class BertForPretraining(nn.Layer):
+    """Encoder + MLM head + NSP head; returns (mlm_logits [B, P, V], nsp_logits [B, 2])."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        if cfg.vocab_size < 6:
+            raise ValueError("model.vocab_size must be set from the vocabulary")
+        self.encoder = BertEncoder(cfg)
+        self.mlm_head = MaskLMHead(cfg)
+        self.nsp_head = NextSentenceHead(cfg)
+
+    def forward(self, input_ids: paddle.Tensor, token_type_ids: paddle.Tensor, valid_length: paddle.Tensor,
+                pred_positions: paddle.Tensor, drop_masks: paddle.Tensor | None = None
+                ) -> tuple[paddle.Tensor, paddle.Tensor]:
+        encodings = self.encoder(input_ids, token_type_ids, valid_length, drop_masks)
+        mlm_logits = self.mlm_head(encodings, pred_positions)
+        batch, preds = paddle.shape(pred_positions)[0], paddle.shape(pred_positions)[1]
+        return mlm_logits.reshape([batch, preds, -1]), self.nsp_head(encodings)
+
+
+def pretraining_loss(mlm_logits: paddle.Tensor, nsp_logits: paddle.Tensor, mlm_labels: paddle.Tensor,
+                     mlm_weights: paddle.Tensor, nsp_labels: paddle.Tensor,
+                     mlm_norm: paddle.Tensor) -> tuple[paddle.Tensor, paddle.Tensor]:
+    """MLM cross entropy summed over real masked positions (weight 1) and divided by `mlm_norm`
+    (their count), and the mean NSP cross entropy. Padded predictions contribute nothing."""
+    vocab_size = mlm_logits.shape[-1]
+    per_position = F.cross_entropy(mlm_logits.reshape([-1, vocab_size]).astype("float32"),
+                                   mlm_labels.reshape([-1, 1]), reduction="none")
+    mlm_loss = (per_position.reshape([-1]) * mlm_weights.reshape([-1])).sum() / mlm_norm.reshape([])
+    nsp_loss = F.cross_entropy(nsp_logits.astype("float32"), nsp_labels.reshape([-1, 1]))
+    return mlm_loss, nsp_loss
+
+
+class PretrainingStep(nn.Layer):
+    """Forward pass and losses as one Layer, so one to_static program covers both."""
+
+    def __init__(self, model: BertForPretraining):
+        super().__init__()
+        self.bert = model
+
+    def forward(self, token_ids: paddle.Tensor, segments: paddle.Tensor, valid_lens: paddle.Tensor,
+                pred_positions: paddle.Tensor, mlm_weights: paddle.Tensor, mlm_labels: paddle.Tensor,
+                nsp_labels: paddle.Tensor, mlm_norm: paddle.Tensor, drop_masks: paddle.Tensor | None = None
+                ) -> tuple[paddle.Tensor, paddle.Tensor]:
+        encodings = self.bert.encoder(token_ids, segments, valid_lens, drop_masks)
+        mlm_logits = self.bert.mlm_head(encodings, pred_positions)
+        nsp_logits = self.bert.nsp_head(encodings)
+        return pretraining_loss(mlm_logits, nsp_logits, mlm_labels, mlm_weights, nsp_labels, mlm_norm)
+
+
+def step_input_spec(host_dropout: bool) -> list:
+    """InputSpecs of PretrainingStep.forward, batch and length dynamic; with the dropout masks or not."""
+    from paddle.static import InputSpec
+
+    i64, f32 = "int64", "float32"
+    masks = [InputSpec([None, None, None, None], "uint8", "drop_masks")] if host_dropout else []
+    return [InputSpec([None, None], i64, "token_ids"), InputSpec([None, None], i64, "segments"),
+            InputSpec([None], i64, "valid_lens"), InputSpec([None, None], i64, "pred_positions"),
+            InputSpec([None, None], f32, "mlm_weights"), InputSpec([None, None], i64, "mlm_labels"),
+            InputSpec([None], i64, "nsp_labels"), InputSpec([1], f32, "mlm_norm")] + masks
+
+
+def encoder_input_spec() -> list:
+    """InputSpecs of BertEncoder.forward (the exported model's inputs)."""
+    from paddle.static import InputSpec
+
+    return [InputSpec([None, None], "int64", "input_ids"), InputSpec([None, None], "int64", "token_type_ids"),
+            InputSpec([None], "int64", "valid_length")]
