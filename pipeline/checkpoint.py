@@ -85,6 +85,7 @@ def save(output_dir: Path, step: int, config: Config, model_state: dict[str, np.
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step}"
     tmp = Path(tempfile.mkdtemp(prefix=f".step_{step}.", dir=root))
+    tmp.chmod(0o755)
     try:
         save_file(model_state, str(tmp / MODEL_FILE), metadata={"step": str(step)})
         save_file(optimizer_state, str(tmp / OPTIMIZER_FILE), metadata={"step": str(step)})
@@ -105,6 +106,7 @@ def _write_latest(root: Path, name: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=".latest.", dir=root)
     with os.fdopen(fd, "w") as f:
         f.write(name + "\n")
+    os.chmod(tmp, 0o644)
     os.replace(tmp, root / LATEST)
 
 

@@ -282,8 +282,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def request_stop(signum, frame):  # noqa: ARG001
         trainer.stop_requested = True
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, request_stop)
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
 
     progress = Progress(output / "metrics.jsonl", trainer.step, cfg.train.steps, cfg.train.log_every, rank == 0)
     first_step, mlm_sum, nsp_sum, done = trainer.step, 0.0, 0.0, 0
@@ -308,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
                 break
     finally:
         progress.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     elapsed = time.perf_counter() - start
     if rank != 0:
         return 0

@@ -55,6 +55,7 @@ class Vocab:
         fd, tmp = tempfile.mkstemp(prefix=path.name + ".", dir=path.parent)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump({"idx_to_token": self.idx_to_token}, f, ensure_ascii=False)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
 
     @classmethod

@@ -77,6 +77,7 @@ def extract(archive: Path, dest: Path) -> Path:
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=dest.name + ".", dir=dest.parent))
+    tmp.chmod(0o755)
     try:
         with zipfile.ZipFile(archive) as zf:
             zf.extractall(tmp)

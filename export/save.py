@@ -1,0 +1,140 @@
+"""Turn a pretraining checkpoint into a Paddle Inference model with paddle.jit.save.
+
+    python export/save.py                                  # newest checkpoint of output/ -> output/inference
+    python export/save.py --checkpoint output/checkpoints/step_50 --export-dir model/ --with-heads
+
+Writes <export-dir>/encoder.json + encoder.pdiparams (Paddle 3 PIR program), vocab.json and
+manifest.json (and pretraining.* with --with-heads), through a temporary folder renamed at the end.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+if __name__ == "__main__" and not __package__:
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+from pipeline.runtime import quiet_paddle_import
+
+quiet_paddle_import()
+
+import paddle  # noqa: E402
+from paddle.static import InputSpec  # noqa: E402
+
+from pipeline import checkpoint  # noqa: E402
+from pipeline.errors import UserError, run_cli  # noqa: E402
+from pipeline.model import BertForPretraining, encoder_input_spec  # noqa: E402
+from pipeline.vocab import Vocab  # noqa: E402
+
+ENCODER, HEADS = "encoder", "pretraining"
+MANIFEST_FORMAT = 1
+
+
+class MaskedLMPredictor(paddle.nn.Layer):
+    """Encoder + heads for inference: masked-word probabilities and next-sentence probabilities."""
+
+    def __init__(self, model: BertForPretraining):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, token_type_ids, valid_length, pred_positions):
+        mlm_logits, nsp_logits = self.model(input_ids, token_type_ids, valid_length, pred_positions)
+        return paddle.nn.functional.softmax(mlm_logits, -1), paddle.nn.functional.softmax(nsp_logits, -1)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Export a pretraining checkpoint as a Paddle Inference model "
+                                            "(paddle.jit.save of the encoder under to_static, dynamic batch "
+                                            "and sequence length).")
+    p.add_argument("--output-dir", default="output",
+                   help="training output folder whose newest checkpoint is exported (default: output)")
+    p.add_argument("--checkpoint", help="a checkpoint folder (checkpoints/step_N) instead of the newest")
+    p.add_argument("--export-dir", help="where to write the model (default: <output-dir>/inference)")
+    p.add_argument("--with-heads", action="store_true",
+                   help="also export encoder + MLM/NSP heads, needed by infer/encode.py --fill-mask")
+    return p
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def export(ckpt: checkpoint.Checkpoint, vocab: Vocab, export_dir: Path, with_heads: bool) -> Path:
+    """Write the inference model of `ckpt` to `export_dir`, replacing what was there only on success."""
+    cfg = ckpt.config
+    if len(vocab) != cfg.model.vocab_size:
+        raise UserError(f"vocab.json has {len(vocab)} tokens but checkpoint {ckpt.path} expects "
+                        f"{cfg.model.vocab_size}")
+    model = BertForPretraining(cfg.model)
+    checkpoint.apply_model_state(model, ckpt.model_state, ckpt.path)
+    model.eval()
+    export_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{export_dir.name}.", dir=export_dir.parent))
+    tmp.chmod(0o755)
+    try:
+        encoder = paddle.jit.to_static(model.encoder, input_spec=encoder_input_spec(), full_graph=True)
+        paddle.jit.save(encoder, str(tmp / ENCODER))
+        if with_heads:
+            heads = MaskedLMPredictor(model)
+            spec = encoder_input_spec() + [InputSpec([None, None], "int64", "pred_positions")]
+            paddle.jit.save(paddle.jit.to_static(heads, input_spec=spec, full_graph=True), str(tmp / HEADS))
+        vocab.save(tmp / "vocab.json")
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "model": cfg.model.__dict__, "max_len": cfg.data.max_len, "checkpoint_step": ckpt.step,
+            "checkpoint": str(ckpt.path), "paddle_version": paddle.__version__,
+            "inputs": [
+                {"name": "input_ids", "dtype": "int64", "shape": [-1, -1], "meaning": "token ids, <cls> A <sep> [B <sep>], padded with <pad>"},
+                {"name": "token_type_ids", "dtype": "int64", "shape": [-1, -1], "meaning": "0 for <cls> A <sep>, 1 for B <sep>"},
+                {"name": "valid_length", "dtype": "int64", "shape": [-1], "meaning": "real tokens per row (the rest is padding)"},
+            ],
+            "outputs": [{"name": "encodings", "dtype": "float32", "shape": [-1, -1, cfg.model.hidden_size],
+                         "meaning": "one vector per token; row 0 (<cls>) represents the whole input"}],
+            "with_heads": with_heads,
+            "sha256": {p.name: sha256_of(p) for p in sorted(tmp.glob("*.pdiparams"))},
+        }
+        if with_heads:
+            manifest["heads_outputs"] = ["mlm_probabilities [B, P, vocab]", "nsp_probabilities [B, 2]"]
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+        _replace_dir(tmp, export_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return export_dir
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Put `new` at `target`; an existing `target` is moved aside first and removed only after."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        target.rename(old)
+    new.rename(target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    output = Path(args.output_dir)
+    path = Path(args.checkpoint) if args.checkpoint else checkpoint.latest(output)
+    if path is None:
+        raise UserError(f"no checkpoint in {output / 'checkpoints'}: train first (python pipeline/train.py) "
+                        f"or pass --checkpoint")
+    if not path.is_dir():
+        raise UserError(f"checkpoint folder not found: {path}")
+    ckpt = checkpoint.load(path)
+    vocab = Vocab.load(path.resolve().parent.parent / "vocab.json")
+    export_dir = Path(args.export_dir) if args.export_dir else output / "inference"
+    export(ckpt, vocab, export_dir, args.with_heads)
+    print(f"exported {path} (step {ckpt.step}) to {export_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,134 @@
+"""Print BERT encodings of text with the Paddle Inference predictor.
+
+    python infer/encode.py --text "a crane is flying"
+    python infer/encode.py --text "a crane driver came" --text-b "he just left" --json
+    python infer/encode.py --text "a crane is flying" --compare "a crane driver came" --word crane
+    python infer/encode.py --file sentences.txt --json        # one text (or A<TAB>B) per line; - for stdin
+    python infer/encode.py --fill-mask "a <mask> is flying"   # needs export/save.py --with-heads
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+if __name__ == "__main__" and not __package__:
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+from pipeline.runtime import quiet_paddle_import
+
+quiet_paddle_import()
+
+import numpy as np  # noqa: E402
+
+from infer.predictor import Encoder, Encoding, Text  # noqa: E402
+from pipeline.errors import UserError, run_cli  # noqa: E402
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="BERT encodings from an exported model (python export/save.py) "
+                                            "through the Paddle Inference predictor: GPU (+TensorRT) or CPU (+oneDNN).")
+    what = p.add_argument_group("input (one of --text, --file, --fill-mask)")
+    what.add_argument("--text", help="the text to encode (lower-cased, split on whitespace as in training)")
+    what.add_argument("--text-b", help="second sentence: encode the pair <cls> A <sep> B <sep>")
+    what.add_argument("--file", help="one text per line, or A<TAB>B for a pair; '-' reads standard input")
+    what.add_argument("--fill-mask", metavar="TEXT", help="print the top 5 words for each <mask> in TEXT "
+                                                          "(needs an export made with --with-heads)")
+    p.add_argument("--compare", metavar="TEXT2", help="cosine similarity of --word's vectors in --text and TEXT2")
+    p.add_argument("--word", default="crane", help="the word compared by --compare (default: crane)")
+    p.add_argument("--json", action="store_true", help="one JSON object per input: tokens, segments, cls, encoding")
+    p.add_argument("--model-dir", default="output/inference", help="exported model folder (default: output/inference)")
+    p.add_argument("--batch-size", type=int, default=64, help="texts per predictor call for --file (default: 64)")
+    p.add_argument("--truncate", action="store_true", help="cut texts longer than the model's max_len instead of failing")
+    run = p.add_argument_group("predictor")
+    run.add_argument("--device", default="auto", choices=("auto", "gpu", "cpu"),
+                     help="auto (default) uses the GPU when this PaddlePaddle build and machine have one")
+    run.add_argument("--threads", type=int, default=0,
+                     help="CPU math threads; 0 (default) = 1 for short inputs, all cores for batches")
+    run.add_argument("--onednn", default="auto", choices=("auto", "on", "off"),
+                     help="CPU oneDNN kernels; auto (default) = off for short inputs, on for batches")
+    run.add_argument("--trt", action="store_true", help="GPU: run through TensorRT (engine cached in the model folder)")
+    run.add_argument("--precision", default="fp32", choices=("fp32", "fp16"), help="TensorRT precision (default fp32)")
+    run.add_argument("--max-batch", type=int, default=64, help="TensorRT: largest batch of its shape range (default 64)")
+    run.add_argument("--verbose", action="store_true", help="show the predictor's own log")
+    return p
+
+
+def read_texts(source: str) -> list[Text]:
+    """Lines of `source` ('-' = stdin): a text, or a tab-separated pair."""
+    try:
+        if source == "-":
+            lines = sys.stdin.read().splitlines()
+        else:
+            lines = Path(source).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise UserError(f"input file not found: {source}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"cannot read {source}: {err}") from None
+    texts: list[Text] = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            raise UserError(f"{source}: line {number} is empty")
+        a, tab, b = line.partition("\t")
+        texts.append((a, b) if tab else a)
+    if not texts:
+        raise UserError(f"{source} holds no text")
+    return texts
+
+
+def show(encoding: Encoding, as_json: bool) -> str:
+    if as_json:
+        return json.dumps({"tokens": encoding.tokens, "segments": encoding.segments,
+                           "cls": encoding.cls.round(6).tolist(), "encoding": encoding.vectors.round(6).tolist()})
+    lines = [f"tokens: {encoding.tokens}",
+             f"encoding shape: {(1, *encoding.vectors.shape)}",
+             f"<cls> shape: {(1, encoding.vectors.shape[1])}"]
+    width = max(len(t) for t in encoding.tokens)
+    for token, vector in zip(encoding.tokens, encoding.vectors):
+        lines.append(f"  {token:<{width}} {np.array2string(vector[:3], precision=4, separator=', ')}")
+    return "\n".join(lines)
+
+
+def cosine_of_word(first: Encoding, second: Encoding, word: str) -> float:
+    vectors = []
+    for enc in (first, second):
+        if word not in enc.tokens:
+            raise UserError(f"--word {word!r} is not among the tokens {enc.tokens}")
+        vectors.append(enc.vectors[enc.tokens.index(word)])
+    a, b = vectors
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    given = [x for x in (args.text, args.file, args.fill_mask) if x is not None]
+    if len(given) != 1:
+        raise UserError("give exactly one of --text, --file or --fill-mask")
+    if args.batch_size < 1:
+        raise UserError("--batch-size must be at least 1")
+    encoder = Encoder(args.model_dir, args.device, args.threads, args.onednn, args.trt, args.precision,
+                      args.max_batch, args.verbose)
+    if args.fill_mask is not None:
+        for i, candidates in enumerate(encoder.fill_mask(args.fill_mask)):
+            print(f"<mask> {i + 1}: " + ", ".join(f"{w} {p:.3f}" for w, p in candidates))
+        return 0
+    if args.file is not None:
+        texts = read_texts(args.file)
+    else:
+        texts = [(args.text, args.text_b) if args.text_b is not None else args.text]
+    if args.compare is not None:
+        texts.append(args.compare)
+    encodings = encoder.encode(texts, args.batch_size, args.truncate)
+    if args.compare is not None:
+        *encodings, other = encodings
+        similarity = cosine_of_word(encodings[0], other, args.word.lower())
+    for encoding in encodings:
+        print(show(encoding, args.json))
+    if args.compare is not None:
+        print(f"cosine similarity of {args.word!r} in the two contexts: {similarity:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

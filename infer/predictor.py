@@ -1,0 +1,254 @@
+"""BERT encodings from an exported model through the Paddle Inference predictor.
+
+    from infer.predictor import Encoder
+    encodings = Encoder("output/inference").encode(["a crane is flying"])
+    encodings[0].vectors.shape   # (6, 128): <cls> a crane is flying <sep>
+
+Preprocess (tokenise like training, pad, sort by length) / infer (predictor) / postprocess (unpad,
+restore input order), as in Paddle's own deploy code. Imports no training code: only the vocabulary,
+the error type and the CPU-core count from `pipeline`.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence, Union
+
+import numpy as np
+
+from pipeline.errors import UserError
+from pipeline.runtime import available_cores
+from pipeline.vocab import CLS, MASK, SEP, Vocab
+
+Text = Union[str, tuple[str, str]]
+ENCODER, HEADS = "encoder", "pretraining"
+# Below this many tokens per call (batch x length) one thread without oneDNN is fastest on CPU;
+# above it oneDNN with every core wins (bench/infer.py measures both regimes).
+SMALL_CALL_TOKENS = 512
+
+
+@dataclass
+class Encoding:
+    """One input's tokens and their vectors ([len(tokens), hidden]); row 0 is <cls>."""
+
+    tokens: list[str]
+    segments: list[int]
+    vectors: np.ndarray
+
+    @property
+    def cls(self) -> np.ndarray:
+        return self.vectors[0]
+
+
+@dataclass
+class ModelFolder:
+    """An export made by export/save.py, checked for completeness."""
+
+    path: Path
+    manifest: dict
+    vocab: Vocab
+
+    @classmethod
+    def open(cls, path: str | Path) -> "ModelFolder":
+        path = Path(path)
+        if not path.is_dir():
+            raise UserError(f"model folder not found: {path} (make one with: python export/save.py)")
+        try:
+            manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise UserError(f"model folder {path} is incomplete: manifest.json is missing") from None
+        except (OSError, ValueError) as err:
+            raise UserError(f"model folder {path}: manifest.json is unreadable ({err})") from None
+        if not (path / "vocab.json").is_file():
+            raise UserError(f"model folder {path} is incomplete: vocab.json is missing")
+        vocab = Vocab.load(path / "vocab.json")
+        expected = manifest.get("model", {}).get("vocab_size")
+        if expected != len(vocab):
+            raise UserError(f"vocab.json in {path} has {len(vocab)} tokens but the model expects {expected}")
+        folder = cls(path, manifest, vocab)
+        folder.program_files(ENCODER)
+        return folder
+
+    @property
+    def max_len(self) -> int:
+        return int(self.manifest["max_len"])
+
+    def program_files(self, name: str) -> tuple[Path, Path]:
+        """(program, parameters) of `name`: Paddle 3's .json, or a legacy .pdmodel."""
+        params = self.path / f"{name}.pdiparams"
+        for suffix in (".json", ".pdmodel"):
+            program = self.path / f"{name}{suffix}"
+            if program.is_file() and params.is_file():
+                return program, params
+        if name == HEADS:
+            raise UserError(f"{self.path} holds the encoder only; --fill-mask needs the heads: "
+                            f"re-export with python export/save.py --with-heads")
+        raise UserError(f"model folder {self.path} is incomplete: {name}.json/.pdmodel or {name}.pdiparams is missing")
+
+
+def tokenize(vocab: Vocab, text: Text, max_len: int, truncate: bool = False) -> tuple[list[str], list[int]]:
+    """`<cls> A <sep> [B <sep>]`, lower-cased and split on whitespace as in training; segment ids."""
+    a, b = (text, None) if isinstance(text, str) else text
+    tokens_a, tokens_b = a.lower().split(), (b.lower().split() if b is not None else None)
+    if not tokens_a or (tokens_b is not None and not tokens_b):
+        raise UserError("empty text: give at least one word" + (" on each side of the pair" if b is not None else ""))
+    specials = 2 if tokens_b is None else 3
+    total = len(tokens_a) + len(tokens_b or []) + specials
+    if total > max_len:
+        if not truncate:
+            raise UserError(f"text is {total} tokens long with <cls>/<sep>, over the model's max_len {max_len} "
+                            f"(shorten it or pass --truncate)")
+        while len(tokens_a) + len(tokens_b or []) + specials > max_len:
+            if tokens_b and len(tokens_b) >= len(tokens_a):
+                tokens_b.pop()
+            else:
+                tokens_a.pop()
+    tokens = [CLS, *tokens_a, SEP]
+    segments = [0] * len(tokens)
+    if tokens_b is not None:
+        tokens += [*tokens_b, SEP]
+        segments += [1] * (len(tokens_b) + 1)
+    return tokens, segments
+
+
+class Encoder:
+    """Paddle Inference predictors over an exported model, on GPU (optionally TensorRT) or CPU."""
+
+    def __init__(self, model_dir: str | Path = "output/inference", device: str = "auto", threads: int = 0,
+                 onednn: str = "auto", trt: bool = False, precision: str = "fp32", max_batch: int = 64,
+                 verbose: bool = False):
+        from paddle import inference
+
+        self.folder = ModelFolder.open(model_dir)
+        self.vocab = self.folder.vocab
+        self.max_len = self.folder.max_len
+        self.threads, self.onednn, self.verbose = threads, onednn, verbose
+        self.trt, self.precision, self.max_batch = trt, precision, max_batch
+        self.device = resolve_device(device, trt, precision)
+        self._inference = inference
+        self._predictors: dict[tuple[str, str], object] = {}
+
+    # -- configuration ------------------------------------------------------------------------
+    def _config(self, program: str, regime: str):
+        model, params = self.folder.program_files(program)
+        config = self._inference.Config(str(model), str(params))
+        if not self.verbose:
+            config.disable_glog_info()
+        if self.device == "gpu":
+            config.enable_use_gpu(256, 0)
+            if self.trt:
+                self._enable_tensorrt(config, program)
+            return config
+        config.disable_gpu()
+        cores = available_cores()
+        small = regime == "small"
+        use_onednn = {"on": True, "off": False}.get(self.onednn, not small)
+        config.set_cpu_math_library_num_threads(self.threads or (1 if small else cores))
+        if use_onednn:
+            config.enable_mkldnn()
+            config.set_mkldnn_cache_capacity(16)  # bounded cache of shape-specialised kernels
+        else:
+            config.disable_mkldnn()
+        return config
+
+    def _enable_tensorrt(self, config, program: str) -> None:
+        precision = {"fp32": self._inference.PrecisionType.Float32,
+                     "fp16": self._inference.PrecisionType.Half}[self.precision]
+        config.enable_tensorrt_engine(workspace_size=1 << 30, max_batch_size=self.max_batch, min_subgraph_size=3,
+                                      precision_mode=precision, use_static=True, use_calib_mode=False)
+        names = ["input_ids", "token_type_ids"]
+        low = {n: [1, 1] for n in names} | {"valid_length": [1]}
+        high = {n: [self.max_batch, self.max_len] for n in names} | {"valid_length": [self.max_batch]}
+        opt = {n: [max(1, self.max_batch // 2), self.max_len] for n in names} | {"valid_length": [max(1, self.max_batch // 2)]}
+        if program == HEADS:
+            low["pred_positions"], high["pred_positions"], opt["pred_positions"] = [1, 1], [self.max_batch, self.max_len], [1, 1]
+        config.set_trt_dynamic_shape_info(low, high, opt)
+        config.set_optim_cache_dir(str(self.folder.path / "_trt_cache"))  # engine reused on the next start
+
+    def _predictor(self, program: str, tokens_per_call: int):
+        regime = "large" if self.device == "gpu" or tokens_per_call > SMALL_CALL_TOKENS else "small"
+        key = (program, regime)
+        if key not in self._predictors:
+            self._predictors[key] = self._inference.create_predictor(self._config(program, regime))
+        return self._predictors[key]
+
+    # -- running ------------------------------------------------------------------------------
+    def run(self, arrays: dict[str, np.ndarray], program: str = ENCODER) -> list[np.ndarray]:
+        """Feed named int64 arrays to `program`; return its outputs in order."""
+        predictor = self._predictor(program, arrays["input_ids"].size)
+        for name in predictor.get_input_names():
+            handle = predictor.get_input_handle(name)
+            handle.reshape(arrays[name].shape)
+            handle.copy_from_cpu(arrays[name])
+        predictor.run()
+        return [predictor.get_output_handle(n).copy_to_cpu() for n in predictor.get_output_names()]
+
+    def preprocess(self, texts: Sequence[Text], truncate: bool = False) -> list[tuple[list[str], list[int]]]:
+        return [tokenize(self.vocab, t, self.max_len, truncate) for t in texts]
+
+    def encode(self, texts: Sequence[Text], batch_size: int = 64, truncate: bool = False) -> list[Encoding]:
+        """Encodings of `texts` (strings, or (A, B) pairs), batched by length, in input order."""
+        if isinstance(texts, (str, tuple)):
+            raise TypeError("encode() takes a list of texts")
+        items = self.preprocess(texts, truncate)
+        results: list[Encoding | None] = [None] * len(items)
+        order = sorted(range(len(items)), key=lambda i: len(items[i][0]))
+        for lo in range(0, len(order), batch_size):
+            chunk = order[lo:lo + batch_size]
+            arrays = self._pad([items[i] for i in chunk])
+            (encodings,) = self.run(arrays)[:1]
+            for row, i in enumerate(chunk):
+                tokens, segments = items[i]
+                results[i] = Encoding(tokens, segments, encodings[row, :len(tokens)])
+        return results
+
+    def fill_mask(self, text: str, top_k: int = 5) -> list[list[tuple[str, float]]]:
+        """Top-k words and probabilities for each <mask> in `text` (needs an export --with-heads)."""
+        tokens, segments = tokenize(self.vocab, text, self.max_len)
+        positions = [i for i, t in enumerate(tokens) if t == MASK]
+        if not positions:
+            raise UserError(f"--fill-mask text has no {MASK} token: {text!r}")
+        self.folder.program_files(HEADS)
+        arrays = self._pad([(tokens, segments)])
+        arrays["pred_positions"] = np.array([positions], dtype=np.int64)
+        probabilities = self.run(arrays, HEADS)[0][0]
+        out = []
+        for row in probabilities:
+            best = np.argsort(-row)[:top_k]
+            out.append([(self.vocab.idx_to_token[i], float(row[i])) for i in best])
+        return out
+
+    def _pad(self, items: list[tuple[list[str], list[int]]]) -> dict[str, np.ndarray]:
+        width = max(len(tokens) for tokens, _ in items)
+        ids = np.full((len(items), width), self.vocab.pad, dtype=np.int64)
+        segments = np.zeros((len(items), width), dtype=np.int64)
+        for row, (tokens, segs) in enumerate(items):
+            ids[row, :len(tokens)] = [self.vocab[t] for t in tokens]
+            segments[row, :len(segs)] = segs
+        valid = np.array([len(tokens) for tokens, _ in items], dtype=np.int64)
+        return {"input_ids": ids, "token_type_ids": segments, "valid_length": valid}
+
+
+def resolve_device(device: str, trt: bool, precision: str) -> str:
+    """'gpu' or 'cpu' for `device` (auto/gpu/cpu); a GPU or TensorRT request that cannot be met is an error."""
+    import paddle
+    from paddle import inference
+
+    has_gpu = paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
+    if device not in ("auto", "gpu", "cpu"):
+        raise UserError(f"--device must be auto, gpu or cpu, got {device!r}")
+    if device == "gpu" and not has_gpu:
+        raise UserError("--device gpu: this PaddlePaddle build or machine has no CUDA GPU "
+                        "(install paddlepaddle-gpu on a CUDA machine, or use --device cpu)")
+    chosen = "gpu" if device == "gpu" or (device == "auto" and has_gpu) else "cpu"
+    if trt:
+        if chosen != "gpu":
+            raise UserError("--trt needs a CUDA GPU; this machine or PaddlePaddle build has none")
+        if tuple(inference.get_trt_compile_version()) == (0, 0, 0):
+            raise UserError("--trt: this PaddlePaddle build was compiled without TensorRT")
+    if precision not in ("fp32", "fp16"):
+        raise UserError(f"--precision must be fp32 or fp16, got {precision!r}")
+    if precision == "fp16" and chosen != "gpu":
+        raise UserError("--precision fp16 needs a GPU; on CPU the predictor runs in fp32")
+    return chosen
