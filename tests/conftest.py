@@ -1,0 +1,78 @@
+"""Shared fixtures: a small WikiText-like corpus the tests write themselves, and a tiny trained model."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("MKL_DEBUG_CPU_TYPE", "5")
+os.environ.setdefault("GLOG_minloglevel", "2")
+os.environ.setdefault("FLAGS_new_executor_serial_run", "true")
+warnings.filterwarnings("ignore", message=".*ccache.*")
+
+# A tiny model that trains in a second or two; every test that trains uses it.
+TINY = ["-o", "model.hidden_size=32", "-o", "model.num_layers=2", "-o", "model.num_heads=2",
+        "-o", "model.ffn_size=64", "-o", "data.max_len=32", "-o", "data.min_freq=1",
+        "-o", "train.batch_size=32", "-o", "train.lr=0.005", "-o", "train.log_every=1"]
+
+
+def write_corpus(path: Path, paragraphs: int, seed: int, words: int = 80) -> None:
+    """WikiText-style lines: headings (skipped), and paragraphs of ' . '-separated sentences."""
+    rng = np.random.default_rng(seed)
+    vocab = [f"w{i}" for i in range(words)] + ["<unk>", "the", "a", "crane", "is", "flying"]
+    zipf = 1.0 / np.arange(1, len(vocab) + 1)
+    zipf /= zipf.sum()
+    lines = []
+    for p in range(paragraphs):
+        lines += ["", f" = Heading {p} = ", ""]
+        sentences = [" ".join(rng.choice(vocab, rng.integers(3, 10), p=zipf)) for _ in range(rng.integers(2, 7))]
+        lines.append(" " + " . ".join(sentences) + " . ")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache(tmp_path_factory):
+    """Downloads and example caches go to a temporary folder, never ~/.cache."""
+    os.environ["BERT_PIPELINE_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="session")
+def corpus_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("wikitext")
+    for split, paragraphs, seed in (("train", 300, 1), ("valid", 120, 2), ("test", 120, 3)):
+        write_corpus(folder / f"wiki.{split}.tokens", paragraphs, seed)
+    return folder
+
+
+def run_script(*args: str, stdin: str | None = None, timeout: int = 300, env: dict | None = None,
+               ) -> subprocess.CompletedProcess:
+    """Run a repository script as a user would (`python pipeline/train.py ...`) from the repo root."""
+    full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
+    return subprocess.run([sys.executable, *args], cwd=ROOT, input=stdin, capture_output=True, text=True,
+                          timeout=timeout, env=full_env)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, corpus_dir) -> Path:
+    """Output folder of a short training run of the tiny model (checkpoint at step 8)."""
+    out = tmp_path_factory.mktemp("trained")
+    result = run_script("pipeline/train.py", "--data-dir", str(corpus_dir), "--output-dir", str(out),
+                        "--steps", "8", *TINY)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory, trained) -> Path:
+    """An inference export (with heads) of the tiny trained model."""
+    export_dir = tmp_path_factory.mktemp("export") / "inference"
+    result = run_script("export/save.py", "--output-dir", str(trained), "--export-dir", str(export_dir),
+                        "--with-heads")
+    assert result.returncode == 0, result.stderr
+    return export_dir

@@ -1,0 +1,65 @@
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import DEFAULT_CONFIG, diff_configs, load_config, parse_override
+from pipeline.errors import UserError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_default_is_the_seeds_tiny_bert():
+    cfg = load_config()
+    assert (cfg.model.num_layers, cfg.model.hidden_size, cfg.model.ffn_size, cfg.model.num_heads) == (2, 128, 256, 2)
+    assert cfg.model.dropout == 0.2 and cfg.data.max_len == 64
+    assert (cfg.train.batch_size, cfg.train.lr, cfg.train.steps, cfg.train.optimizer) == (512, 0.01, 50, "adam")
+
+
+@pytest.mark.parametrize("name, sizes", [("bert_base", (12, 768, 3072, 12)), ("bert_large", (24, 1024, 4096, 16))])
+def test_base_and_large_configs(name, sizes):
+    cfg = load_config(ROOT / "configs" / f"{name}.yaml")
+    assert (cfg.model.num_layers, cfg.model.hidden_size, cfg.model.ffn_size, cfg.model.num_heads) == sizes
+    assert cfg.data.max_len == 512
+
+
+def test_overrides_are_parsed_as_typed_yaml_scalars():
+    cfg = load_config(DEFAULT_CONFIG, ["train.lr=1e-4", "train.steps=7", "data.dynamic_masking=false",
+                                       "data.eval_split=test", "model.activation=gelu"])
+    assert cfg.train.lr == pytest.approx(1e-4) and isinstance(cfg.train.lr, float)
+    assert cfg.train.steps == 7 and cfg.data.dynamic_masking is False
+    assert cfg.data.eval_split == "test" and cfg.model.activation == "gelu"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.nope=1", "unknown setting train.nope"),
+    ("nope.lr=1", "unknown config section 'nope'"),
+    ("train.steps=ten", "train.steps must be int"),
+    ("train.steps=1.5", "train.steps must be int"),
+    ("data.dynamic_masking=3", "data.dynamic_masking must be bool"),
+    ("train.optimizer=sgd", "train.optimizer must be one of"),
+    ("model.num_heads=3", "divisible by model.num_heads"),
+    ("train.steps=0", "train.steps must be at least 1"),
+    ("trainlr", "must look like section.key=value"),
+])
+def test_bad_overrides_are_refused_with_the_setting_named(override, message):
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        load_config(DEFAULT_CONFIG, [override])
+
+
+def test_missing_and_malformed_config_files(tmp_path):
+    with pytest.raises(UserError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [1, 2]\n")
+    with pytest.raises(UserError, match="section 'model'"):
+        load_config(bad)
+
+
+def test_parse_override_keeps_strings_and_reads_exponents():
+    assert parse_override("data.data_dir=/tmp/x") == ("data", "data_dir", "/tmp/x")
+    assert parse_override("train.lr=3e-5")[2] == pytest.approx(3e-5)
+
+
+def test_diff_configs_names_changed_model_keys():
+    a, b = load_config(), load_config(DEFAULT_CONFIG, ["model.hidden_size=64", "model.num_heads=4"])
+    assert diff_configs(a, b) == ["model.hidden_size", "model.num_heads"]

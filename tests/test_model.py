@@ -1,0 +1,139 @@
+"""The BERT model: shapes, exact bias folding, masking, static = dygraph, and a loss that falls."""
+import numpy as np
+import paddle
+import pytest
+
+from pipeline.config import ModelConfig
+from pipeline.model import (BertForPretraining, BertSelfAttention, PretrainingStep, attention_mask,
+                            pretraining_loss, step_input_spec)
+
+CFG = ModelConfig(vocab_size=50, hidden_size=16, num_layers=2, num_heads=2, ffn_size=32, dropout=0.0,
+                  max_position=32)
+
+
+def batch(rows=4, length=12, preds=3, seed=0):
+    rng = np.random.default_rng(seed)
+    valid = rng.integers(5, length + 1, rows)
+    ids = rng.integers(5, 50, (rows, length))
+    ids[np.arange(length)[None, :] >= valid[:, None]] = 1
+    segments = (np.arange(length)[None, :] >= valid[:, None] // 2).astype(np.int64) * (ids != 1)
+    positions = np.stack([rng.choice(np.arange(1, v - 1), preds, replace=False) for v in valid])
+    weights = np.ones((rows, preds), dtype=np.float32)
+    weights[:, -1] = 0
+    labels = rng.integers(5, 50, (rows, preds))
+    nsp = rng.integers(0, 2, rows)
+    return {"token_ids": ids, "segments": segments, "valid_lens": valid, "pred_positions": positions,
+            "mlm_weights": weights, "mlm_labels": labels, "nsp_labels": nsp,
+            "mlm_norm": np.array([weights.sum()], dtype=np.float32)}
+
+
+def tensors(b, names=("token_ids", "segments", "valid_lens", "pred_positions", "mlm_weights", "mlm_labels",
+                      "nsp_labels", "mlm_norm")):
+    return [paddle.to_tensor(b[k]) for k in names]
+
+
+def test_output_shapes():
+    paddle.seed(0)
+    model = BertForPretraining(CFG)
+    b = batch()
+    mlm, nsp = model(*tensors(b, ("token_ids", "segments", "valid_lens", "pred_positions")))
+    assert mlm.shape == [4, 3, 50] and nsp.shape == [4, 2]
+    encodings = model.encoder(*tensors(b, ("token_ids", "segments", "valid_lens")))
+    assert encodings.shape == [4, 12, 16]
+
+
+def reference_attention(layer: BertSelfAttention, x: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Textbook multi-head attention with every bias applied where the paper puts it."""
+    w = {n: getattr(layer, n).weight.numpy() for n in ("query", "key", "value", "output")}
+    bq, bv, bo = layer.query.bias.numpy(), layer.value.bias.numpy(), layer.output.bias.numpy()
+    q, k, v = x @ w["query"] + bq, x @ w["key"], x @ w["value"] + bv
+    d = layer.head_dim
+    heads = []
+    for h in range(layer.num_heads):
+        s = slice(h * d, (h + 1) * d)
+        scores = q[..., s] @ k[..., s].transpose(0, 2, 1) / np.sqrt(d)
+        scores = np.where(np.arange(x.shape[1])[None, None, :] < valid[:, None, None], scores, -1e4)
+        p = np.exp(scores - scores.max(-1, keepdims=True))
+        heads.append((p / p.sum(-1, keepdims=True)) @ v[..., s])
+    return np.concatenate(heads, -1) @ w["output"] + bo
+
+
+def test_folded_biases_equal_textbook_attention():
+    paddle.seed(1)
+    layer = BertSelfAttention(CFG)
+    for p in layer.parameters():  # non-zero biases, so folding them is really tested
+        p.set_value(paddle.randn(p.shape) * 0.5)
+    x = np.random.default_rng(2).standard_normal((3, 7, 16)).astype(np.float32)
+    valid = np.array([7, 4, 2])
+    mask = attention_mask(paddle.to_tensor(valid), 7)
+    ours = layer(paddle.to_tensor(x), mask).numpy()
+    np.testing.assert_allclose(ours, reference_attention(layer, x, valid), atol=2e-5)
+
+
+def test_padding_does_not_change_the_real_positions():
+    paddle.seed(0)
+    model = BertForPretraining(CFG)
+    model.eval()
+    b = batch()
+    first = model.encoder(*tensors(b, ("token_ids", "segments", "valid_lens"))).numpy()
+    changed = dict(b)
+    changed["token_ids"] = np.where(np.arange(12)[None, :] >= b["valid_lens"][:, None], 7, b["token_ids"])
+    second = model.encoder(*tensors(changed, ("token_ids", "segments", "valid_lens"))).numpy()
+    for row, n in enumerate(b["valid_lens"]):
+        np.testing.assert_allclose(first[row, :n], second[row, :n], atol=1e-6)
+
+
+def test_mlm_loss_ignores_padded_predictions():
+    b = batch()
+    rng = np.random.default_rng(0)
+    mlm_logits = paddle.to_tensor(rng.standard_normal((4, 3, 50)).astype(np.float32))
+    nsp_logits = paddle.to_tensor(rng.standard_normal((4, 2)).astype(np.float32))
+
+    def mlm_loss(labels):
+        return float(pretraining_loss(mlm_logits, nsp_logits, paddle.to_tensor(labels), paddle.to_tensor(b["mlm_weights"]),
+                                      paddle.to_tensor(b["nsp_labels"]), paddle.to_tensor(b["mlm_norm"]))[0])
+
+    changed = b["mlm_labels"].copy()
+    changed[:, -1] = (changed[:, -1] + 1) % 50  # weight-0 column
+    assert mlm_loss(changed) == pytest.approx(mlm_loss(b["mlm_labels"]), abs=1e-7)
+    changed[:, 0] = (changed[:, 0] + 1) % 50  # a real prediction
+    assert mlm_loss(changed) != pytest.approx(mlm_loss(b["mlm_labels"]), abs=1e-4)
+    logp = paddle.nn.functional.log_softmax(mlm_logits, -1).numpy()
+    picked = np.take_along_axis(logp, b["mlm_labels"][..., None], -1)[..., 0]
+    expected = -(picked * b["mlm_weights"]).sum() / b["mlm_weights"].sum()
+    assert mlm_loss(b["mlm_labels"]) == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("host_dropout", [False, True])
+def test_static_and_dygraph_agree(host_dropout):
+    paddle.seed(3)
+    cfg = ModelConfig(**{**CFG.__dict__, "dropout": 0.1 if host_dropout else 0.0})
+    dygraph = PretrainingStep(BertForPretraining(cfg))
+    static = PretrainingStep(BertForPretraining(cfg))
+    static.set_state_dict(dygraph.state_dict())
+    static = paddle.jit.to_static(static, input_spec=step_input_spec(host_dropout), full_graph=True)
+    names = ["token_ids", "segments", "valid_lens", "pred_positions", "mlm_weights", "mlm_labels", "nsp_labels",
+             "mlm_norm"]
+    for rows, length in ((4, 12), (2, 9)):
+        b = batch(rows, length)
+        if host_dropout:
+            b["drop_masks"] = (np.random.default_rng(0).random((4, rows, length, 16)) > 0.1).astype(np.uint8)
+        args = tensors(b, names + (["drop_masks"] if host_dropout else []))
+        for d, s in zip(dygraph(*args), static(*args)):
+            assert float(d) == pytest.approx(float(s), rel=1e-5)
+
+
+def test_loss_falls_when_training_on_one_batch():
+    paddle.seed(0)
+    step = paddle.jit.to_static(PretrainingStep(BertForPretraining(CFG)), input_spec=step_input_spec(False),
+                                full_graph=True)
+    opt = paddle.optimizer.Adam(0.01, parameters=step.parameters())
+    args = tensors(batch(8, 12))
+    losses = []
+    for _ in range(15):
+        mlm, nsp = step(*args)
+        (mlm + nsp).backward()
+        opt.step()
+        opt.clear_grad()
+        losses.append(float(mlm) + float(nsp))
+    assert losses[-1] < 0.5 * losses[0]

@@ -1,0 +1,85 @@
+"""Finding WikiText-2: local folders, the zip archive, and the verified download (over loopback)."""
+import hashlib
+import http.server
+import threading
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from pipeline import wikitext
+from pipeline.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory, corpus_dir) -> Path:
+    """A zip laid out like the official wikitext-2-v1.zip (wikitext-2/wiki.*.tokens)."""
+    path = tmp_path_factory.mktemp("zip") / wikitext.ARCHIVE_NAME
+    with zipfile.ZipFile(path, "w") as zf:
+        for split in wikitext.SPLITS:
+            zf.write(corpus_dir / f"wiki.{split}.tokens", f"wikitext-2/wiki.{split}.tokens")
+    return path
+
+
+@pytest.fixture()
+def server(archive):
+    """Serves the archive's folder on 127.0.0.1 (no other address is ever contacted)."""
+    handler = lambda *a, **k: http.server.SimpleHTTPRequestHandler(*a, directory=str(archive.parent), **k)  # noqa: E731
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/{archive.name}"
+    httpd.shutdown()
+
+
+def test_official_location_and_checksum_are_the_real_ones():
+    assert wikitext.ARCHIVE_URL == "https://s3.amazonaws.com/research.metamind.io/wikitext/wikitext-2-v1.zip"
+    assert wikitext.ARCHIVE_SHA1 == "3c914d17d80b1459be871a5039ac23e752a53cbe"
+
+
+def test_folder_subfolder_and_zip_are_all_accepted(corpus_dir, archive, tmp_path):
+    assert wikitext.find_split(corpus_dir, "valid") == corpus_dir / "wiki.valid.tokens"
+    nested = tmp_path / "data"
+    (nested / "wikitext-2").mkdir(parents=True)
+    (nested / "wikitext-2" / "wiki.test.tokens").write_text("a . b\n")
+    assert wikitext.find_split(nested, "test") == nested / "wikitext-2" / "wiki.test.tokens"
+    from_zip = wikitext.find_split(archive, "train", cache_dir=tmp_path / "cache")
+    assert from_zip.read_bytes() == (corpus_dir / "wiki.train.tokens").read_bytes()
+    beside = tmp_path / "holder"
+    beside.mkdir()
+    (beside / wikitext.ARCHIVE_NAME).write_bytes(archive.read_bytes())
+    assert wikitext.find_split(beside, "test", cache_dir=tmp_path / "cache").name == "wiki.test.tokens"
+
+
+def test_download_with_the_right_sha1_is_verified_and_unpacked(server, archive, tmp_path):
+    sha1 = hashlib.sha1(archive.read_bytes()).hexdigest()
+    folder = wikitext.fetch_official(tmp_path, url=server, sha1=sha1)
+    assert (folder / "wiki.train.tokens").is_file()
+    assert (tmp_path / wikitext.ARCHIVE_NAME).read_bytes() == archive.read_bytes()
+    assert not list(tmp_path.glob("*.part"))
+
+
+def test_download_with_a_wrong_sha1_is_refused_and_nothing_is_kept(server, tmp_path):
+    with pytest.raises(UserError, match="is corrupt: SHA-1"):
+        wikitext.fetch_official(tmp_path, url=server, sha1="0" * 40)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_no_network_says_how_to_use_data_dir(tmp_path):
+    with pytest.raises(UserError, match="--data-dir"):
+        wikitext.download("http://127.0.0.1:9/none.zip", tmp_path / "x.zip", "0" * 40)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_folder_missing_split_and_unknown_split(tmp_path, corpus_dir):
+    with pytest.raises(UserError, match="data folder not found"):
+        wikitext.find_split(tmp_path / "nope", "train")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match=r"no wiki.train.tokens in .*empty \(found: nothing\)"):
+        wikitext.find_split(tmp_path / "empty", "train")
+    with pytest.raises(UserError, match="unknown split 'dev'"):
+        wikitext.find_split(corpus_dir, "dev")
+    not_zip = tmp_path / "notes.txt"
+    not_zip.write_text("hello")
+    with pytest.raises(UserError, match="neither a folder nor a zip"):
+        wikitext.find_split(not_zip, "train")
