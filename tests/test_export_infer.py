@@ -1,0 +1,176 @@
+"""export/save.py and infer/: parity with the trained model, the CLI, and every bad input."""
+import json
+import shutil
+
+import numpy as np
+import paddle
+import pytest
+
+from infer.predictor import Encoder
+from pipeline import checkpoint
+from pipeline.model import BertForPretraining
+from tests.conftest import run_script
+
+
+@pytest.fixture(scope="module")
+def dygraph_model(trained):
+    ckpt = checkpoint.load(checkpoint.latest(trained))
+    model = BertForPretraining(ckpt.config.model)
+    checkpoint.apply_model_state(model, ckpt.model_state, ckpt.path)
+    model.eval()
+    return model
+
+
+def random_inputs(vocab_size, rows, length, seed):
+    rng = np.random.default_rng(seed)
+    valid = rng.integers(2, length + 1, rows)
+    valid[0] = length
+    ids = rng.integers(5, vocab_size, (rows, length))
+    ids[np.arange(length)[None, :] >= valid[:, None]] = 1
+    segments = (np.arange(length)[None, :] >= valid[:, None] // 2).astype(np.int64)
+    return {"input_ids": ids, "token_type_ids": segments, "valid_length": valid.astype(np.int64)}
+
+
+def test_export_writes_program_weights_vocab_and_manifest(exported, trained):
+    names = {p.name for p in exported.iterdir()}
+    assert {"encoder.json", "encoder.pdiparams", "vocab.json", "manifest.json",
+            "pretraining.json", "pretraining.pdiparams"} <= names
+    manifest = json.loads((exported / "manifest.json").read_text())
+    assert manifest["checkpoint_step"] == 8 and manifest["max_len"] == 32
+    assert [i["name"] for i in manifest["inputs"]] == ["input_ids", "token_type_ids", "valid_length"]
+    import hashlib
+    assert manifest["sha256"]["encoder.pdiparams"] == hashlib.sha256((exported / "encoder.pdiparams").read_bytes()).hexdigest()
+    assert manifest["paddle_version"] == paddle.__version__
+
+
+@pytest.mark.parametrize("onednn", ["off", "on"])
+def test_predictor_matches_the_trained_model(exported, dygraph_model, onednn):
+    """oneDNN has broken BERT-like models on CPU before (Paddle issue #55477): check both."""
+    encoder = Encoder(exported, device="cpu", onednn=onednn)
+    vocab_size = len(encoder.vocab)
+    for rows, length, seed in ((1, 6, 0), (4, 32, 1), (3, 17, 2), (8, 9, 3), (1, 6, 4)):
+        arrays = random_inputs(vocab_size, rows, length, seed)
+        (predicted,) = encoder.run(arrays)
+        with paddle.no_grad():
+            expected = dygraph_model.encoder(*(paddle.to_tensor(arrays[k]) for k in
+                                               ("input_ids", "token_type_ids", "valid_length"))).numpy()
+        for row, n in enumerate(arrays["valid_length"]):
+            assert np.abs(predicted[row, :n] - expected[row, :n]).max() < 1e-5
+
+
+def test_sorted_batching_returns_input_order(exported):
+    encoder = Encoder(exported, device="cpu")
+    texts = ["a crane is flying", "the", ("w1 w2 w3", "w4 w5"), "w7 w8 w9 w10 w11 w12 the a"]
+    batched = encoder.encode(texts, batch_size=2)
+    for text, enc in zip(texts, batched):
+        (alone,) = encoder.encode([text])
+        assert enc.tokens == alone.tokens
+        np.testing.assert_allclose(enc.vectors, alone.vectors, atol=1e-5)
+
+
+def test_cli_text_output_follows_the_seed(exported):
+    result = run_script("infer/encode.py", "--text", "a crane is flying", "--model-dir", str(exported))
+    assert result.returncode == 0, result.stderr
+    assert "tokens: ['<cls>', 'a', 'crane', 'is', 'flying', '<sep>']" in result.stdout
+    assert "encoding shape: (1, 6, 32)" in result.stdout and "<cls> shape: (1, 32)" in result.stdout
+    assert result.stderr.strip() == "", "the predictor's pass log is silenced"
+
+
+def test_cli_json_pairs_file_and_stdin(exported, tmp_path):
+    pair = run_script("infer/encode.py", "--text", "a crane driver came", "--text-b", "he just left", "--json",
+                      "--model-dir", str(exported))
+    obj = json.loads(pair.stdout)
+    assert obj["segments"] == [0] * 6 + [1] * 4 and len(obj["encoding"]) == 10 and len(obj["cls"]) == 32
+    lines = "a crane is flying\nthe w1 w2\tw3 w4\nw5\n"
+    (tmp_path / "in.txt").write_text(lines)
+    from_file = run_script("infer/encode.py", "--file", str(tmp_path / "in.txt"), "--json", "--model-dir", str(exported))
+    from_stdin = run_script("infer/encode.py", "--file", "-", "--json", "--model-dir", str(exported), stdin=lines)
+    assert from_file.returncode == 0 and from_file.stdout == from_stdin.stdout
+    objs = [json.loads(line) for line in from_file.stdout.splitlines()]
+    assert [len(o["tokens"]) for o in objs] == [6, 8, 3]
+
+
+def test_crane_depends_on_its_context(exported):
+    result = run_script("infer/encode.py", "--text", "a crane is flying", "--compare", "a crane driver came",
+                        "--word", "crane", "--model-dir", str(exported))
+    assert result.returncode == 0, result.stderr
+    similarity = float(result.stdout.strip().splitlines()[-1].split(":")[-1])
+    assert -1 <= similarity < 0.99999
+
+
+def test_fill_mask_lists_five_words_with_probabilities(exported):
+    result = run_script("infer/encode.py", "--fill-mask", "a <mask> is flying", "--model-dir", str(exported))
+    assert result.returncode == 0, result.stderr
+    words = result.stdout.strip().split(": ", 1)[1].split(", ")
+    probabilities = [float(w.rsplit(" ", 1)[1]) for w in words]
+    assert len(words) == 5 and probabilities == sorted(probabilities, reverse=True)
+
+
+def assert_user_error(result, fragment):
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and fragment in last, last
+
+
+def test_bad_inputs(exported, tmp_path):
+    m = ["--model-dir", str(exported)]
+    assert_user_error(run_script("infer/encode.py", "--text", "  ", *m), "empty text")
+    assert_user_error(run_script("infer/encode.py", "--text", " ".join(["w1"] * 40), *m), "over the model's max_len 32")
+    ok = run_script("infer/encode.py", "--text", " ".join(["w1"] * 40), "--truncate", "--json", *m)
+    assert ok.returncode == 0 and len(json.loads(ok.stdout)["tokens"]) == 32
+    assert_user_error(run_script("infer/encode.py", "--text", "x", "--model-dir", str(tmp_path / "no")), "model folder not found")
+    assert_user_error(run_script("infer/encode.py", "--file", str(tmp_path / "none.txt"), *m), "input file not found")
+    (tmp_path / "bin.txt").write_bytes(b"\xff\xfe\x00bad")
+    assert_user_error(run_script("infer/encode.py", "--file", str(tmp_path / "bin.txt"), *m), "cannot read")
+    assert_user_error(run_script("infer/encode.py", *m), "exactly one of --text")
+    assert_user_error(run_script("infer/encode.py", "--text", "x", "--trt", *m), "--trt needs a CUDA GPU")
+    assert_user_error(run_script("infer/encode.py", "--text", "x", "--device", "gpu", *m), "no CUDA GPU")
+    assert_user_error(run_script("infer/encode.py", "--fill-mask", "no mask here", *m), "has no <mask>")
+
+
+def test_broken_model_folders(exported, tmp_path):
+    incomplete = tmp_path / "incomplete"
+    shutil.copytree(exported, incomplete)
+    (incomplete / "encoder.pdiparams").unlink()
+    assert_user_error(run_script("infer/encode.py", "--text", "x", "--model-dir", str(incomplete)), "is incomplete")
+    mismatch = tmp_path / "mismatch"
+    shutil.copytree(exported, mismatch)
+    vocab = json.loads((mismatch / "vocab.json").read_text())
+    vocab["idx_to_token"].append("extra-word")
+    (mismatch / "vocab.json").write_text(json.dumps(vocab))
+    assert_user_error(run_script("infer/encode.py", "--text", "x", "--model-dir", str(mismatch)), "the model expects")
+    encoder_only = tmp_path / "encoder_only"
+    shutil.copytree(exported, encoder_only)
+    for name in ("pretraining.json", "pretraining.pdiparams"):
+        (encoder_only / name).unlink()
+    assert_user_error(run_script("infer/encode.py", "--fill-mask", "a <mask>", "--model-dir", str(encoder_only)),
+                      "--with-heads")
+
+
+def test_export_errors_and_a_failed_export_keeps_the_old_model(trained, exported, tmp_path, monkeypatch):
+    assert_user_error(run_script("export/save.py", "--output-dir", str(tmp_path)), "no checkpoint")
+    assert_user_error(run_script("export/save.py", "--checkpoint", str(tmp_path / "nope")), "checkpoint folder not found")
+    target = tmp_path / "inference"
+    shutil.copytree(exported, target)
+    before = {p.name: p.read_bytes() for p in target.iterdir()}
+    from export import save
+
+    def broken_save(*args, **kwargs):
+        raise RuntimeError("disk full")
+    monkeypatch.setattr(save.paddle.jit, "save", broken_save)
+    ckpt = checkpoint.load(checkpoint.latest(trained))
+    with pytest.raises(RuntimeError):
+        save.export(ckpt, save.Vocab.load(trained / "vocab.json"), target, with_heads=False)
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_help_of_export_and_encode():
+    for script, flags in (("export/save.py", ("--output-dir", "--checkpoint", "--export-dir", "--with-heads")),
+                          ("infer/encode.py", ("--text", "--text-b", "--file", "--json", "--compare", "--fill-mask",
+                                               "--model-dir", "--device", "--trt", "--precision", "--threads"))):
+        result = run_script(script, "--help")
+        assert result.returncode == 0
+        for flag in flags:
+            assert flag in result.stdout, (script, flag)

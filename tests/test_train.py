@@ -1,0 +1,145 @@
+"""pipeline/train.py end to end on the tiny model: outputs, resume, SIGTERM, checkpoints, bad input."""
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from pipeline import checkpoint
+from tests.conftest import ROOT, TINY, run_script
+
+
+def train(corpus_dir, out, *extra, steps=8):
+    return run_script("pipeline/train.py", "--data-dir", str(corpus_dir), "--output-dir", str(out),
+                      "--steps", str(steps), *TINY, *extra)
+
+
+def losses(out):
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    return [(r["step"], r["mlm_loss"], r["nsp_loss"]) for r in map(json.loads, lines)]
+
+
+def test_run_writes_every_output_and_the_seeds_summary(trained):
+    names = {p.name for p in trained.iterdir()}
+    assert {"config.yaml", "vocab.json", "metrics.jsonl", "loss.png", "checkpoints"} <= names
+    assert (trained / "checkpoints" / "latest").read_text().strip() == "step_8"
+    assert (trained / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    records = losses(trained)
+    assert [r[0] for r in records] == list(range(1, 9))
+    assert np.mean([r[1] for r in records[-3:]]) < np.mean([r[1] for r in records[:3]]), "MLM loss falls"
+
+
+def test_summary_lines_keep_the_seeds_form(corpus_dir, tmp_path):
+    result = train(corpus_dir, tmp_path / "o", "--eval-split", "test", steps=3)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("MLM loss ") and ", NSP loss " in line for line in lines)
+    assert any(" sentence pairs/sec on [Place(cpu)]" in line for line in lines)
+    metrics = json.loads((tmp_path / "o" / "eval.json").read_text())
+    assert set(metrics) == {"mlm_accuracy", "mlm_perplexity", "nsp_accuracy", "pairs"}
+    assert 0 <= metrics["mlm_accuracy"] <= 1 and metrics["mlm_perplexity"] > 1 and metrics["pairs"] > 0
+
+
+def test_checkpoint_loads_without_pickle(trained):
+    path = checkpoint.latest(trained)
+    for name in (checkpoint.MODEL_FILE, checkpoint.OPTIMIZER_FILE):
+        head = (path / name).read_bytes()[:16]
+        assert not head.startswith(b"\x80"), "no pickle protocol header"
+    ckpt = checkpoint.load(path)
+    assert ckpt.step == 8 and "encoder.embeddings.word_embeddings.weight" in ckpt.model_state
+    assert any(k.startswith("encoder.layers.0.attention.query.weight::moment1") for k in ckpt.optimizer_state)
+
+
+def test_resume_gives_the_same_losses_as_an_unbroken_run(corpus_dir, tmp_path):
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    assert train(corpus_dir, whole, steps=6).returncode == 0
+    assert train(corpus_dir, parts, steps=3).returncode == 0
+    resumed = train(corpus_dir, parts, "--resume", steps=6)
+    assert resumed.returncode == 0, resumed.stderr
+    np.testing.assert_allclose(np.array(losses(parts)), np.array(losses(whole)), rtol=1e-4)
+
+
+def test_sigterm_stops_at_a_step_boundary_with_a_checkpoint_that_resumes(corpus_dir, tmp_path):
+    out = tmp_path / "o"
+    cmd = [sys.executable, "pipeline/train.py", "--data-dir", str(corpus_dir), "--output-dir", str(out),
+           "--steps", "400", *TINY]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not ((out / "metrics.jsonl").exists() and (out / "metrics.jsonl").read_text()):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    assert "Resume with:" in stdout and "--resume" in stdout
+    stopped_at = checkpoint.load(checkpoint.latest(out)).step
+    assert 1 <= stopped_at < 400
+    resumed = train(corpus_dir, out, "--resume", steps=stopped_at + 2)
+    assert resumed.returncode == 0, resumed.stderr
+    assert [r[0] for r in losses(out)] == list(range(1, stopped_at + 3))
+
+
+def assert_user_error(result, *fragments):
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    err = result.stderr.strip().splitlines()
+    assert "Traceback" not in result.stderr
+    assert err[-1].startswith("error: ")
+    for fragment in fragments:
+        assert fragment in err[-1]
+
+
+def test_bad_settings_and_paths(corpus_dir, tmp_path):
+    assert_user_error(train(corpus_dir, tmp_path / "a", "-o", "train.bogus=1"), "unknown setting train.bogus")
+    assert_user_error(train(corpus_dir, tmp_path / "a", "-o", "train.steps=x"), "train.steps must be int")
+    assert_user_error(train(corpus_dir, tmp_path / "a", "-c", str(tmp_path / "none.yaml")), "config file not found")
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert_user_error(train(corpus_dir, blocker / "out"), "is not writable")
+    assert_user_error(train(tmp_path / "missing", tmp_path / "a"), "data folder not found")
+    assert_user_error(train(corpus_dir, tmp_path / "a", "--split", "dev"), "setting data.split must be one of")
+    assert_user_error(train(corpus_dir, tmp_path / "a", "-o", "train.amp=bf16"), "needs a GPU")
+    assert_user_error(train(corpus_dir, tmp_path / "a", "-o", "train.accumulate_steps=5"), "not divisible")
+    assert_user_error(train(corpus_dir, tmp_path / "a", "-o", "data.max_len=6"), "no sentence pair fits")
+
+
+def test_bad_resumes(corpus_dir, trained, tmp_path):
+    assert_user_error(train(corpus_dir, tmp_path / "empty", "--resume"), "no checkpoint")
+    other = tmp_path / "other"
+    shutil.copytree(trained, other)
+    assert_user_error(train(corpus_dir, other, "--resume", "-o", "model.hidden_size=48", steps=10),
+                      "model.hidden_size differ")
+    assert_user_error(train(corpus_dir, other, steps=10), "already holds checkpoints", "--resume")
+    weights = other / "checkpoints" / "step_8" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-100] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    assert_user_error(train(corpus_dir, other, "--resume", steps=10), "step_8 is corrupt")
+    assert data == bytearray(weights.read_bytes()), "a refused checkpoint is left as it was"
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_good_checkpoint(corpus_dir, trained, tmp_path):
+    out = tmp_path / "o"
+    shutil.copytree(trained, out)
+    before = (out / "checkpoints" / "step_8" / "model.safetensors").read_bytes()
+    result = train(corpus_dir, out, "--resume", "-o", "train.lr=1e30", steps=30)
+    assert_user_error(result, "loss became", "at step", "step_8")
+    assert checkpoint.latest(out).name == "step_8"
+    assert (out / "checkpoints" / "step_8" / "model.safetensors").read_bytes() == before
+
+
+def test_checkpoints_are_pruned_to_keep_checkpoints(corpus_dir, tmp_path):
+    out = tmp_path / "o"
+    result = train(corpus_dir, out, "-o", "train.save_every=1", "-o", "train.keep_checkpoints=2", steps=4)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (out / "checkpoints").glob("step_*")) == ["step_3", "step_4"]
+    assert not list((out / "checkpoints").glob(".*")), "no temporary folders left behind"
+
+
+def test_help_explains_every_flag():
+    result = run_script("pipeline/train.py", "--help")
+    assert result.returncode == 0
+    for flag in ("-c", "-o", "--data-dir", "--split", "--eval-split", "--output-dir", "--steps", "--resume"):
+        assert flag in result.stdout
