@@ -298,7 +298,8 @@ def main(argv: list[str] | None = None) -> int:
             mlm_sum, nsp_sum, done = mlm_sum + mlm, nsp_sum + nsp, done + 1
             elapsed = time.perf_counter() - start
             progress.update({"step": trainer.step, "mlm_loss": mlm, "nsp_loss": nsp, "lr": trainer.current_lr(),
-                             "pairs_per_sec": done * cfg.train.batch_size / elapsed, "elapsed": elapsed})
+                             "pairs_per_sec": done * cfg.train.batch_size / elapsed, "elapsed": elapsed,
+                             "time": time.time()})
             last = trainer.step == cfg.train.steps
             every = cfg.train.save_every
             if rank == 0 and (last or stopped or (every and trainer.step % every == 0)):

@@ -1,0 +1,136 @@
+"""Encoding speed: Paddle Inference predictor vs the dygraph model vs to_static in-process, and the CLI.
+
+    python bench/infer.py [--sizes tiny,base] [--calls 300]
+
+For each size (tiny = the seed's model, base = BERT-base, random weights), the same weights go through:
+the dygraph encoder (eval, no_grad), the to_static encoder in-process, and the exported model in the
+predictor (this project's automatic CPU configuration, plus each fixed oneDNN/thread configuration).
+Shapes: the seed's sentence (1 x 6) and a batch of 64 sequences of length 64. Median and p90 latency
+over many calls after warm-up. Then the one-shot CLI (`python infer/encode.py --text ...`): wall time
+and peak memory next to `python -c "import paddle"`. Writes bench/results/infer.json.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+from pipeline.runtime import quiet_paddle_import  # noqa: E402
+
+quiet_paddle_import()
+
+import numpy as np  # noqa: E402
+import paddle  # noqa: E402
+
+from bench.common import print_table, run_measured, write_json  # noqa: E402
+from export.save import export  # noqa: E402
+from infer.predictor import Encoder  # noqa: E402
+from pipeline import checkpoint  # noqa: E402
+from pipeline.config import load_config  # noqa: E402
+from pipeline.model import BertForPretraining, encoder_input_spec  # noqa: E402
+from pipeline.runtime import set_cpu_threads  # noqa: E402
+from pipeline.vocab import SPECIAL_TOKENS, Vocab  # noqa: E402
+
+SIZES = {"tiny": "configs/bert_tiny.yaml", "base": "configs/bert_base.yaml"}
+VOCAB_SIZE = 4211  # WikiText-2 valid at min_freq 5, as the tiny training run gets
+
+
+def timed(fn, calls: int) -> dict:
+    for _ in range(max(3, calls // 20)):
+        fn()
+    samples = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    samples.sort()
+    return {"median_ms": statistics.median(samples) * 1e3, "p90_ms": samples[int(0.9 * (len(samples) - 1))] * 1e3}
+
+
+def inputs(rows: int, length: int, vocab_size: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    ids = rng.integers(len(SPECIAL_TOKENS), vocab_size, (rows, length))
+    return {"input_ids": ids, "token_type_ids": np.zeros_like(ids), "valid_length": np.full(rows, length)}
+
+
+def make_export(size: str, folder: Path) -> tuple[BertForPretraining, Path]:
+    cfg = load_config(SIZES[size], [f"model.vocab_size={VOCAB_SIZE}"])
+    paddle.seed(0)
+    model = BertForPretraining(cfg.model)
+    model.eval()
+    state = {k: v.numpy() for k, v in model.state_dict().items()}
+    ckpt = checkpoint.Checkpoint(folder / "ckpt", 0, cfg, state, {}, {})
+    vocab = Vocab(list(SPECIAL_TOKENS) + [f"w{i}" for i in range(VOCAB_SIZE - len(SPECIAL_TOKENS))])
+    return model, export(ckpt, vocab, folder / size, with_heads=False)
+
+
+def bench_size(size: str, calls: int, folder: Path) -> list[dict]:
+    model, model_dir = make_export(size, folder)
+    static = paddle.jit.to_static(model.encoder, input_spec=encoder_input_spec(), full_graph=True)
+    rows = []
+    for shape, n in ((("sentence 1x6"), calls), (("batch 64x64"), max(5, calls // 20))):
+        batch, length = (1, 6) if shape.startswith("sentence") else (64, 64)
+        arrays = inputs(batch, length, VOCAB_SIZE)
+        tensors = [paddle.to_tensor(arrays[k]) for k in ("input_ids", "token_type_ids", "valid_length")]
+        runners = {"dygraph (eval, no_grad)": lambda: model.encoder(*tensors).numpy(),
+                   "to_static in-process": lambda: static(*tensors).numpy()}
+        encoders = {"predictor (auto config)": Encoder(model_dir, device="cpu")}
+        for onednn in ("off", "on"):
+            for threads in (1, 2):
+                encoders[f"predictor oneDNN {onednn}, {threads} thread(s)"] = Encoder(
+                    model_dir, device="cpu", onednn=onednn, threads=threads)
+        for name, enc in encoders.items():
+            runners[name] = (lambda e: lambda: e.run(arrays))(enc)
+        with paddle.no_grad():
+            results = {name: timed(fn, n) for name, fn in runners.items()}
+        base = results["dygraph (eval, no_grad)"]["median_ms"]
+        for name, r in results.items():
+            rows.append({"size": size, "shape": shape, "runner": name, **r, "speedup_vs_dygraph": base / r["median_ms"],
+                         "sequences_per_sec": batch / r["median_ms"] * 1e3})
+    return rows
+
+
+def bench_cli(model_dir: Path, runs: int = 5) -> list[dict]:
+    out = []
+    for name, cmd in (("python -c 'import paddle'", [sys.executable, "-c", "import paddle"]),
+                      ("python infer/encode.py --text ...", [sys.executable, "infer/encode.py", "--text",
+                                                             "a crane is flying", "--model-dir", str(model_dir)])):
+        walls, peaks = [], []
+        for _ in range(runs):
+            _, wall, peak = run_measured(cmd)
+            walls.append(wall)
+            peaks.append(peak)
+        out.append({"command": name, "median_wall_s": statistics.median(walls), "peak_rss_mb": max(peaks) / 2**20})
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="tiny,base", help="comma-separated: tiny, base (default both)")
+    parser.add_argument("--calls", type=int, default=300, help="calls per sentence measurement (default 300)")
+    args = parser.parse_args()
+    set_cpu_threads(0)
+    folder = Path(tempfile.mkdtemp(prefix="bench-infer-"))
+    rows = []
+    for size in args.sizes.split(","):
+        calls = args.calls if size == "tiny" else max(20, args.calls // 10)
+        rows += bench_size(size, calls, folder)
+    print_table("Encoding latency on CPU (median / p90 ms per call; same weights everywhere)",
+                ["size", "shape", "runner", "median ms", "p90 ms", "x dygraph", "seq/s"],
+                [[r["size"], r["shape"], r["runner"], r["median_ms"], r["p90_ms"], r["speedup_vs_dygraph"],
+                  r["sequences_per_sec"]] for r in rows])
+    cli = bench_cli(folder / "tiny") if (folder / "tiny").exists() else []
+    if cli:
+        print_table("One-shot command line (median of 5 runs)", ["command", "wall s", "peak RSS MB", "x import paddle"],
+                    [[c["command"], c["median_wall_s"], c["peak_rss_mb"], c["median_wall_s"] / cli[0]["median_wall_s"]]
+                     for c in cli])
+    write_json("infer", {"latency": rows, "cli": cli})
+
+
+if __name__ == "__main__":
+    main()
