@@ -127,7 +127,7 @@ class Encoder:
         self.trt, self.precision, self.max_batch = trt, precision, max_batch
         self.device = resolve_device(device, trt, precision)
         self._inference = inference
-        self._predictors: dict[tuple[str, str], object] = {}
+        self._predictors: dict[tuple[str, str], tuple] = {}
 
     # -- configuration ------------------------------------------------------------------------
     def _config(self, program: str, regime: str):
@@ -166,23 +166,26 @@ class Encoder:
         config.set_trt_dynamic_shape_info(low, high, opt)
         config.set_optim_cache_dir(str(self.folder.path / "_trt_cache"))  # engine reused on the next start
 
-    def _predictor(self, program: str, tokens_per_call: int):
+    def _predictor(self, program: str, tokens_per_call: int) -> tuple:
+        """(predictor, {input name: handle}, [output handles]) for this program and input size."""
         regime = "large" if self.device == "gpu" or tokens_per_call > SMALL_CALL_TOKENS else "small"
         key = (program, regime)
         if key not in self._predictors:
-            self._predictors[key] = self._inference.create_predictor(self._config(program, regime))
+            predictor = self._inference.create_predictor(self._config(program, regime))
+            inputs = {name: predictor.get_input_handle(name) for name in predictor.get_input_names()}
+            outputs = [predictor.get_output_handle(name) for name in predictor.get_output_names()]
+            self._predictors[key] = (predictor, inputs, outputs)
         return self._predictors[key]
 
     # -- running ------------------------------------------------------------------------------
     def run(self, arrays: dict[str, np.ndarray], program: str = ENCODER) -> list[np.ndarray]:
         """Feed named int64 arrays to `program`; return its outputs in order."""
-        predictor = self._predictor(program, arrays["input_ids"].size)
-        for name in predictor.get_input_names():
-            handle = predictor.get_input_handle(name)
+        predictor, inputs, outputs = self._predictor(program, arrays["input_ids"].size)
+        for name, handle in inputs.items():
             handle.reshape(arrays[name].shape)
             handle.copy_from_cpu(arrays[name])
         predictor.run()
-        return [predictor.get_output_handle(n).copy_to_cpu() for n in predictor.get_output_names()]
+        return [handle.copy_to_cpu() for handle in outputs]
 
     def preprocess(self, texts: Sequence[Text], truncate: bool = False) -> list[tuple[list[str], list[int]]]:
         return [tokenize(self.vocab, t, self.max_len, truncate) for t in texts]
