@@ -22,8 +22,6 @@ from pipeline.wikitext import read_sentences
 
 log = logging.getLogger(__name__)
 CACHE_FORMAT = 1
-BATCH_FIELDS = ("token_ids", "segments", "valid_lens", "pred_positions", "mlm_weights",
-                "mlm_labels", "nsp_labels")
 
 
 @dataclass
@@ -113,6 +111,18 @@ def _gather(pairs: Pairs, masked: MaskedTokens, rows: np.ndarray | slice, mlm_no
         "nsp_labels": pairs.nsp_labels[rows].astype(np.int64),
         "mlm_norm": np.array([max(mlm_norm, 1e-6)], dtype=np.float32),
     }
+
+
+def step_inputs(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The training step's inputs: the [B, P] predictions compacted to the real ones (weight 1), as
+    flat indices into the B * L tokens and their labels, so no work is spent on padded predictions."""
+    rows, max_len = batch["token_ids"].shape
+    real = batch["mlm_weights"] > 0
+    flat = np.arange(rows)[:, None] * max_len + batch["pred_positions"]
+    out = {k: v for k, v in batch.items() if k not in ("pred_positions", "mlm_weights", "mlm_labels")}
+    out["mlm_positions"] = flat[real].astype(np.int64)
+    out["mlm_labels"] = batch["mlm_labels"][real]
+    return out
 
 
 class PretrainingData:

@@ -56,9 +56,11 @@ class BertEmbeddings(nn.Layer):
         self.layer_norm = nn.LayerNorm(cfg.hidden_size)
 
     def forward(self, input_ids: paddle.Tensor, token_type_ids: paddle.Tensor) -> paddle.Tensor:
-        seq_len = paddle.shape(input_ids)[1]
-        positions = self.position_embeddings.weight[:seq_len].unsqueeze(0)
-        x = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids) + positions
+        # position ids of the full [B, L] shape: a broadcast [1, L, H] add would make the position
+        # gradient a slow column reduction, the embedding lookup makes it a scatter-add
+        positions = paddle.zeros_like(input_ids) + paddle.arange(paddle.shape(input_ids)[1], dtype=input_ids.dtype)
+        x = (self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
+             + self.position_embeddings(positions))
         return self.layer_norm(x)
 
 
@@ -66,10 +68,9 @@ class BertSelfAttention(nn.Layer):
     """Multi-head self-attention, head by head on [B, L, head_dim] column blocks of the projection
     weights, so no [B, L, heads, dim] transposes or head concatenation are needed (copies, slow on CPU).
 
-    The biases are folded exactly: the key bias shifts every score of a query row by the same amount
-    (softmax ignores it, so there is none); the value bias passes through the attention weights (rows
-    sum to 1) into the output bias; the query bias adds `k_j . b_q` to key j's column, which joins
-    the [B, 1, L] padding mask instead of a [B, L, dim] add.
+    The key bias shifts every score of a query row by the same amount, which softmax ignores, so there
+    is none; the value bias passes through the attention weights (rows sum to 1) into the output bias.
+    In training, the query and output biases are extra weight rows (`linear_with_bias_row`).
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -87,11 +88,13 @@ class BertSelfAttention(nn.Layer):
         bias = paddle.matmul(self.value.bias.unsqueeze(0), self.output.weight) + self.output.bias
         for h in range(self.num_heads):
             cols = slice(h * self.head_dim, (h + 1) * self.head_dim)
-            q = paddle.matmul(x, self.query.weight[:, cols] * scale)
+            if self.training:
+                q = linear_with_bias_row(x, self.query.weight[:, cols] * scale, self.query.bias[cols] * scale)
+            else:
+                q = F.linear(x, self.query.weight[:, cols] * scale, self.query.bias[cols] * scale)
             k = paddle.matmul(x, self.key.weight[:, cols])
             v = paddle.matmul(x, self.value.weight[:, cols])
-            key_bias = paddle.matmul(k, self.query.bias[cols].unsqueeze(1) * scale)  # [B, L, 1]
-            scores = paddle.matmul(q, k, transpose_y=True) + (mask + key_bias.reshape(paddle.shape(mask)))
+            scores = paddle.matmul(q, k, transpose_y=True) + mask
             context = paddle.matmul(F.softmax(scores, axis=-1), v)
             if h == 0 and self.training:  # the output bias rides on the first head's product
                 part = linear_with_bias_row(context, self.output.weight[cols], bias.squeeze(0))
@@ -165,10 +168,14 @@ class MaskLMHead(nn.Layer):
         self.decoder = Dense(cfg.hidden_size, cfg.vocab_size)
 
     def forward(self, encodings: paddle.Tensor, pred_positions: paddle.Tensor) -> paddle.Tensor:
-        """Logits [B * P, V] for the flattened [B, P] positions (gathered by flat index)."""
+        """Logits [B * P, V] for the [B, P] positions of each row."""
         batch, seq_len = paddle.shape(encodings)[0], paddle.shape(encodings)[1]
         offsets = (paddle.arange(batch, dtype=pred_positions.dtype) * seq_len).unsqueeze(1)
-        flat = paddle.gather(encodings.reshape([-1, encodings.shape[-1]]), (pred_positions + offsets).reshape([-1]))
+        return self.predict(encodings, (pred_positions + offsets).reshape([-1]))
+
+    def predict(self, encodings: paddle.Tensor, flat_positions: paddle.Tensor) -> paddle.Tensor:
+        """Logits [N, V] at `flat_positions` (indices into the B * L rows of `encodings`)."""
+        flat = paddle.gather(encodings.reshape([-1, encodings.shape[-1]]), flat_positions)
         return self.decoder(self.layer_norm(self.activation(self.transform(flat))))
 
 
@@ -205,33 +212,31 @@ class BertForPretraining(nn.Layer):
 
 
 def pretraining_loss(mlm_logits: paddle.Tensor, nsp_logits: paddle.Tensor, mlm_labels: paddle.Tensor,
-                     mlm_weights: paddle.Tensor, nsp_labels: paddle.Tensor,
-                     mlm_norm: paddle.Tensor) -> tuple[paddle.Tensor, paddle.Tensor]:
-    """MLM cross entropy summed over real masked positions (weight 1) and divided by `mlm_norm`
-    (their count), and the mean NSP cross entropy. Padded predictions contribute nothing."""
-    vocab_size = mlm_logits.shape[-1]
-    per_position = F.cross_entropy(mlm_logits.reshape([-1, vocab_size]).astype("float32"),
-                                   mlm_labels.reshape([-1, 1]), reduction="none")
-    mlm_loss = (per_position.reshape([-1]) * mlm_weights.reshape([-1])).sum() / mlm_norm.reshape([])
+                     nsp_labels: paddle.Tensor, mlm_norm: paddle.Tensor) -> tuple[paddle.Tensor, paddle.Tensor]:
+    """MLM cross entropy summed over the real masked positions ([N, V] logits, [N] labels) and divided
+    by `mlm_norm` (their count), and the mean NSP cross entropy. Padding never reaches the loss."""
+    per_position = F.cross_entropy(mlm_logits.astype("float32"), mlm_labels.reshape([-1, 1]), reduction="none")
+    mlm_loss = per_position.sum() / mlm_norm.reshape([])
     nsp_loss = F.cross_entropy(nsp_logits.astype("float32"), nsp_labels.reshape([-1, 1]))
     return mlm_loss, nsp_loss
 
 
 class PretrainingStep(nn.Layer):
-    """Forward pass and losses as one Layer, so one to_static program covers both."""
+    """Forward pass and losses as one Layer, so one to_static program covers both. The MLM head runs on
+    the real masked positions only (`mlm_positions`: flat indices into the B * L tokens), not on padding."""
 
     def __init__(self, model: BertForPretraining):
         super().__init__()
         self.bert = model
 
     def forward(self, token_ids: paddle.Tensor, segments: paddle.Tensor, valid_lens: paddle.Tensor,
-                pred_positions: paddle.Tensor, mlm_weights: paddle.Tensor, mlm_labels: paddle.Tensor,
-                nsp_labels: paddle.Tensor, mlm_norm: paddle.Tensor, drop_masks: paddle.Tensor | None = None
+                mlm_positions: paddle.Tensor, mlm_labels: paddle.Tensor, nsp_labels: paddle.Tensor,
+                mlm_norm: paddle.Tensor, drop_masks: paddle.Tensor | None = None
                 ) -> tuple[paddle.Tensor, paddle.Tensor]:
         encodings = self.bert.encoder(token_ids, segments, valid_lens, drop_masks)
-        mlm_logits = self.bert.mlm_head(encodings, pred_positions)
+        mlm_logits = self.bert.mlm_head.predict(encodings, mlm_positions)
         nsp_logits = self.bert.nsp_head(encodings)
-        return pretraining_loss(mlm_logits, nsp_logits, mlm_labels, mlm_weights, nsp_labels, mlm_norm)
+        return pretraining_loss(mlm_logits, nsp_logits, mlm_labels, nsp_labels, mlm_norm)
 
 
 def step_input_spec(host_dropout: bool) -> list:
@@ -241,9 +246,9 @@ def step_input_spec(host_dropout: bool) -> list:
     i64, f32 = "int64", "float32"
     masks = [InputSpec([None, None, None, None], "uint8", "drop_masks")] if host_dropout else []
     return [InputSpec([None, None], i64, "token_ids"), InputSpec([None, None], i64, "segments"),
-            InputSpec([None], i64, "valid_lens"), InputSpec([None, None], i64, "pred_positions"),
-            InputSpec([None, None], f32, "mlm_weights"), InputSpec([None, None], i64, "mlm_labels"),
-            InputSpec([None], i64, "nsp_labels"), InputSpec([1], f32, "mlm_norm")] + masks
+            InputSpec([None], i64, "valid_lens"), InputSpec([None], i64, "mlm_positions"),
+            InputSpec([None], i64, "mlm_labels"), InputSpec([None], i64, "nsp_labels"),
+            InputSpec([1], f32, "mlm_norm")] + masks
 
 
 def encoder_input_spec() -> list:

@@ -31,7 +31,7 @@ from paddle.distributed import fleet  # noqa: E402
 
 from pipeline import checkpoint  # noqa: E402
 from pipeline.config import Config, load_config, save_config  # noqa: E402
-from pipeline.dataset import BATCH_FIELDS, PretrainingData, prepare  # noqa: E402
+from pipeline.dataset import PretrainingData, prepare, step_inputs  # noqa: E402
 from pipeline.errors import UserError, run_cli  # noqa: E402
 from pipeline.evaluate import evaluate, format_metrics  # noqa: E402
 from pipeline.model import BertForPretraining, PretrainingStep, step_input_spec  # noqa: E402
@@ -41,7 +41,7 @@ from pipeline.vocab import Vocab  # noqa: E402
 from pipeline.wikitext import cache_home, find_split  # noqa: E402
 
 log = logging.getLogger("pipeline.train")
-STEP_INPUTS = BATCH_FIELDS + ("mlm_norm",)
+STEP_INPUTS = ("token_ids", "segments", "valid_lens", "mlm_positions", "mlm_labels", "nsp_labels", "mlm_norm")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -182,7 +182,8 @@ class Trainer:
                if tc.amp != "none" else contextlib.nullcontext())
         mlm_total = nsp_total = 0.0
         for i in range(parts):
-            inputs = [paddle.to_tensor(micro_batch(batch[k], k, i, parts)) for k in self.inputs]
+            part = step_inputs({k: micro_batch(v, k, i, parts) for k, v in batch.items()})
+            inputs = [paddle.to_tensor(part[k]) for k in self.inputs]
             sync = (self.step_fn.no_sync() if self.world > 1 and i < parts - 1 else contextlib.nullcontext())
             with sync:
                 with amp:

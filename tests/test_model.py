@@ -4,8 +4,8 @@ import paddle
 import pytest
 
 from pipeline.config import ModelConfig
-from pipeline.model import (BertForPretraining, BertSelfAttention, PretrainingStep, attention_mask,
-                            pretraining_loss, step_input_spec)
+from pipeline.dataset import step_inputs
+from pipeline.model import BertForPretraining, BertSelfAttention, PretrainingStep, attention_mask, step_input_spec
 
 CFG = ModelConfig(vocab_size=50, hidden_size=16, num_layers=2, num_heads=2, ffn_size=32, dropout=0.0,
                   max_position=32)
@@ -27,8 +27,12 @@ def batch(rows=4, length=12, preds=3, seed=0):
             "mlm_norm": np.array([weights.sum()], dtype=np.float32)}
 
 
-def tensors(b, names=("token_ids", "segments", "valid_lens", "pred_positions", "mlm_weights", "mlm_labels",
-                      "nsp_labels", "mlm_norm")):
+STEP_NAMES = ["token_ids", "segments", "valid_lens", "mlm_positions", "mlm_labels", "nsp_labels", "mlm_norm"]
+
+
+def tensors(b, names=STEP_NAMES):
+    if "mlm_positions" in names and "mlm_positions" not in b:
+        b = step_inputs(b)
     return [paddle.to_tensor(b[k]) for k in names]
 
 
@@ -86,20 +90,19 @@ def test_padding_does_not_change_the_real_positions():
 
 
 def test_mlm_loss_ignores_padded_predictions():
+    paddle.seed(0)
+    step = PretrainingStep(BertForPretraining(CFG))
     b = batch()
-    rng = np.random.default_rng(0)
-    mlm_logits = paddle.to_tensor(rng.standard_normal((4, 3, 50)).astype(np.float32))
-    nsp_logits = paddle.to_tensor(rng.standard_normal((4, 2)).astype(np.float32))
 
     def mlm_loss(labels):
-        return float(pretraining_loss(mlm_logits, nsp_logits, paddle.to_tensor(labels), paddle.to_tensor(b["mlm_weights"]),
-                                      paddle.to_tensor(b["nsp_labels"]), paddle.to_tensor(b["mlm_norm"]))[0])
+        return float(step(*tensors({**b, "mlm_labels": labels}))[0])
 
     changed = b["mlm_labels"].copy()
-    changed[:, -1] = (changed[:, -1] + 1) % 50  # weight-0 column
+    changed[:, -1] = (changed[:, -1] + 1) % 50  # the weight-0 column
     assert mlm_loss(changed) == pytest.approx(mlm_loss(b["mlm_labels"]), abs=1e-7)
     changed[:, 0] = (changed[:, 0] + 1) % 50  # a real prediction
     assert mlm_loss(changed) != pytest.approx(mlm_loss(b["mlm_labels"]), abs=1e-4)
+    mlm_logits, _ = step.bert(*tensors(b, ("token_ids", "segments", "valid_lens", "pred_positions")))
     logp = paddle.nn.functional.log_softmax(mlm_logits, -1).numpy()
     picked = np.take_along_axis(logp, b["mlm_labels"][..., None], -1)[..., 0]
     expected = -(picked * b["mlm_weights"]).sum() / b["mlm_weights"].sum()
@@ -114,8 +117,7 @@ def test_static_and_dygraph_agree(host_dropout):
     static = PretrainingStep(BertForPretraining(cfg))
     static.set_state_dict(dygraph.state_dict())
     static = paddle.jit.to_static(static, input_spec=step_input_spec(host_dropout), full_graph=True)
-    names = ["token_ids", "segments", "valid_lens", "pred_positions", "mlm_weights", "mlm_labels", "nsp_labels",
-             "mlm_norm"]
+    names = STEP_NAMES
     for rows, length in ((4, 12), (2, 9)):
         b = batch(rows, length)
         if host_dropout:
