@@ -70,15 +70,19 @@ def make_big_corpus(data_dir: Path, tokens: int, folder: Path) -> Path:
 
 def measure(path: Path, train_pairs_per_sec: float) -> dict:
     tokens = len(path.read_text(encoding="utf-8").split())
-    cache = Path(tempfile.mkdtemp(prefix="bench-data-cache-"))
-    tracemalloc.start()
-    start = time.perf_counter()
-    prepared = prepare(path, MAX_LEN, 5, 0, cache)
-    data = PretrainingData(prepared.pairs, len(prepared.vocab), MAX_LEN)
-    masks = data.masks(0)
-    cold = time.perf_counter() - start
+    def cold_run(cache: Path):
+        prepared = prepare(path, MAX_LEN, 5, 0, cache)
+        data = PretrainingData(prepared.pairs, len(prepared.vocab), MAX_LEN)
+        return prepared, data, data.masks(0)
+
+    tracemalloc.start()  # memory on a run of its own: tracing slows Python allocations several-fold
+    cold_run(Path(tempfile.mkdtemp(prefix="bench-data-cache-")))
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
+    cache = Path(tempfile.mkdtemp(prefix="bench-data-cache-"))
+    start = time.perf_counter()
+    prepared, data, masks = cold_run(cache)
+    cold = time.perf_counter() - start
     arrays = sum(a.nbytes for a in (*vars(prepared.pairs).values(), *vars(masks).values()))
     start = time.perf_counter()
     warm_prepared = prepare(path, MAX_LEN, 5, 0, cache)

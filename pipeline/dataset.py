@@ -90,8 +90,8 @@ def prepare(corpus_path: Path, max_len: int, min_freq: int, seed: int, cache_dir
         if cached is not None:
             return cached
     sentences = read_sentences(corpus_path)
-    vocab = vocab or Vocab.build(sentences.tokens, min_freq)
-    ids = vocab.encode(sentences.tokens)
+    vocab = vocab or Vocab.from_counts(sentences.counts, min_freq)
+    ids = vocab.encode(sentences.tokens, sentences.lowercase)
     pairs = make_pairs(ids, sentences, vocab, max_len, np.random.default_rng([seed, 0]))
     prepared = Prepared(vocab, pairs)
     if cache_file is not None:

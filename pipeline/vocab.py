@@ -6,7 +6,7 @@ import os
 import tempfile
 from collections import Counter
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -28,7 +28,10 @@ class Vocab:
 
     @classmethod
     def build(cls, tokens: Iterable[str], min_freq: int = 5) -> "Vocab":
-        counts = Counter(tokens)
+        return cls.from_counts(Counter(tokens), min_freq)
+
+    @classmethod
+    def from_counts(cls, counts: Mapping[str, int], min_freq: int = 5) -> "Vocab":
         kept = [t for t, n in counts.items() if n >= min_freq and t not in SPECIAL_TOKENS]
         kept.sort(key=lambda t: (-counts[t], t))
         return cls(list(SPECIAL_TOKENS) + kept)
@@ -39,11 +42,13 @@ class Vocab:
     def __getitem__(self, token: str) -> int:
         return self.token_to_idx.get(token, self.unk)
 
-    def encode(self, tokens: Sequence[str]) -> np.ndarray:
-        """Ids of corpus `tokens` as int32, at C speed for long corpora. Unknown words, and text
-        that spells a special token (say a literal "<mask>"), become `<unk>`."""
+    def encode(self, tokens: Sequence[str], normalise: Mapping[str, str] | None = None) -> np.ndarray:
+        """Ids of corpus `tokens` as int32, at C speed for long corpora. `normalise` maps every distinct
+        token to the form looked up (say its lower case). Unknown words, and text that spells a special
+        token (say a literal "<mask>"), become `<unk>`."""
         get = self.token_to_idx.get
-        lookup = {t: 0 if t in SPECIAL_TOKENS else get(t, 0) for t in set(tokens)}
+        forms = normalise if normalise is not None else {t: t for t in set(tokens)}
+        lookup = {t: 0 if form in SPECIAL_TOKENS else get(form, 0) for t, form in forms.items()}
         return np.fromiter(map(lookup.__getitem__, tokens), dtype=np.int32, count=len(tokens))
 
     def to_tokens(self, ids: Iterable[int]) -> list[str]:

@@ -43,7 +43,8 @@ def test_paragraphs_follow_the_seed(tmp_path):
     path.write_text(" = Title = \n A b . C d e . \n one sentence only \n x . y \n", encoding="utf-8")
     sents = read_sentences(path)
     assert sents.num_paragraphs == 2
-    assert sents.tokens == ["a", "b", "c", "d", "e", ".", "x", "y"]
+    assert [sents.lowercase[t] for t in sents.tokens] == ["a", "b", "c", "d", "e", ".", "x", "y"]
+    assert sents.counts == {"a": 1, "b": 1, "c": 1, "d": 1, "e": 1, ".": 1, "x": 1, "y": 1}
     assert sents.sentence_starts.tolist() == [0, 2, 6, 7, 8]
 
 
@@ -70,8 +71,8 @@ def test_true_next_sentence_pairs_follow_each_other(tmp_path):
     path = tmp_path / "t.tokens"
     path.write_text(" s0 a . s1 b . s2 c \n", encoding="utf-8")
     sents = read_sentences(path)
-    vocab = Vocab.build(sents.tokens, 1)
-    pairs = make_pairs(vocab.encode(sents.tokens), sents, vocab, 16, np.random.default_rng(0))
+    vocab = Vocab.from_counts(sents.counts, 1)
+    pairs = make_pairs(vocab.encode(sents.tokens, sents.lowercase), sents, vocab, 16, np.random.default_rng(0))
     for ids, label in zip(pairs.token_ids, pairs.nsp_labels):
         words = [w for w in vocab.to_tokens(ids) if w.startswith("s")]
         if label:
