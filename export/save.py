@@ -9,7 +9,6 @@ manifest.json (and pretraining.* with --with-heads), through a temporary folder 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 import sys
@@ -28,6 +27,7 @@ from paddle.static import InputSpec  # noqa: E402
 
 from pipeline import checkpoint  # noqa: E402
 from pipeline.errors import UserError, run_cli  # noqa: E402
+from pipeline.files import file_digest  # noqa: E402
 from pipeline.model import BertForPretraining, encoder_input_spec  # noqa: E402
 from pipeline.vocab import Vocab  # noqa: E402
 
@@ -58,10 +58,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--with-heads", action="store_true",
                    help="also export encoder + MLM/NSP heads, needed by infer/encode.py --fill-mask")
     return p
-
-
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def export(ckpt: checkpoint.Checkpoint, vocab: Vocab, export_dir: Path, with_heads: bool) -> Path:
@@ -96,7 +92,7 @@ def export(ckpt: checkpoint.Checkpoint, vocab: Vocab, export_dir: Path, with_hea
             "outputs": [{"name": "encodings", "dtype": "float32", "shape": [-1, -1, cfg.model.hidden_size],
                          "meaning": "one vector per token; row 0 (<cls>) represents the whole input"}],
             "with_heads": with_heads,
-            "sha256": {p.name: sha256_of(p) for p in sorted(tmp.glob("*.pdiparams"))},
+            "sha256": {p.name: file_digest(p) for p in sorted(tmp.glob("*.pdiparams"))},
         }
         if with_heads:
             manifest["heads_outputs"] = ["mlm_probabilities [B, P, vocab]", "nsp_probabilities [B, 2]"]

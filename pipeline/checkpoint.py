@@ -8,7 +8,6 @@ Layout of `<output>/checkpoints/`:
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -23,6 +22,7 @@ from safetensors.numpy import load_file, save_file
 
 from pipeline.config import Config, config_from_dict, diff_configs
 from pipeline.errors import UserError
+from pipeline.files import file_digest, write_text_atomic
 
 MODEL_FILE, OPTIMIZER_FILE, STATE_FILE, LATEST = "model.safetensors", "optimizer.safetensors", "state.json", "latest"
 
@@ -37,14 +37,6 @@ class Checkpoint:
     model_state: dict[str, np.ndarray]
     optimizer_state: dict[str, np.ndarray]
     extra: dict[str, Any]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def optimizer_state_by_name(optimizer, named_parameters: list[tuple[str, Any]]) -> dict[str, np.ndarray]:
@@ -90,24 +82,16 @@ def save(output_dir: Path, step: int, config: Config, model_state: dict[str, np.
         save_file(model_state, str(tmp / MODEL_FILE), metadata={"step": str(step)})
         save_file(optimizer_state, str(tmp / OPTIMIZER_FILE), metadata={"step": str(step)})
         state = {"step": step, "config": config.to_dict(), "model_hash": config.model_hash(),
-                 "sha256": {f: _sha256(tmp / f) for f in (MODEL_FILE, OPTIMIZER_FILE)}, **extra}
+                 "sha256": {f: file_digest(tmp / f) for f in (MODEL_FILE, OPTIMIZER_FILE)}, **extra}
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=1), encoding="utf-8")
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    _write_latest(root, final.name)
+    write_text_atomic(root / LATEST, final.name + "\n")
     _prune(root, keep)
     return final
-
-
-def _write_latest(root: Path, name: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".latest.", dir=root)
-    with os.fdopen(fd, "w") as f:
-        f.write(name + "\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, root / LATEST)
 
 
 def _prune(root: Path, keep: int) -> None:
@@ -133,7 +117,7 @@ def load(path: Path) -> Checkpoint:
     try:
         state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
         for name, expected in state["sha256"].items():
-            if _sha256(path / name) != expected:
+            if file_digest(path / name) != expected:
                 raise UserError(f"checkpoint {path} is corrupt: {name} does not match its recorded SHA-256")
         model_state = load_file(str(path / MODEL_FILE))
         optimizer_state = load_file(str(path / OPTIMIZER_FILE))

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
@@ -11,6 +9,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from pipeline.errors import UserError
+from pipeline.files import write_text_atomic
 
 UNK, PAD, MASK, CLS, SEP = "<unk>", "<pad>", "<mask>", "<cls>", "<sep>"
 SPECIAL_TOKENS = (UNK, PAD, MASK, CLS, SEP)
@@ -56,12 +55,7 @@ class Vocab:
 
     def save(self, path: Path) -> None:
         """Write JSON atomically (temporary file + rename)."""
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"idx_to_token": self.idx_to_token}, f, ensure_ascii=False)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        write_text_atomic(Path(path), json.dumps({"idx_to_token": self.idx_to_token}, ensure_ascii=False))
 
     @classmethod
     def load(cls, path: Path) -> "Vocab":

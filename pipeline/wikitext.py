@@ -1,7 +1,6 @@
 """Find, download and verify WikiText-2, and read it into sentences of whitespace tokens."""
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import UserError
+from pipeline.files import file_digest
 
 ARCHIVE_URL = "https://s3.amazonaws.com/research.metamind.io/wikitext/wikitext-2-v1.zip"
 ARCHIVE_SHA1 = "3c914d17d80b1459be871a5039ac23e752a53cbe"
@@ -29,11 +29,7 @@ def cache_home() -> Path:
 
 
 def sha1_of(path: Path) -> str:
-    digest = hashlib.sha1()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_digest(path, "sha1")
 
 
 def split_file_name(split: str) -> str:

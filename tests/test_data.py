@@ -9,7 +9,7 @@ from pipeline import dataset
 from pipeline.dataset import PretrainingData, prepare
 from pipeline.errors import UserError
 from pipeline.examples import make_pairs, mask_tokens, max_predictions
-from pipeline.vocab import SPECIAL_TOKENS, Vocab
+from pipeline.vocab import Vocab
 from pipeline.wikitext import read_sentences
 from tests.conftest import write_corpus
 

@@ -31,3 +31,13 @@ def test_two_ranks_match_one_process_with_the_same_global_batch(dumps):
     two, one = dumps["world2_rank0"], dumps["world1_rank0"]
     for name in one:
         np.testing.assert_allclose(two[name], one[name], rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_gradient_accumulation_equals_one_big_step(corpus_dir, tmp_path, dumps):
+    """Two micro-batches of 16 accumulate to the same update as one batch of 32."""
+    result = run_script("tests/helpers/train_and_dump.py", str(tmp_path), "--output-dir", str(tmp_path / "acc"),
+                        "--data-dir", str(corpus_dir), *FLAGS, "-o", "train.accumulate_steps=2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    accumulated = dict(np.load(tmp_path / "world1_rank0.npz"))
+    for name, value in dumps["world1_rank0"].items():
+        np.testing.assert_allclose(accumulated[name], value, rtol=1e-4, atol=1e-5, err_msg=name)

@@ -141,3 +141,24 @@ def test_loss_falls_when_training_on_one_batch():
         opt.clear_grad()
         losses.append(float(mlm) + float(nsp))
     assert losses[-1] < 0.5 * losses[0]
+
+
+@pytest.mark.parametrize("config", ["bert_base", "bert_large"])
+def test_base_and_large_build_and_run_a_training_step(config):
+    """The configured sizes build and train (a small vocabulary and batch keep the test light)."""
+    from pipeline.config import load_config
+    from tests.conftest import ROOT
+
+    cfg = load_config(ROOT / "configs" / f"{config}.yaml", ["model.vocab_size=60"]).model
+    paddle.seed(0)
+    step = paddle.jit.to_static(PretrainingStep(BertForPretraining(cfg)), input_spec=step_input_spec(False),
+                                full_graph=True)
+    opt = paddle.optimizer.AdamW(1e-4, parameters=step.parameters())
+    before = step.bert.encoder.layers[0].intermediate.weight.numpy().copy()
+    b = batch(rows=2, length=16)
+    mlm, nsp = step(*tensors(b))
+    (mlm + nsp).backward()
+    opt.step()
+    assert np.isfinite(float(mlm)) and np.isfinite(float(nsp))
+    assert not np.allclose(step.bert.encoder.layers[0].intermediate.weight.numpy(), before)
+    assert len(step.bert.encoder.layers) == cfg.num_layers

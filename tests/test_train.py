@@ -7,7 +7,6 @@ import sys
 import time
 
 import numpy as np
-import pytest
 
 from pipeline import checkpoint
 from tests.conftest import ROOT, TINY, run_script
