@@ -21,7 +21,7 @@ from pipeline.vocab import Vocab
 from pipeline.wikitext import read_sentences
 
 log = logging.getLogger(__name__)
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 
 
 @dataclass
@@ -91,7 +91,7 @@ def prepare(corpus_path: Path, max_len: int, min_freq: int, seed: int, cache_dir
             return cached
     sentences = read_sentences(corpus_path)
     vocab = vocab or Vocab.from_counts(sentences.counts, min_freq)
-    ids = vocab.encode(sentences.tokens, sentences.lowercase)
+    ids = vocab.ids_of(sentences.forms)[sentences.token_ids]
     pairs = make_pairs(ids, sentences, vocab, max_len, np.random.default_rng([seed, 0]))
     prepared = Prepared(vocab, pairs)
     if cache_file is not None:

@@ -1,6 +1,7 @@
 """Find, download and verify WikiText-2, and read it into sentences of whitespace tokens."""
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import tempfile
@@ -132,55 +133,80 @@ def find_split(data_dir: str | Path | None, split: str, cache_dir: Path | None =
 
 @dataclass
 class Sentences:
-    """A corpus as flat tokens plus sentence and paragraph boundaries (no nested lists).
+    """A corpus as flat token ids plus sentence and paragraph boundaries (no nested lists).
 
-    `tokens` keep the file's case; `lowercase` maps each distinct one to its lower-cased form and
-    `counts` counts the lower-cased forms. Lower-casing the ~10^4 distinct tokens instead of the whole
-    text is what the seed's `line.lower()` amounts to, at a fraction of the cost.
+    `token_ids` index `words`, the distinct tokens as written; `forms` holds their lower-cased forms
+    and `counts` counts the forms. Lower-casing the ~10^4 distinct words instead of every line is what
+    the seed's `line.lower()` amounts to, at a fraction of the cost.
     """
 
-    tokens: list[str]
-    sentence_starts: np.ndarray  # [num_sentences + 1] offsets into tokens
-    paragraph_starts: np.ndarray  # [num_paragraphs + 1] offsets into sentences
-    lowercase: dict[str, str]
+    token_ids: np.ndarray  # [num_tokens] int32, indices into `words`
+    words: list[str]
+    forms: list[str]
     counts: Counter
+    sentence_starts: np.ndarray  # [num_sentences + 1] offsets into token_ids
+    paragraph_starts: np.ndarray  # [num_paragraphs + 1] offsets into sentences
 
     @property
     def num_paragraphs(self) -> int:
         return len(self.paragraph_starts) - 1
 
 
-def read_sentences(path: Path) -> Sentences:
+class _TokenIds:
+    """Turns batches of word strings into int32 ids, numbering words in order of appearance, so only
+    one batch of strings is alive at a time (memory stays near the size of the final arrays)."""
+
+    def __init__(self) -> None:
+        self.ids: dict[str, int] = {}
+        self.chunks: list[np.ndarray] = []
+
+    def add(self, words: list[str]) -> None:
+        new = set(words).difference(self.ids)
+        self.ids.update(zip(new, itertools.count(len(self.ids))))
+        self.chunks.append(np.fromiter(map(self.ids.__getitem__, words), dtype=np.int32, count=len(words)))
+
+    def result(self) -> tuple[np.ndarray, list[str]]:
+        ids = np.concatenate(self.chunks) if self.chunks else np.zeros(0, dtype=np.int32)
+        return ids, list(self.ids)
+
+
+def read_sentences(path: Path, batch_tokens: int = 1 << 20) -> Sentences:
     """Paragraphs as in the seed: lines with at least two sentences split on ' . ', lower-cased."""
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise UserError(f"{path} is not UTF-8 text (bad byte at offset {err.start})") from None
-    except OSError as err:
-        raise UserError(f"cannot read {path}: {err.strerror}") from None
-    tokens: list[str] = []
+    numbering = _TokenIds()
+    pending: list[str] = []
     sentence_lengths: list[int] = []
     paragraph_sizes: list[int] = []
-    for line in text.splitlines():
-        if " . " not in line:
-            continue
-        sentences = line.strip().split(" . ")
-        if len(sentences) < 2:
-            continue
-        for sentence in sentences:
-            words = sentence.split()
-            tokens.extend(words)
-            sentence_lengths.append(len(words))
-        paragraph_sizes.append(len(sentences))
+    number = 0
+    try:
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                if " . " not in line:
+                    continue
+                sentences = line.strip().split(" . ")
+                if len(sentences) < 2:
+                    continue
+                for sentence in sentences:
+                    words = sentence.split()
+                    pending.extend(words)
+                    sentence_lengths.append(len(words))
+                paragraph_sizes.append(len(sentences))
+                if len(pending) >= batch_tokens:
+                    numbering.add(pending)
+                    pending = []
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not UTF-8 text (line {number + 1})") from None
+    except OSError as err:
+        raise UserError(f"cannot read {path}: {err.strerror}") from None
+    numbering.add(pending)
     if not paragraph_sizes:
         raise UserError(f"{path} holds no paragraph of two or more sentences (' . ' separated)")
+    token_ids, words = numbering.result()
+    forms = [w.lower() for w in words]
+    counts: Counter = Counter()
+    for form, n in zip(forms, np.bincount(token_ids, minlength=len(words)).tolist()):
+        counts[form] += n
     sentence_starts = np.zeros(len(sentence_lengths) + 1, dtype=np.int64)
     np.cumsum(sentence_lengths, out=sentence_starts[1:])
     paragraph_starts = np.zeros(len(paragraph_sizes) + 1, dtype=np.int64)
     np.cumsum(paragraph_sizes, out=paragraph_starts[1:])
-    raw_counts = Counter(tokens)
-    lowercase = {t: t.lower() for t in raw_counts}
-    counts: Counter = Counter()
-    for raw, n in raw_counts.items():
-        counts[lowercase[raw]] += n
-    return Sentences(tokens, sentence_starts, paragraph_starts, lowercase, counts)
+    return Sentences(token_ids, words, forms, counts, sentence_starts, paragraph_starts)

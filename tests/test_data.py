@@ -33,9 +33,9 @@ def test_vocab_ties_are_broken_by_the_token_itself():
     assert Vocab.build("z y x z y x".split(), 1).idx_to_token[5:] == ["x", "y", "z"]
 
 
-def test_encode_maps_unknown_and_literal_special_tokens_to_unk():
+def test_ids_of_maps_unknown_and_literal_special_tokens_to_unk():
     vocab = Vocab.build("a a b".split(), 1)
-    assert vocab.encode(["a", "b", "zzz", "<mask>", "<cls>"]).tolist() == [5, 6, 0, 0, 0]
+    assert vocab.ids_of(["a", "b", "zzz", "<mask>", "<cls>"]).tolist() == [5, 6, 0, 0, 0]
 
 
 def test_paragraphs_follow_the_seed(tmp_path):
@@ -43,7 +43,8 @@ def test_paragraphs_follow_the_seed(tmp_path):
     path.write_text(" = Title = \n A b . C d e . \n one sentence only \n x . y \n", encoding="utf-8")
     sents = read_sentences(path)
     assert sents.num_paragraphs == 2
-    assert [sents.lowercase[t] for t in sents.tokens] == ["a", "b", "c", "d", "e", ".", "x", "y"]
+    assert [sents.forms[i] for i in sents.token_ids] == ["a", "b", "c", "d", "e", ".", "x", "y"]
+    assert sents.words[sents.token_ids[0]] == "A", "words keep the file's case"
     assert sents.counts == {"a": 1, "b": 1, "c": 1, "d": 1, "e": 1, ".": 1, "x": 1, "y": 1}
     assert sents.sentence_starts.tolist() == [0, 2, 6, 7, 8]
 
@@ -72,7 +73,7 @@ def test_true_next_sentence_pairs_follow_each_other(tmp_path):
     path.write_text(" s0 a . s1 b . s2 c \n", encoding="utf-8")
     sents = read_sentences(path)
     vocab = Vocab.from_counts(sents.counts, 1)
-    pairs = make_pairs(vocab.encode(sents.tokens, sents.lowercase), sents, vocab, 16, np.random.default_rng(0))
+    pairs = make_pairs(vocab.ids_of(sents.forms)[sents.token_ids], sents, vocab, 16, np.random.default_rng(0))
     for ids, label in zip(pairs.token_ids, pairs.nsp_labels):
         words = [w for w in vocab.to_tokens(ids) if w.startswith("s")]
         if label:
@@ -219,7 +220,7 @@ def test_batch_size_and_corpus_size_errors(prepared):
 def test_bad_corpus_files(tmp_path):
     latin = tmp_path / "wiki.train.tokens"
     latin.write_bytes("caf\xe9 . ok ok \n".encode("latin-1"))
-    with pytest.raises(UserError, match="is not UTF-8"):
+    with pytest.raises(UserError, match=r"is not UTF-8 text \(line 1\)"):
         read_sentences(latin)
     single = tmp_path / "single.tokens"
     single.write_text(" = heading = \n just one sentence here \n", encoding="utf-8")

@@ -62,9 +62,10 @@ def reference_attention(layer: BertSelfAttention, x: np.ndarray, valid: np.ndarr
     return np.concatenate(heads, -1) @ w["output"] + bo
 
 
-def test_folded_biases_equal_textbook_attention():
+@pytest.mark.parametrize("heads", [2, 8])  # unrolled heads, and batched heads
+def test_folded_biases_equal_textbook_attention(heads):
     paddle.seed(1)
-    layer = BertSelfAttention(CFG)
+    layer = BertSelfAttention(ModelConfig(**{**CFG.__dict__, "num_heads": heads}))
     for p in layer.parameters():  # non-zero biases, so folding them is really tested
         p.set_value(paddle.randn(p.shape) * 0.5)
     x = np.random.default_rng(2).standard_normal((3, 7, 16)).astype(np.float32)
