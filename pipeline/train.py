@@ -150,6 +150,7 @@ class Trainer:
             self.dist_optimizer = fleet.distributed_optimizer(self.optimizer)
         self.scaler = paddle.amp.GradScaler() if cfg.train.amp == "fp16" else None
         self.step = 0
+        self.last_lr = cfg.train.lr
         self.stop_requested = False
 
     # -- state --------------------------------------------------------------------------------
@@ -158,7 +159,9 @@ class Trainer:
         named = list(self.model.named_parameters())
         self.optimizer.set_state_dict(checkpoint.optimizer_state_for(named, ckpt.optimizer_state))
         if self.scheduler is not None and "scheduler" in ckpt.extra:
-            self.scheduler.set_state_dict(ckpt.extra["scheduler"])
+            # the position only: the rate follows this run's train.steps (a resume may extend the run)
+            self.scheduler.last_epoch = int(ckpt.extra["scheduler"]["last_epoch"])
+            self.scheduler.last_lr = self.scheduler.get_lr()
         self.step = ckpt.step
 
     def save(self) -> Path:
@@ -192,6 +195,7 @@ class Trainer:
                 (self.scaler.scale(loss) if self.scaler else loss).backward()
             mlm_total += float(mlm)
             nsp_total += float(nsp) / parts
+        self.last_lr = self.current_lr()  # the rate this step used (the scheduler moves on below)
         if self.scaler:
             self.scaler.step(self.dist_optimizer)
             self.scaler.update()
@@ -298,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
                                 f"stopped (last good checkpoint: {good or 'none'}); try a lower train.lr")
             mlm_sum, nsp_sum, done = mlm_sum + mlm, nsp_sum + nsp, done + 1
             elapsed = time.perf_counter() - start
-            progress.update({"step": trainer.step, "mlm_loss": mlm, "nsp_loss": nsp, "lr": trainer.current_lr(),
+            progress.update({"step": trainer.step, "mlm_loss": mlm, "nsp_loss": nsp, "lr": trainer.last_lr,
                              "pairs_per_sec": done * cfg.train.batch_size / elapsed, "elapsed": elapsed,
                              "time": time.time()})
             last = trainer.step == cfg.train.steps

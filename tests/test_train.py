@@ -142,3 +142,15 @@ def test_help_explains_every_flag():
     assert result.returncode == 0
     for flag in ("-c", "-o", "--data-dir", "--split", "--eval-split", "--output-dir", "--steps", "--resume"):
         assert flag in result.stdout
+
+
+def test_adamw_warmup_decay_and_clipping_resume_exactly(corpus_dir, tmp_path):
+    schedule = ["-o", "train.optimizer=adamw", "-o", "train.weight_decay=0.01", "-o", "train.warmup_steps=2",
+                "-o", "train.lr_decay=linear", "-o", "train.grad_clip=1.0"]
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    assert train(corpus_dir, whole, *schedule, steps=6).returncode == 0
+    lrs = [json.loads(line)["lr"] for line in (whole / "metrics.jsonl").read_text().splitlines()]
+    assert lrs[0] < lrs[1] == lrs[2] > lrs[3] > lrs[4] > lrs[5] > 0, lrs  # warm-up, then linear decay
+    assert train(corpus_dir, parts, *schedule, steps=3).returncode == 0
+    assert train(corpus_dir, parts, *schedule, "--resume", steps=6).returncode == 0
+    np.testing.assert_allclose(np.array(losses(parts)), np.array(losses(whole)), rtol=1e-4)
