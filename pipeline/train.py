@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description="Pretrain BERT (masked LM + next sentence prediction) on WikiText-2 with "
                     "PaddlePaddle: static graph (paddle.jit.to_static), data parallel under fleet.",
-        epilog="Settings come from the YAML config (-c) and -o overrides; the short flags below are "
+        epilog="Settings come from the YAML config (-c) and -o overrides (see README, Settings); the short flags are "
                "overrides too. Example: python pipeline/train.py -o train.lr=1e-3 -o model.num_layers=4")
     p.add_argument("-c", "--config", help="YAML config (default: configs/bert_tiny.yaml, the seed's tiny BERT)")
     p.add_argument("-o", "--override", action="append", default=[], metavar="SECTION.KEY=VALUE",
