@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from pipeline.errors import UserError
+from pipeline.files import write_text_atomic
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "bert_tiny.yaml"
 
@@ -225,4 +226,4 @@ def diff_configs(a: Config, b: Config, sections: typing.Iterable[str] = ("model"
 
 
 def save_config(cfg: Config, path: Path) -> None:
-    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
+    write_text_atomic(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

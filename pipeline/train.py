@@ -34,6 +34,7 @@ from pipeline.config import Config, load_config, save_config  # noqa: E402
 from pipeline.dataset import PretrainingData, prepare, step_inputs  # noqa: E402
 from pipeline.errors import UserError, run_cli  # noqa: E402
 from pipeline.evaluate import evaluate, format_metrics  # noqa: E402
+from pipeline.files import write_text_atomic  # noqa: E402
 from pipeline.model import BertForPretraining, PretrainingStep, step_input_spec  # noqa: E402
 from pipeline.progress import Progress, keep_metrics_until, plot_losses  # noqa: E402
 from pipeline.runtime import set_cpu_threads  # noqa: E402
@@ -285,16 +286,26 @@ def main(argv: list[str] | None = None) -> int:
              len(data), steps_per_epoch, len(vocab), world, threads,
              sum(int(np.prod(p.shape)) for p in trainer.model.parameters()))
 
+    done, mlm_mean, nsp_mean, elapsed, stopped = run_loop(trainer, data, output)
+    if rank == 0:
+        report(trainer, vocab, output, devices, done, mlm_mean, nsp_mean, elapsed, stopped, argv)
+    return 0
+
+
+def run_loop(trainer: Trainer, data: PretrainingData, output: Path) -> tuple[int, float, float, float, bool]:
+    """Train to train.steps or until SIGTERM/Ctrl-C; return (steps done, mean MLM and NSP loss, seconds,
+    whether it stopped early). Checkpoints are written by rank 0."""
+    cfg = trainer.cfg
+
     def request_stop(signum, frame):  # noqa: ARG001
         trainer.stop_requested = True
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-
-    progress = Progress(output / "metrics.jsonl", trainer.step, cfg.train.steps, cfg.train.log_every, rank == 0)
-    first_step, mlm_sum, nsp_sum, done = trainer.step, 0.0, 0.0, 0
+    progress = Progress(output / "metrics.jsonl", trainer.step, cfg.train.steps, cfg.train.log_every,
+                        trainer.rank == 0)
+    mlm_sum, nsp_sum, done, stopped = 0.0, 0.0, 0, False
     start = time.perf_counter()
-    stopped = False
     try:
-        for batch in data.iterate(trainer.step, cfg.train.steps, cfg.train.batch_size, rank, world):
+        for batch in data.iterate(trainer.step, cfg.train.steps, cfg.train.batch_size, trainer.rank, trainer.world):
             mlm, nsp, stopped = trainer.train_step(batch)
             if not (math.isfinite(mlm) and math.isfinite(nsp)):
                 good = checkpoint.latest(output)
@@ -305,9 +316,9 @@ def main(argv: list[str] | None = None) -> int:
             progress.update({"step": trainer.step, "mlm_loss": mlm, "nsp_loss": nsp, "lr": trainer.last_lr,
                              "pairs_per_sec": done * cfg.train.batch_size / elapsed, "elapsed": elapsed,
                              "time": time.time()})
-            last = trainer.step == cfg.train.steps
             every = cfg.train.save_every
-            if rank == 0 and (last or stopped or (every and trainer.step % every == 0)):
+            due = trainer.step == cfg.train.steps or stopped or (every and trainer.step % every == 0)
+            if trainer.rank == 0 and due:
                 trainer.save()
             if stopped:
                 break
@@ -315,27 +326,30 @@ def main(argv: list[str] | None = None) -> int:
         progress.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    elapsed = time.perf_counter() - start
-    if rank != 0:
-        return 0
+    return done, mlm_sum / max(done, 1), nsp_sum / max(done, 1), time.perf_counter() - start, stopped
+
+
+def report(trainer: Trainer, vocab: Vocab, output: Path, devices: str, done: int, mlm_mean: float,
+           nsp_mean: float, elapsed: float, stopped: bool, argv: list[str] | None) -> None:
+    """Rank 0's ending: loss.png, then the resume hint, or the seed's two lines and the evaluation."""
+    cfg = trainer.cfg
     plot_losses(output / "metrics.jsonl", output / "loss.png")
     if stopped:
         cmd = " ".join(["python", "pipeline/train.py", *(argv if argv is not None else sys.argv[1:])])
         print(f"stopped at step {trainer.step} of {cfg.train.steps}; checkpoint saved. Resume with: "
               f"{cmd if '--resume' in cmd else cmd + ' --resume'}")
-        return 0
+        return
     if done:
-        print(f"MLM loss {mlm_sum / done:.3f}, NSP loss {nsp_sum / done:.3f}")
+        print(f"MLM loss {mlm_mean:.3f}, NSP loss {nsp_mean:.3f}")
         print(f"{done * cfg.train.batch_size / elapsed:.1f} sentence pairs/sec on {devices}")
-    log.info("steps %d-%d in %.1f s; outputs in %s", first_step + 1, trainer.step, elapsed, output)
+    log.info("%d steps in %.1f s, now at step %d; outputs in %s", done, elapsed, trainer.step, output)
     if cfg.data.eval_split:
         eval_data = prepare(find_split(cfg.data.data_dir, cfg.data.eval_split), cfg.data.max_len,
                             cfg.data.min_freq, cfg.data.seed, example_cache(cfg), vocab=vocab)
         metrics = evaluate(trainer.model, eval_data.pairs, len(vocab), cfg.data.max_len,
                            mask_prob=cfg.data.mask_prob)
         print(format_metrics(metrics))
-        (output / "eval.json").write_text(json.dumps(metrics, indent=1), encoding="utf-8")
-    return 0
+        write_text_atomic(output / "eval.json", json.dumps(metrics, indent=1))
 
 
 if __name__ == "__main__":
