@@ -154,3 +154,13 @@ def test_adamw_warmup_decay_and_clipping_resume_exactly(corpus_dir, tmp_path):
     assert train(corpus_dir, parts, *schedule, steps=3).returncode == 0
     assert train(corpus_dir, parts, *schedule, "--resume", steps=6).returncode == 0
     np.testing.assert_allclose(np.array(losses(parts)), np.array(losses(whole)), rtol=1e-4)
+
+
+def test_evaluate_command_reports_held_out_metrics(corpus_dir, trained, tmp_path):
+    result = run_script("pipeline/evaluate.py", "--output-dir", str(trained), "--data-dir", str(corpus_dir),
+                        "--split", "test")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("held-out MLM accuracy ")
+    metrics = json.loads(result.stdout.strip().splitlines()[-1])
+    assert 0 <= metrics["mlm_accuracy"] <= 1 and 0 <= metrics["nsp_accuracy"] <= 1 and metrics["pairs"] > 0
+    assert_user_error(run_script("pipeline/evaluate.py", "--output-dir", str(tmp_path)), "no checkpoint")
