@@ -36,13 +36,16 @@ def linear_with_bias_row(x: paddle.Tensor, weight: paddle.Tensor, bias: paddle.T
     return paddle.matmul(paddle.concat([x, ones], axis=-1), paddle.concat([weight, bias.unsqueeze(0)], axis=0))
 
 
+def dense(x: paddle.Tensor, weight: paddle.Tensor, bias: paddle.Tensor, training: bool) -> paddle.Tensor:
+    """`linear_with_bias_row` in training; plain F.linear (fewer ops, no gradient needed) in eval mode."""
+    return linear_with_bias_row(x, weight, bias) if training else F.linear(x, weight, bias)
+
+
 class Dense(nn.Linear):
-    """nn.Linear that trains through `linear_with_bias_row`; plain F.linear (fewer ops) in eval mode."""
+    """nn.Linear computed by `dense`."""
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        if not self.training:
-            return F.linear(x, self.weight, self.bias)
-        return linear_with_bias_row(x, self.weight, self.bias)
+        return dense(x, self.weight, self.bias, self.training)
 
 
 class BertEmbeddings(nn.Layer):
@@ -87,10 +90,8 @@ class BertSelfAttention(nn.Layer):
         self.value = nn.Linear(cfg.hidden_size, cfg.hidden_size)
         self.output = nn.Linear(cfg.hidden_size, cfg.hidden_size)
 
-    def _project(self, x: paddle.Tensor, weight: paddle.Tensor, bias: paddle.Tensor) -> paddle.Tensor:
-        if self.training:
-            return linear_with_bias_row(x, weight, bias)
-        return F.linear(x, weight, bias)
+    def _dense(self, x: paddle.Tensor, weight: paddle.Tensor, bias: paddle.Tensor) -> paddle.Tensor:
+        return dense(x, weight, bias, self.training)
 
     def forward(self, x: paddle.Tensor, mask: paddle.Tensor) -> paddle.Tensor:
         scale = 1.0 / math.sqrt(self.head_dim)
@@ -100,12 +101,12 @@ class BertSelfAttention(nn.Layer):
         out = None
         for h in range(self.num_heads):
             cols = slice(h * self.head_dim, (h + 1) * self.head_dim)
-            q = self._project(x, self.query.weight[:, cols] * scale, self.query.bias[cols] * scale)
+            q = self._dense(x, self.query.weight[:, cols] * scale, self.query.bias[cols] * scale)
             k = paddle.matmul(x, self.key.weight[:, cols])
             v = paddle.matmul(x, self.value.weight[:, cols])
             context = paddle.matmul(F.softmax(paddle.matmul(q, k, transpose_y=True) + mask, axis=-1), v)
             if h == 0:  # the output bias rides on the first head's product
-                part = self._project(context, self.output.weight[cols], bias)
+                part = self._dense(context, self.output.weight[cols], bias)
             else:
                 part = paddle.matmul(context, self.output.weight[cols])
             out = part if out is None else out + part
@@ -114,12 +115,12 @@ class BertSelfAttention(nn.Layer):
     def _batched_heads(self, x: paddle.Tensor, mask: paddle.Tensor, scale: float, bias: paddle.Tensor) -> paddle.Tensor:
         batch, length = paddle.shape(x)[0], paddle.shape(x)[1]
         heads = [batch, length, self.num_heads, self.head_dim]
-        q = self._project(x, self.query.weight * scale, self.query.bias * scale).reshape(heads).transpose([0, 2, 1, 3])
+        q = self._dense(x, self.query.weight * scale, self.query.bias * scale).reshape(heads).transpose([0, 2, 1, 3])
         k = paddle.matmul(x, self.key.weight).reshape(heads).transpose([0, 2, 1, 3])
         v = paddle.matmul(x, self.value.weight).reshape(heads).transpose([0, 2, 1, 3])
         scores = paddle.matmul(q, k, transpose_y=True) + mask.unsqueeze(1)
         context = paddle.matmul(F.softmax(scores, axis=-1), v).transpose([0, 2, 1, 3])
-        return self._project(context.reshape([batch, length, -1]), self.output.weight, bias)
+        return self._dense(context.reshape([batch, length, -1]), self.output.weight, bias)
 
 
 class BertLayer(nn.Layer):
