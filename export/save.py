@@ -1,7 +1,8 @@
-"""Turn a pretraining checkpoint into a Paddle Inference model with paddle.jit.save.
+"""Turn a pretraining checkpoint into a Paddle Inference model with paddle.jit.save (or a Hugging Face folder).
 
     python export/save.py                                  # newest checkpoint of output/ -> output/inference
     python export/save.py --checkpoint output/checkpoints/step_50 --export-dir model/ --with-heads
+    python export/save.py --format huggingface             # -> output/huggingface (transformers loads it)
 
 Writes <export-dir>/encoder.json + encoder.pdiparams (Paddle 3 PIR program), vocab.json and
 manifest.json (and pretraining.* with --with-heads), through a temporary folder renamed at the end.
@@ -10,9 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 if __name__ == "__main__" and not __package__:
@@ -25,9 +24,10 @@ quiet_paddle_import()
 import paddle  # noqa: E402
 from paddle.static import InputSpec  # noqa: E402
 
+from export import huggingface  # noqa: E402
 from pipeline import checkpoint  # noqa: E402
 from pipeline.errors import UserError, run_cli  # noqa: E402
-from pipeline.files import file_digest  # noqa: E402
+from pipeline.files import atomic_folder, file_digest  # noqa: E402
 from pipeline.model import BertForPretraining, encoder_input_spec  # noqa: E402
 from pipeline.vocab import Vocab  # noqa: E402
 
@@ -57,22 +57,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--export-dir", help="where to write the model (default: <output-dir>/inference)")
     p.add_argument("--with-heads", action="store_true",
                    help="also export encoder + MLM/NSP heads, needed by infer/encode.py --fill-mask")
+    p.add_argument("--format", choices=("paddle", "huggingface"), default="paddle",
+                   help="paddle (default): a Paddle Inference model for infer/; huggingface: a folder that "
+                        "transformers.BertForPreTraining.from_pretrained loads (default dir <output-dir>/huggingface)")
     return p
 
 
 def export(ckpt: checkpoint.Checkpoint, vocab: Vocab, export_dir: Path, with_heads: bool) -> Path:
     """Write the inference model of `ckpt` to `export_dir`, replacing what was there only on success."""
     cfg = ckpt.config
-    if len(vocab) != cfg.model.vocab_size:
-        raise UserError(f"vocab.json has {len(vocab)} tokens but checkpoint {ckpt.path} expects "
-                        f"{cfg.model.vocab_size}")
     model = BertForPretraining(cfg.model)
     checkpoint.apply_model_state(model, ckpt.model_state, ckpt.path)
     model.eval()
-    export_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{export_dir.name}.", dir=export_dir.parent))
-    tmp.chmod(0o755)
-    try:
+    with atomic_folder(export_dir) as tmp:
         encoder = paddle.jit.to_static(model.encoder, input_spec=encoder_input_spec(), full_graph=True)
         paddle.jit.save(encoder, str(tmp / ENCODER))
         if with_heads:
@@ -97,22 +94,7 @@ def export(ckpt: checkpoint.Checkpoint, vocab: Vocab, export_dir: Path, with_hea
         if with_heads:
             manifest["heads_outputs"] = ["mlm_probabilities [B, P, vocab]", "nsp_probabilities [B, 2]"]
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-        _replace_dir(tmp, export_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return export_dir
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    """Put `new` at `target`; an existing `target` is moved aside first and removed only after."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        target.rename(old)
-    new.rename(target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,8 +108,16 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"checkpoint folder not found: {path}")
     ckpt = checkpoint.load(path)
     vocab = Vocab.load(path.resolve().parent.parent / "vocab.json")
-    export_dir = Path(args.export_dir) if args.export_dir else output / "inference"
-    export(ckpt, vocab, export_dir, args.with_heads)
+    if len(vocab) != ckpt.config.model.vocab_size:
+        raise UserError(f"vocab.json has {len(vocab)} tokens but checkpoint {ckpt.path} expects "
+                        f"{ckpt.config.model.vocab_size}")
+    if args.format == "huggingface":
+        export_dir = Path(args.export_dir) if args.export_dir else output / "huggingface"
+        with atomic_folder(export_dir) as tmp:
+            huggingface.write_folder(tmp, ckpt.config, ckpt.model_state, vocab)
+    else:
+        export_dir = Path(args.export_dir) if args.export_dir else output / "inference"
+        export(ckpt, vocab, export_dir, args.with_heads)
     print(f"exported {path} (step {ckpt.step}) to {export_dir}")
     return 0
 

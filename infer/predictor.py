@@ -13,15 +13,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Sequence
 
 import numpy as np
 
 from pipeline.errors import UserError
 from pipeline.runtime import available_cores
-from pipeline.vocab import CLS, MASK, SEP, Vocab
+from pipeline.tokenizer import Text, pad_batch, tokenize
+from pipeline.vocab import MASK, Vocab
 
-Text = Union[str, tuple[str, str]]
 ENCODER, HEADS = "encoder", "pretraining"
 # Below this many tokens per call (batch x length) one thread without oneDNN is fastest on CPU;
 # above it oneDNN with every core wins (bench/infer.py measures both regimes).
@@ -85,31 +85,6 @@ class ModelFolder:
             raise UserError(f"{self.path} holds the encoder only; --fill-mask needs the heads: "
                             f"re-export with python export/save.py --with-heads")
         raise UserError(f"model folder {self.path} is incomplete: {name}.json/.pdmodel or {name}.pdiparams is missing")
-
-
-def tokenize(vocab: Vocab, text: Text, max_len: int, truncate: bool = False) -> tuple[list[str], list[int]]:
-    """`<cls> A <sep> [B <sep>]`, lower-cased and split on whitespace as in training; segment ids."""
-    a, b = (text, None) if isinstance(text, str) else text
-    tokens_a, tokens_b = a.lower().split(), (b.lower().split() if b is not None else None)
-    if not tokens_a or (tokens_b is not None and not tokens_b):
-        raise UserError("empty text: give at least one word" + (" on each side of the pair" if b is not None else ""))
-    specials = 2 if tokens_b is None else 3
-    total = len(tokens_a) + len(tokens_b or []) + specials
-    if total > max_len:
-        if not truncate:
-            raise UserError(f"text is {total} tokens long with <cls>/<sep>, over the model's max_len {max_len} "
-                            f"(shorten it or pass --truncate)")
-        while len(tokens_a) + len(tokens_b or []) + specials > max_len:
-            if tokens_b and len(tokens_b) >= len(tokens_a):
-                tokens_b.pop()
-            else:
-                tokens_a.pop()
-    tokens = [CLS, *tokens_a, SEP]
-    segments = [0] * len(tokens)
-    if tokens_b is not None:
-        tokens += [*tokens_b, SEP]
-        segments += [1] * (len(tokens_b) + 1)
-    return tokens, segments
 
 
 class Encoder:
@@ -188,7 +163,7 @@ class Encoder:
         return [handle.copy_to_cpu() for handle in outputs]
 
     def preprocess(self, texts: Sequence[Text], truncate: bool = False) -> list[tuple[list[str], list[int]]]:
-        return [tokenize(self.vocab, t, self.max_len, truncate) for t in texts]
+        return [tokenize(t, self.max_len, truncate) for t in texts]
 
     def encode(self, texts: Sequence[Text], batch_size: int = 64, truncate: bool = False) -> list[Encoding]:
         """Encodings of `texts` (strings, or (A, B) pairs), batched by length, in input order."""
@@ -199,7 +174,7 @@ class Encoder:
         order = sorted(range(len(items)), key=lambda i: len(items[i][0]))
         for lo in range(0, len(order), batch_size):
             chunk = order[lo:lo + batch_size]
-            arrays = self._pad([items[i] for i in chunk])
+            arrays = pad_batch(self.vocab, [items[i] for i in chunk])
             (encodings,) = self.run(arrays)[:1]
             for row, i in enumerate(chunk):
                 tokens, segments = items[i]
@@ -208,12 +183,12 @@ class Encoder:
 
     def fill_mask(self, text: str, top_k: int = 5) -> list[list[tuple[str, float]]]:
         """Top-k words and probabilities for each <mask> in `text` (needs an export --with-heads)."""
-        tokens, segments = tokenize(self.vocab, text, self.max_len)
+        tokens, segments = tokenize(text, self.max_len)
         positions = [i for i, t in enumerate(tokens) if t == MASK]
         if not positions:
             raise UserError(f"--fill-mask text has no {MASK} token: {text!r}")
         self.folder.program_files(HEADS)
-        arrays = self._pad([(tokens, segments)])
+        arrays = pad_batch(self.vocab, [(tokens, segments)])
         arrays["pred_positions"] = np.array([positions], dtype=np.int64)
         probabilities = self.run(arrays, HEADS)[0][0]
         out = []
@@ -221,16 +196,6 @@ class Encoder:
             best = np.argsort(-row)[:top_k]
             out.append([(self.vocab.idx_to_token[i], float(row[i])) for i in best])
         return out
-
-    def _pad(self, items: list[tuple[list[str], list[int]]]) -> dict[str, np.ndarray]:
-        width = max(len(tokens) for tokens, _ in items)
-        ids = np.full((len(items), width), self.vocab.pad, dtype=np.int64)
-        segments = np.zeros((len(items), width), dtype=np.int64)
-        for row, (tokens, segs) in enumerate(items):
-            ids[row, :len(tokens)] = [self.vocab[t] for t in tokens]
-            segments[row, :len(segs)] = segs
-        valid = np.array([len(tokens) for tokens, _ in items], dtype=np.int64)
-        return {"input_ids": ids, "token_type_ids": segments, "valid_length": valid}
 
 
 def resolve_device(device: str, trt: bool, precision: str) -> str:

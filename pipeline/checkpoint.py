@@ -9,9 +9,7 @@ Layout of `<output>/checkpoints/`:
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,7 @@ from safetensors.numpy import load_file, save_file
 
 from pipeline.config import Config, config_from_dict, diff_configs
 from pipeline.errors import UserError
-from pipeline.files import file_digest, write_text_atomic
+from pipeline.files import atomic_folder, file_digest, write_text_atomic
 
 MODEL_FILE, OPTIMIZER_FILE, STATE_FILE, LATEST = "model.safetensors", "optimizer.safetensors", "state.json", "latest"
 
@@ -76,19 +74,12 @@ def save(output_dir: Path, step: int, config: Config, model_state: dict[str, np.
     root = output_dir / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".step_{step}.", dir=root))
-    tmp.chmod(0o755)
-    try:
+    with atomic_folder(final) as tmp:
         save_file(model_state, str(tmp / MODEL_FILE), metadata={"step": str(step)})
         save_file(optimizer_state, str(tmp / OPTIMIZER_FILE), metadata={"step": str(step)})
         state = {"step": step, "config": config.to_dict(), "model_hash": config.model_hash(),
                  "sha256": {f: file_digest(tmp / f) for f in (MODEL_FILE, OPTIMIZER_FILE)}, **extra}
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=1), encoding="utf-8")
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     write_text_atomic(root / LATEST, final.name + "\n")
     _prune(root, keep)
     return final

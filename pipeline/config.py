@@ -34,6 +34,8 @@ class ModelConfig:
     dropout: float = 0.2
     max_position: int = 512
     activation: str = "relu"
+    init_std: float = 0.02  # BERT's truncated normal; 0 = Paddle's default initialisers (the seed)
+    layer_norm_eps: float = 1e-12
 
 
 @dataclass
@@ -68,6 +70,7 @@ class TrainConfig:
     amp: str = "none"
     to_static: bool = True
     threads: int = 0
+    max_minutes: float = 0.0  # stop (finished, with a checkpoint) after this much training time; 0 = no limit
     log_every: int = 10
     save_every: int = 0
     keep_checkpoints: int = 3
@@ -162,6 +165,12 @@ def _check_ranges(cfg: Config) -> None:
                         f"({cfg.model.max_position})")
     if cfg.train.lr <= 0:
         raise UserError(f"setting train.lr must be positive, got {cfg.train.lr}")
+    if cfg.train.max_minutes < 0:
+        raise UserError(f"setting train.max_minutes must be 0 (no limit) or positive, got {cfg.train.max_minutes}")
+    if cfg.model.init_std < 0:
+        raise UserError(f"setting model.init_std must be 0 (Paddle's defaults) or positive, got {cfg.model.init_std}")
+    if cfg.model.layer_norm_eps <= 0:
+        raise UserError(f"setting model.layer_norm_eps must be positive, got {cfg.model.layer_norm_eps}")
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:
@@ -187,8 +196,10 @@ def _looks_like_float(text: str) -> bool:
     return any(c.isdigit() for c in text)
 
 
-def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
-    """Load `path` (default: configs/bert_tiny.yaml), then apply `section.key=value` overrides."""
+def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = (),
+                settings: typing.Mapping[str, Any] | None = None) -> Config:
+    """Load `path` (default: configs/bert_tiny.yaml), then apply `section.key=value` overrides (values
+    read as YAML), then `settings` ({"section.key": value}, values taken as they are)."""
     path = Path(path) if path is not None else DEFAULT_CONFIG
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -206,6 +217,9 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
             _set(cfg, str(section), str(key), value)
     for text in overrides:
         _set(cfg, *parse_override(text))
+    for name, value in (settings or {}).items():
+        section, _, key = name.partition(".")
+        _set(cfg, section, key, value)
     _check_ranges(cfg)
     return cfg
 

@@ -113,7 +113,7 @@ def _gather(pairs: Pairs, masked: MaskedTokens, rows: np.ndarray | slice, mlm_no
     }
 
 
-def step_inputs(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def compact_predictions(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The training step's inputs: the [B, P] predictions compacted to the real ones (weight 1), as
     flat indices into the B * L tokens and their labels, so no work is spent on padded predictions."""
     rows, max_len = batch["token_ids"].shape

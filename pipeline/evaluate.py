@@ -1,6 +1,12 @@
-"""Held-out evaluation: MLM accuracy and perplexity over real masked positions, NSP accuracy.
+"""Held-out figures that a degenerate model cannot fake, each next to the baseline it must beat.
 
     python pipeline/evaluate.py --output-dir output --split test
+
+MLM accuracy over all masked targets and over the known ones (target not `<unk>`, `<unk>` never
+predicted), each with the accuracy of always answering the most frequent target of that set; perplexity;
+NSP accuracy with the majority-class baseline; and two figures about the encodings themselves: the mean
+pairwise cosine of the token encodings within a held-out sentence (1.0 = every token gets the same
+vector) and the seed's "crane" test (the same word in two contexts; 1.0 = context is ignored).
 """
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ import json
 import math
 import sys
 from pathlib import Path
+from typing import Callable
 
 if __name__ == "__main__" and not __package__:
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
@@ -17,6 +24,16 @@ import numpy as np
 
 from pipeline.dataset import eval_batches
 from pipeline.examples import Pairs
+from pipeline.tokenizer import pad_batch, tokenize
+from pipeline.vocab import SPECIAL_TOKENS, Vocab
+
+# (input ids, segments, valid lengths, [B, P] positions) -> (MLM logits [B, P, V], NSP logits [B, 2])
+PretrainingFn = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+# (input ids, segments, valid lengths) -> encodings [B, L, H]
+EncoderFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+CRANE_TEXTS = ("a crane is flying", ("a crane driver came", "he just left"))  # the seed's two contexts
+COSINE_SENTENCES = 512  # held-out pairs whose token encodings are compared
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -25,35 +42,124 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
-def evaluate(model, pairs: Pairs, vocab_size: int, max_len: int, batch_size: int = 256,
-             mask_prob: float = 0.15, seed: int = 0) -> dict[str, float]:
-    """Run `model` (BertForPretraining) in eval mode over every pair once, with fixed masks."""
+def mlm_nsp_figures(pretraining: PretrainingFn, pairs: Pairs, vocab_size: int, max_len: int,
+                    batch_size: int = 256, mask_prob: float = 0.15, seed: int = 0) -> dict[str, float]:
+    """MLM and NSP figures over every held-out pair once, with fixed masks, and their baselines."""
+    unk = SPECIAL_TOKENS.index("<unk>")
+    correct = correct_known = nll = nsp_correct = 0.0
+    target_counts = np.zeros(vocab_size, dtype=np.int64)
+    for b in eval_batches(pairs, vocab_size, max_len, batch_size, mask_prob, seed):
+        mlm_logits, nsp_logits = pretraining(b["token_ids"], b["segments"], b["valid_lens"], b["pred_positions"])
+        real = b["mlm_weights"] > 0
+        labels = b["mlm_labels"][real]
+        log_probs = log_softmax(np.asarray(mlm_logits, dtype=np.float32)[real])
+        nll -= float(log_probs[np.arange(len(labels)), labels].sum())
+        correct += float((log_probs.argmax(-1) == labels).sum())
+        log_probs[:, unk] = -np.inf  # the known-target figure never lets the model answer <unk>
+        correct_known += float(((log_probs.argmax(-1) == labels) & (labels != unk)).sum())
+        target_counts += np.bincount(labels, minlength=vocab_size)
+        nsp_correct += float((np.asarray(nsp_logits).argmax(-1) == b["nsp_labels"]).sum())
+    total = int(target_counts.sum())
+    known = target_counts.copy()
+    known[unk] = 0
+    positives = float(pairs.nsp_labels.mean())
+    return {
+        "mlm_accuracy": correct / total,
+        "mlm_unigram_baseline": float(target_counts.max() / total),
+        "mlm_accuracy_known": correct_known / max(int(known.sum()), 1),
+        "mlm_unigram_baseline_known": float(known.max() / max(int(known.sum()), 1)),
+        "mlm_unk_share": float(target_counts[unk] / total),
+        "mlm_perplexity": math.exp(nll / total),
+        "mlm_targets": total,
+        "nsp_accuracy": nsp_correct / len(pairs),
+        "nsp_majority_baseline": max(positives, 1.0 - positives),
+        "pairs": len(pairs),
+    }
+
+
+def mean_token_cosine(encodings: np.ndarray, valid_lens: np.ndarray) -> float:
+    """Mean over rows of the mean pairwise cosine between the row's token encodings (<cls>, <sep> and
+    padding left out): 1.0 when every token of a sentence gets the same vector."""
+    per_row = []
+    for row, length in zip(encodings, valid_lens):
+        vectors = row[1:int(length) - 1]  # drop <cls> and the final <sep>
+        if len(vectors) < 2:
+            continue
+        unit = vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
+        similarity = unit @ unit.T
+        n = len(unit)
+        per_row.append((similarity.sum() - np.trace(similarity)) / (n * (n - 1)))
+    return float(np.mean(per_row))
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12))
+
+
+def crane_cosine(encoder: EncoderFn, vocab: Vocab, max_len: int, word: str = "crane") -> float:
+    """Cosine of `word`'s encodings in the seed's two contexts ("a crane is flying" and the pair
+    "a crane driver came" / "he just left")."""
+    items = [tokenize(text, max_len) for text in CRANE_TEXTS]
+    arrays = pad_batch(vocab, items)
+    encodings = encoder(arrays["input_ids"], arrays["token_type_ids"], arrays["valid_length"])
+    return cosine(*(encodings[row, tokens.index(word)] for row, (tokens, _) in enumerate(items)))
+
+
+def encoding_figures(encoder: EncoderFn, pairs: Pairs, vocab: Vocab, max_len: int,
+                     sentences: int = COSINE_SENTENCES) -> dict[str, float]:
+    """`encoding_mean_cosine` over the first `sentences` held-out pairs (unmasked) and `crane_cosine`."""
+    rows = slice(0, min(sentences, len(pairs)))
+    lens = pairs.valid_lens[rows].astype(np.int64)
+    width = int(lens.max())
+    encodings = encoder(pairs.token_ids[rows, :width].astype(np.int64),
+                        pairs.segments[rows, :width].astype(np.int64), lens)
+    return {"encoding_mean_cosine": mean_token_cosine(np.asarray(encodings), lens),
+            "crane_cosine": crane_cosine(encoder, vocab, max_len)}
+
+
+def paddle_functions(model) -> tuple[PretrainingFn, EncoderFn]:
+    """numpy-in, numpy-out views of a BertForPretraining for the figures above (eval mode, no grad)."""
     import paddle
 
+    def pretraining(ids, segments, lens, positions):
+        with paddle.no_grad():
+            mlm, nsp = model(*(paddle.to_tensor(a) for a in (ids, segments, lens, positions)))
+        return mlm.astype("float32").numpy(), nsp.numpy()
+
+    def encoder(ids, segments, lens):
+        with paddle.no_grad():
+            return model.encoder(*(paddle.to_tensor(a) for a in (ids, segments, lens))).numpy()
+
+    return pretraining, encoder
+
+
+def evaluate(model, pairs: Pairs, vocab: Vocab, max_len: int, batch_size: int = 256,
+             mask_prob: float = 0.15, seed: int = 0) -> dict[str, float]:
+    """Every held-out figure for `model` (a BertForPretraining), run in eval mode."""
     was_training = model.training
     model.eval()
-    correct = total = nll = nsp_correct = 0.0
-    with paddle.no_grad():
-        for b in eval_batches(pairs, vocab_size, max_len, batch_size, mask_prob, seed):
-            mlm_logits, nsp_logits = model(*(paddle.to_tensor(b[k]) for k in
-                                             ("token_ids", "segments", "valid_lens", "pred_positions")))
-            log_probs = log_softmax(mlm_logits.astype("float32").numpy())
-            weights = b["mlm_weights"]
-            labels = b["mlm_labels"]
-            picked = np.take_along_axis(log_probs, labels[..., None], axis=-1)[..., 0]
-            nll -= float((picked * weights).sum())
-            correct += float(((log_probs.argmax(-1) == labels) * weights).sum())
-            total += float(weights.sum())
-            nsp_correct += float((nsp_logits.numpy().argmax(-1) == b["nsp_labels"]).sum())
-    if was_training:
-        model.train()
-    return {"mlm_accuracy": correct / total, "mlm_perplexity": math.exp(nll / total),
-            "nsp_accuracy": nsp_correct / len(pairs), "pairs": len(pairs)}
+    try:
+        pretraining, encoder = paddle_functions(model)
+        metrics = mlm_nsp_figures(pretraining, pairs, len(vocab), max_len, batch_size, mask_prob, seed)
+        metrics.update(encoding_figures(encoder, pairs, vocab, max_len))
+    finally:
+        if was_training:
+            model.train()
+    return metrics
 
 
 def format_metrics(metrics: dict[str, float]) -> str:
-    return (f"held-out MLM accuracy {metrics['mlm_accuracy']:.3f}, perplexity {metrics['mlm_perplexity']:.1f}, "
-            f"NSP accuracy {metrics['nsp_accuracy']:.3f} over {metrics['pairs']} pairs")
+    """The held-out figures as three lines, each next to what a degenerate model would score."""
+    m = metrics
+    return "\n".join([
+        f"held-out MLM accuracy {m['mlm_accuracy']:.3f} (unigram baseline {m['mlm_unigram_baseline']:.3f}), "
+        f"on known words {m['mlm_accuracy_known']:.3f} (baseline {m['mlm_unigram_baseline_known']:.3f}), "
+        f"perplexity {m['mlm_perplexity']:.1f}",
+        f"held-out NSP accuracy {m['nsp_accuracy']:.3f} (majority baseline {m['nsp_majority_baseline']:.3f}) "
+        f"over {m['pairs']} pairs",
+        f"encodings: mean token cosine {m['encoding_mean_cosine']:.3f}, 'crane' in two contexts "
+        f"{m['crane_cosine']:.3f} (1.0 = collapsed)",
+    ])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,7 +170,6 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.dataset import prepare
     from pipeline.errors import UserError
     from pipeline.model import BertForPretraining
-    from pipeline.vocab import Vocab
     from pipeline.wikitext import find_split
 
     parser = argparse.ArgumentParser(description="Evaluate a pretraining checkpoint on a held-out split.")
@@ -85,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
                        cfg.data.min_freq, cfg.data.seed, None, vocab=vocab)
     model = BertForPretraining(cfg.model)
     checkpoint.apply_model_state(model, ckpt.model_state, path)
-    metrics = evaluate(model, prepared.pairs, len(vocab), cfg.data.max_len, args.batch_size, cfg.data.mask_prob)
+    metrics = evaluate(model, prepared.pairs, vocab, cfg.data.max_len, args.batch_size, cfg.data.mask_prob)
     print(format_metrics(metrics))
     print(json.dumps(metrics))
     return 0

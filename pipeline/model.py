@@ -56,7 +56,7 @@ class BertEmbeddings(nn.Layer):
         self.word_embeddings = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
         self.token_type_embeddings = nn.Embedding(2, cfg.hidden_size)
         self.position_embeddings = nn.Embedding(cfg.max_position, cfg.hidden_size)
-        self.layer_norm = nn.LayerNorm(cfg.hidden_size)
+        self.layer_norm = nn.LayerNorm(cfg.hidden_size, epsilon=cfg.layer_norm_eps)
 
     def forward(self, input_ids: paddle.Tensor, token_type_ids: paddle.Tensor) -> paddle.Tensor:
         # position ids of the full [B, L] shape: a broadcast [1, L, H] add would make the position
@@ -133,10 +133,10 @@ class BertLayer(nn.Layer):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.attention = BertSelfAttention(cfg)
-        self.attention_norm = nn.LayerNorm(cfg.hidden_size)
+        self.attention_norm = nn.LayerNorm(cfg.hidden_size, epsilon=cfg.layer_norm_eps)
         self.intermediate = Dense(cfg.hidden_size, cfg.ffn_size)
         self.output = Dense(cfg.ffn_size, cfg.hidden_size)
-        self.output_norm = nn.LayerNorm(cfg.hidden_size)
+        self.output_norm = nn.LayerNorm(cfg.hidden_size, epsilon=cfg.layer_norm_eps)
         self.activation = getattr(F, cfg.activation)
         self.dropout = nn.Dropout(cfg.dropout)
         self.keep_scale = 1.0 / dropout_keep_probability(cfg.dropout)
@@ -183,7 +183,7 @@ class MaskLMHead(nn.Layer):
         super().__init__()
         self.transform = Dense(cfg.hidden_size, cfg.hidden_size)
         self.activation = getattr(F, cfg.activation)
-        self.layer_norm = nn.LayerNorm(cfg.hidden_size)
+        self.layer_norm = nn.LayerNorm(cfg.hidden_size, epsilon=cfg.layer_norm_eps)
         self.decoder = Dense(cfg.hidden_size, cfg.vocab_size)
 
     def forward(self, encodings: paddle.Tensor, pred_positions: paddle.Tensor) -> paddle.Tensor:
@@ -220,6 +220,8 @@ class BertForPretraining(nn.Layer):
         self.encoder = BertEncoder(cfg)
         self.mlm_head = MaskLMHead(cfg)
         self.nsp_head = NextSentenceHead(cfg)
+        if cfg.init_std > 0:
+            init_bert_weights(self, cfg.init_std)
 
     def forward(self, input_ids: paddle.Tensor, token_type_ids: paddle.Tensor, valid_length: paddle.Tensor,
                 pred_positions: paddle.Tensor, drop_masks: paddle.Tensor | None = None
@@ -228,6 +230,19 @@ class BertForPretraining(nn.Layer):
         mlm_logits = self.mlm_head(encodings, pred_positions)
         batch, preds = paddle.shape(pred_positions)[0], paddle.shape(pred_positions)[1]
         return mlm_logits.reshape([batch, preds, -1]), self.nsp_head(encodings)
+
+
+def init_bert_weights(model: nn.Layer, std: float) -> None:
+    """BERT's initialisation: every weight matrix and embedding from N(0, std) truncated at 2 std,
+    biases 0, LayerNorm scale 1 (Paddle's defaults are Xavier-uniform matrices instead)."""
+    normal = nn.initializer.TruncatedNormal(mean=0.0, std=std)
+    for name, param in model.named_parameters():
+        if "norm" in name:
+            continue  # already scale 1, shift 0
+        if param.ndim == 2:
+            normal(param)
+        else:
+            param.set_value(paddle.zeros_like(param))
 
 
 def pretraining_loss(mlm_logits: paddle.Tensor, nsp_logits: paddle.Tensor, mlm_labels: paddle.Tensor,

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import shutil
 import tempfile
 import urllib.error
 import urllib.request
@@ -15,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import UserError
-from pipeline.files import file_digest
+from pipeline.files import atomic_folder, file_digest
 
 ARCHIVE_URL = "https://s3.amazonaws.com/research.metamind.io/wikitext/wikitext-2-v1.zip"
 ARCHIVE_SHA1 = "3c914d17d80b1459be871a5039ac23e752a53cbe"
@@ -73,17 +72,11 @@ def extract(archive: Path, dest: Path) -> Path:
     """Unpack `archive` into `dest` through a temporary folder renamed at the end."""
     if dest.is_dir():
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=dest.name + ".", dir=dest.parent))
-    tmp.chmod(0o755)
     try:
-        with zipfile.ZipFile(archive) as zf:
+        with atomic_folder(dest) as tmp, zipfile.ZipFile(archive) as zf:
             zf.extractall(tmp)
-        os.replace(tmp, dest)
     except (zipfile.BadZipFile, OSError) as err:
         raise UserError(f"cannot unpack {archive}: {err}") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return dest
 
 

@@ -4,7 +4,7 @@ import paddle
 import pytest
 
 from pipeline.config import ModelConfig
-from pipeline.dataset import step_inputs
+from pipeline.dataset import compact_predictions
 from pipeline.model import BertForPretraining, BertSelfAttention, PretrainingStep, attention_mask, step_input_spec
 
 CFG = ModelConfig(vocab_size=50, hidden_size=16, num_layers=2, num_heads=2, ffn_size=32, dropout=0.0,
@@ -32,7 +32,7 @@ STEP_NAMES = ["token_ids", "segments", "valid_lens", "mlm_positions", "mlm_label
 
 def tensors(b, names=STEP_NAMES):
     if "mlm_positions" in names and "mlm_positions" not in b:
-        b = step_inputs(b)
+        b = compact_predictions(b)
     return [paddle.to_tensor(b[k]) for k in names]
 
 

@@ -1,0 +1,209 @@
+"""The Trainer: the to_static training step under fleet, the optimizer, the loop and checkpoints.
+
+`pipeline/train.py` is the entry point (flags, fleet init, data, the ending); this module trains.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import paddle
+from paddle.distributed import fleet
+
+from pipeline import checkpoint
+from pipeline.config import Config
+from pipeline.dataset import PretrainingData, compact_predictions
+from pipeline.errors import UserError
+from pipeline.model import BertForPretraining, PretrainingStep, step_input_spec
+from pipeline.progress import Progress
+
+log = logging.getLogger("pipeline.train")
+
+
+@dataclass
+class StepResult:
+    """One optimizer step, agreed by all ranks: global mean losses and whether to stop here."""
+
+    mlm_loss: float
+    nsp_loss: float
+    stop_requested: bool  # SIGTERM / Ctrl-C on some rank
+    out_of_time: bool  # train.max_minutes reached on some rank
+
+
+@dataclass
+class LoopResult:
+    """What a call of `run_loop` did."""
+
+    steps: int
+    mlm_loss: float  # mean over this run's steps
+    nsp_loss: float
+    seconds: float
+    stopped: bool  # by a signal: the run is unfinished and can be resumed
+    out_of_time: bool  # by train.max_minutes: the run is finished, at fewer steps than train.steps
+
+
+def build_optimizer(cfg: Config, model: BertForPretraining):
+    """Adam (the seed) or AdamW with linear warm-up/decay; clipping by global norm when asked."""
+    tc = cfg.train
+    lr: float | paddle.optimizer.lr.LRScheduler = tc.lr
+    if tc.warmup_steps or tc.lr_decay == "linear":
+        def factor(step: int) -> float:
+            if step < tc.warmup_steps:
+                return (step + 1) / tc.warmup_steps
+            if tc.lr_decay == "linear":
+                return max(0.0, (tc.steps - step) / max(1, tc.steps - tc.warmup_steps))
+            return 1.0
+        lr = paddle.optimizer.lr.LambdaDecay(tc.lr, factor)
+    clip = paddle.nn.ClipGradByGlobalNorm(tc.grad_clip) if tc.grad_clip > 0 else None
+    if tc.optimizer == "adamw":
+        no_decay = {p.name for n, p in model.named_parameters() if n.endswith("bias") or "norm" in n}
+        opt = paddle.optimizer.AdamW(lr, parameters=model.parameters(), weight_decay=tc.weight_decay,
+                                     grad_clip=clip, apply_decay_param_fun=lambda name: name not in no_decay)
+    else:
+        opt = paddle.optimizer.Adam(lr, parameters=model.parameters(), grad_clip=clip)
+    return opt, (lr if isinstance(lr, paddle.optimizer.lr.LRScheduler) else None)
+
+
+def micro_batch(array: np.ndarray, name: str, index: int, parts: int) -> np.ndarray:
+    """Part `index` of `parts` of one batch field (rows are axis 1 of the dropout masks)."""
+    if parts == 1 or name == "mlm_norm":  # the norm counts the whole global batch's predictions
+        return array
+    return np.array_split(array, parts, axis=1 if name == "drop_masks" else 0)[index]
+
+
+class Trainer:
+    """Owns the model, optimizer and data of one rank, and runs its steps."""
+
+    def __init__(self, cfg: Config, data: PretrainingData, rank: int, world: int, output: Path):
+        self.cfg, self.data, self.rank, self.world, self.output = cfg, data, rank, world, output
+        paddle.seed(cfg.train.seed)  # the same initial weights on every rank and every run
+        self.model = BertForPretraining(cfg.model)
+        self.optimizer, self.scheduler = build_optimizer(cfg, self.model)
+        host_dropout = paddle.get_device() == "cpu" and cfg.model.dropout > 0
+        if host_dropout:  # numpy's random bytes are ~10x cheaper than Paddle's CPU dropout
+            data.use_host_dropout(2 * cfg.model.num_layers, cfg.model.hidden_size, cfg.model.dropout)
+        self.input_spec = step_input_spec(host_dropout)
+        step_layer = PretrainingStep(self.model)
+        if cfg.train.to_static:
+            step_layer = paddle.jit.to_static(step_layer, input_spec=self.input_spec, full_graph=True)
+        self.step_fn = step_layer
+        self.dist_optimizer = self.optimizer
+        if world > 1:  # to_static first, then fleet: the reverse order fails in Paddle 3.3
+            self.step_fn = fleet.distributed_model(step_layer)
+            self.dist_optimizer = fleet.distributed_optimizer(self.optimizer)
+        self.scaler = paddle.amp.GradScaler() if cfg.train.amp == "fp16" else None
+        self.step = 0
+        self.last_lr = cfg.train.lr
+        self.stop_requested = False
+        self.deadline: float | None = None  # time.perf_counter() value at which train.max_minutes is up
+
+    # -- state --------------------------------------------------------------------------------
+    def restore(self, ckpt: checkpoint.Checkpoint) -> None:
+        checkpoint.apply_model_state(self.model, ckpt.model_state, ckpt.path)
+        named = list(self.model.named_parameters())
+        self.optimizer.set_state_dict(checkpoint.optimizer_state_for(named, ckpt.optimizer_state))
+        if self.scheduler is not None and "scheduler" in ckpt.extra:
+            # the position only: the rate follows this run's train.steps (a resume may extend the run)
+            self.scheduler.last_epoch = int(ckpt.extra["scheduler"]["last_epoch"])
+            self.scheduler.last_lr = self.scheduler.get_lr()
+        self.step = ckpt.step
+
+    def save(self) -> Path:
+        named = list(self.model.named_parameters())
+        extra = {"scheduler": self.scheduler.state_dict()} if self.scheduler is not None else {}
+        return checkpoint.save(
+            output_dir=self.output, step=self.step, config=self.cfg,
+            model_state={k: v.numpy() for k, v in self.model.state_dict().items()},
+            optimizer_state=checkpoint.optimizer_state_by_name(self.optimizer, named),
+            extra=extra, keep=self.cfg.train.keep_checkpoints)
+
+    # -- one step -----------------------------------------------------------------------------
+    def train_step(self, batch: dict[str, np.ndarray]) -> StepResult:
+        """Forward, backward (over accumulation micro-batches) and update; the losses and stop flags
+        are averaged over all ranks, so every rank takes the same decision."""
+        tc = self.cfg.train
+        paddle.seed(tc.seed * 1_000_003 + self.step)  # randomness depends on (seed, step) only: resumable
+        parts = tc.accumulate_steps
+        amp = (paddle.amp.auto_cast(dtype="float16" if tc.amp == "fp16" else "bfloat16")
+               if tc.amp != "none" else contextlib.nullcontext())
+        names = [spec.name for spec in self.input_spec]
+        mlm_total = nsp_total = 0.0
+        for i in range(parts):
+            part = compact_predictions({k: micro_batch(v, k, i, parts) for k, v in batch.items()})
+            inputs = [paddle.to_tensor(part[k]) for k in names]
+            sync = (self.step_fn.no_sync() if self.world > 1 and i < parts - 1 else contextlib.nullcontext())
+            with sync:
+                with amp:
+                    mlm, nsp = self.step_fn(*inputs)
+                # MLM is a sum over this part's predictions divided by the global count (mlm_norm), so
+                # the parts add up to the global mean without a further division; NSP is a mean per part
+                loss = mlm + nsp / parts
+                (self.scaler.scale(loss) if self.scaler else loss).backward()
+            mlm_total += float(mlm)
+            nsp_total += float(nsp) / parts
+        self.last_lr = float(self.optimizer.get_lr())  # the rate this step used (the scheduler moves on below)
+        if self.scaler:
+            self.scaler.step(self.dist_optimizer)
+            self.scaler.update()
+        else:
+            self.dist_optimizer.step()
+        self.dist_optimizer.clear_grad()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        self.step += 1
+        out_of_time = self.deadline is not None and time.perf_counter() >= self.deadline
+        report = np.array([mlm_total, nsp_total, float(self.stop_requested), float(out_of_time)], dtype=np.float32)
+        if self.world > 1:
+            tensor = paddle.to_tensor(report)
+            paddle.distributed.all_reduce(tensor)
+            report = tensor.numpy() / self.world
+        return StepResult(float(report[0]), float(report[1]), bool(report[2] > 0), bool(report[3] > 0))
+
+
+def run_loop(trainer: Trainer, data: PretrainingData, output: Path) -> LoopResult:
+    """Train to train.steps, until train.max_minutes, or until SIGTERM/Ctrl-C (then stop at the step
+    boundary). Rank 0 writes checkpoints: every train.save_every steps and at the end."""
+    cfg = trainer.cfg
+
+    def request_stop(signum, frame):  # noqa: ARG001
+        trainer.stop_requested = True
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    progress = Progress(output / "metrics.jsonl", trainer.step, cfg.train.steps, cfg.train.log_every,
+                        trainer.rank == 0)
+    mlm_sum, nsp_sum, done = 0.0, 0.0, 0
+    result = StepResult(0.0, 0.0, False, False)
+    start = time.perf_counter()
+    if cfg.train.max_minutes > 0:
+        trainer.deadline = start + 60 * cfg.train.max_minutes
+    try:
+        for batch in data.iterate(trainer.step, cfg.train.steps, cfg.train.batch_size, trainer.rank, trainer.world):
+            result = trainer.train_step(batch)
+            mlm, nsp = result.mlm_loss, result.nsp_loss
+            if not (math.isfinite(mlm) and math.isfinite(nsp)):
+                good = checkpoint.latest(output)
+                raise UserError(f"loss became {mlm if not math.isfinite(mlm) else nsp} at step {trainer.step}; "
+                                f"stopped (last good checkpoint: {good or 'none'}); try a lower train.lr")
+            mlm_sum, nsp_sum, done = mlm_sum + mlm, nsp_sum + nsp, done + 1
+            elapsed = time.perf_counter() - start
+            progress.update({"step": trainer.step, "mlm_loss": mlm, "nsp_loss": nsp, "lr": trainer.last_lr,
+                             "pairs_per_sec": done * cfg.train.batch_size / elapsed, "elapsed": elapsed,
+                             "time": time.time()})
+            ending = result.stop_requested or result.out_of_time
+            every = cfg.train.save_every
+            due = trainer.step == cfg.train.steps or ending or (every and trainer.step % every == 0)
+            if trainer.rank == 0 and due:
+                trainer.save()
+            if ending:
+                break
+    finally:
+        progress.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return LoopResult(done, mlm_sum / max(done, 1), nsp_sum / max(done, 1), time.perf_counter() - start,
+                      stopped=result.stop_requested, out_of_time=result.out_of_time and not result.stop_requested)

@@ -1,0 +1,65 @@
+"""export/save.py --format huggingface: transformers loads it with no missing or unexpected keys, and
+its encodings and MLM/NSP logits match this project's model. Skipped where torch/transformers are absent
+(they are a bench-only extra: pip install -e ".[bench]")."""
+import json
+
+import numpy as np
+import paddle
+import pytest
+
+from export.huggingface import name_mapping, to_huggingface
+from pipeline import checkpoint
+from pipeline.model import BertForPretraining
+from tests.conftest import run_script
+from tests.test_export_infer import random_inputs
+
+TOLERANCE = 1e-4
+
+
+def test_every_parameter_is_mapped_once(trained):
+    ckpt = checkpoint.load(checkpoint.latest(trained))
+    mapping = name_mapping(ckpt.config.model.num_layers)
+    ours = [o for _, o in mapping]
+    assert sorted(ours) == sorted(ckpt.model_state), "each of our parameters has exactly one Hugging Face name"
+    hf = to_huggingface(ckpt.model_state, ckpt.config.model.num_layers)
+    q = "encoder.layers.0.attention.query.weight"
+    np.testing.assert_array_equal(hf["bert.encoder.layer.0.attention.self.query.weight"], ckpt.model_state[q].T)
+    assert not hf["bert.encoder.layer.0.attention.self.key.bias"].any()
+
+
+def test_transformers_loads_the_export_and_matches(trained, tmp_path):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    folder = tmp_path / "hf"
+    result = run_script("export/save.py", "--output-dir", str(trained), "--format", "huggingface",
+                        "--export-dir", str(folder))
+    assert result.returncode == 0, result.stderr
+    assert {"config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json"} <= {p.name for p in folder.iterdir()}
+    hf, info = transformers.BertForPreTraining.from_pretrained(str(folder), output_loading_info=True)
+    assert info["missing_keys"] == [] and info["unexpected_keys"] == [] and info["mismatched_keys"] == []
+    hf.eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder))
+    vocab = json.loads((trained / "vocab.json").read_text())["idx_to_token"]
+    assert tokenizer.convert_ids_to_tokens(list(range(len(vocab)))) == vocab
+
+    ckpt = checkpoint.load(checkpoint.latest(trained))
+    ours = BertForPretraining(ckpt.config.model)
+    checkpoint.apply_model_state(ours, ckpt.model_state, ckpt.path)
+    ours.eval()
+    arrays = random_inputs(ckpt.config.model.vocab_size, 4, 20, seed=7)
+    lengths = arrays["valid_length"]
+    positions = np.tile(np.arange(20), (4, 1))
+    with paddle.no_grad():
+        inputs = [paddle.to_tensor(arrays[k]) for k in ("input_ids", "token_type_ids", "valid_length")]
+        encodings = ours.encoder(*inputs).numpy()
+        mlm, nsp = (t.numpy() for t in ours(*inputs, paddle.to_tensor(positions)))
+    attention = (np.arange(20)[None, :] < lengths[:, None]).astype(np.int64)
+    with torch.no_grad():
+        out = hf(input_ids=torch.from_numpy(arrays["input_ids"]), token_type_ids=torch.from_numpy(arrays["token_type_ids"]),
+                 attention_mask=torch.from_numpy(attention), output_hidden_states=True)
+    worst = {"encodings": 0.0, "mlm": 0.0}
+    for row, n in enumerate(lengths):
+        worst["encodings"] = max(worst["encodings"], np.abs(out.hidden_states[-1][row, :n].numpy() - encodings[row, :n]).max())
+        worst["mlm"] = max(worst["mlm"], np.abs(out.prediction_logits[row, :n].numpy() - mlm[row, :n]).max())
+    worst["nsp"] = np.abs(out.seq_relationship_logits.numpy() - nsp).max()
+    assert max(worst.values()) < TOLERANCE, worst
