@@ -72,6 +72,8 @@ def to_huggingface(state: dict[str, np.ndarray], num_layers: int) -> dict[str, n
         value = state[ours]
         is_linear_weight = value.ndim == 2 and "embeddings" not in ours
         out[hf] = np.ascontiguousarray(value.T if is_linear_weight else value, dtype=np.float32)
+    # Hugging Face ties the decoder's bias to cls.predictions.bias and lists both names
+    out["cls.predictions.decoder.bias"] = out["cls.predictions.bias"].copy()
     for i in range(num_layers):  # no key bias here: exactly a zero bias there
         width = state[f"encoder.layers.{i}.attention.key.weight"].shape[1]
         out[f"bert.encoder.layer.{i}.attention.self.key.bias"] = np.zeros(width, dtype=np.float32)

@@ -27,12 +27,12 @@ from paddle.static import InputSpec  # noqa: E402
 from export import huggingface  # noqa: E402
 from pipeline import checkpoint  # noqa: E402
 from pipeline.errors import UserError, run_cli  # noqa: E402
+from pipeline.export_format import (ENCODER, HEADS, HEADS_OUTPUTS, MANIFEST, MANIFEST_FORMAT,  # noqa: E402
+                                    PRED_POSITIONS, VOCAB, inputs_manifest, outputs_manifest)
 from pipeline.files import atomic_folder, file_digest  # noqa: E402
 from pipeline.model import BertForPretraining, encoder_input_spec  # noqa: E402
 from pipeline.vocab import Vocab  # noqa: E402
 
-ENCODER, HEADS = "encoder", "pretraining"
-MANIFEST_FORMAT = 1
 
 
 class MaskedLMPredictor(paddle.nn.Layer):
@@ -74,26 +74,21 @@ def export(ckpt: checkpoint.Checkpoint, vocab: Vocab, export_dir: Path, with_hea
         paddle.jit.save(encoder, str(tmp / ENCODER))
         if with_heads:
             heads = MaskedLMPredictor(model)
-            spec = encoder_input_spec() + [InputSpec([None, None], "int64", "pred_positions")]
+            spec = encoder_input_spec() + [InputSpec([None, None], "int64", PRED_POSITIONS[0])]
             paddle.jit.save(paddle.jit.to_static(heads, input_spec=spec, full_graph=True), str(tmp / HEADS))
-        vocab.save(tmp / "vocab.json")
+        vocab.save(tmp / VOCAB)
         manifest = {
             "format": MANIFEST_FORMAT,
             "model": cfg.model.__dict__, "max_len": cfg.data.max_len, "checkpoint_step": ckpt.step,
             "checkpoint": str(ckpt.path), "paddle_version": paddle.__version__,
-            "inputs": [
-                {"name": "input_ids", "dtype": "int64", "shape": [-1, -1], "meaning": "token ids, <cls> A <sep> [B <sep>], padded with <pad>"},
-                {"name": "token_type_ids", "dtype": "int64", "shape": [-1, -1], "meaning": "0 for <cls> A <sep>, 1 for B <sep>"},
-                {"name": "valid_length", "dtype": "int64", "shape": [-1], "meaning": "real tokens per row (the rest is padding)"},
-            ],
-            "outputs": [{"name": "encodings", "dtype": "float32", "shape": [-1, -1, cfg.model.hidden_size],
-                         "meaning": "one vector per token; row 0 (<cls>) represents the whole input"}],
+            "inputs": inputs_manifest(),
+            "outputs": outputs_manifest(cfg.model.hidden_size),
             "with_heads": with_heads,
             "sha256": {p.name: file_digest(p) for p in sorted(tmp.glob("*.pdiparams"))},
         }
         if with_heads:
-            manifest["heads_outputs"] = ["mlm_probabilities [B, P, vocab]", "nsp_probabilities [B, 2]"]
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+            manifest["heads_outputs"] = list(HEADS_OUTPUTS)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     return export_dir
 
 

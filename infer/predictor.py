@@ -18,11 +18,11 @@ from typing import Sequence
 import numpy as np
 
 from pipeline.errors import UserError
+from pipeline.export_format import ENCODER, HEADS, MANIFEST, PRED_POSITIONS, VOCAB, input_names
 from pipeline.runtime import available_cores
 from pipeline.tokenizer import Text, pad_batch, tokenize
 from pipeline.vocab import MASK, Vocab
 
-ENCODER, HEADS = "encoder", "pretraining"
 # Below this many tokens per call (batch x length) one thread without oneDNN is fastest on CPU;
 # above it oneDNN with every core wins (bench/infer.py measures both regimes).
 SMALL_CALL_TOKENS = 512
@@ -55,17 +55,17 @@ class ModelFolder:
         if not path.is_dir():
             raise UserError(f"model folder not found: {path} (make one with: python export/save.py)")
         try:
-            manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+            manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise UserError(f"model folder {path} is incomplete: manifest.json is missing") from None
+            raise UserError(f"model folder {path} is incomplete: {MANIFEST} is missing") from None
         except (OSError, ValueError) as err:
-            raise UserError(f"model folder {path}: manifest.json is unreadable ({err})") from None
-        if not (path / "vocab.json").is_file():
-            raise UserError(f"model folder {path} is incomplete: vocab.json is missing")
-        vocab = Vocab.load(path / "vocab.json")
+            raise UserError(f"model folder {path}: {MANIFEST} is unreadable ({err})") from None
+        if not (path / VOCAB).is_file():
+            raise UserError(f"model folder {path} is incomplete: {VOCAB} is missing")
+        vocab = Vocab.load(path / VOCAB)
         expected = manifest.get("model", {}).get("vocab_size")
         if expected != len(vocab):
-            raise UserError(f"vocab.json in {path} has {len(vocab)} tokens but the model expects {expected}")
+            raise UserError(f"{VOCAB} in {path} has {len(vocab)} tokens but the model expects {expected}")
         folder = cls(path, manifest, vocab)
         folder.program_files(ENCODER)
         return folder
@@ -132,12 +132,14 @@ class Encoder:
                      "fp16": self._inference.PrecisionType.Half}[self.precision]
         config.enable_tensorrt_engine(workspace_size=1 << 30, max_batch_size=self.max_batch, min_subgraph_size=3,
                                       precision_mode=precision, use_static=True, use_calib_mode=False)
-        names = ["input_ids", "token_type_ids"]
-        low = {n: [1, 1] for n in names} | {"valid_length": [1]}
-        high = {n: [self.max_batch, self.max_len] for n in names} | {"valid_length": [self.max_batch]}
-        opt = {n: [max(1, self.max_batch // 2), self.max_len] for n in names} | {"valid_length": [max(1, self.max_batch // 2)]}
+        ids, segments, lengths = input_names(ENCODER)
+        half = max(1, self.max_batch // 2)
+        low = {ids: [1, 1], segments: [1, 1], lengths: [1]}
+        high = {ids: [self.max_batch, self.max_len], segments: [self.max_batch, self.max_len], lengths: [self.max_batch]}
+        opt = {ids: [half, self.max_len], segments: [half, self.max_len], lengths: [half]}
         if program == HEADS:
-            low["pred_positions"], high["pred_positions"], opt["pred_positions"] = [1, 1], [self.max_batch, self.max_len], [1, 1]
+            positions = PRED_POSITIONS[0]
+            low[positions], high[positions], opt[positions] = [1, 1], [self.max_batch, self.max_len], [1, 1]
         config.set_trt_dynamic_shape_info(low, high, opt)
         config.set_optim_cache_dir(str(self.folder.path / "_trt_cache"))  # engine reused on the next start
 
@@ -155,7 +157,7 @@ class Encoder:
     # -- running ------------------------------------------------------------------------------
     def run(self, arrays: dict[str, np.ndarray], program: str = ENCODER) -> list[np.ndarray]:
         """Feed named int64 arrays to `program`; return its outputs in order."""
-        predictor, inputs, outputs = self._predictor(program, arrays["input_ids"].size)
+        predictor, inputs, outputs = self._predictor(program, arrays[input_names()[0]].size)
         for name, handle in inputs.items():
             handle.reshape(arrays[name].shape)
             handle.copy_from_cpu(arrays[name])
@@ -189,7 +191,7 @@ class Encoder:
             raise UserError(f"--fill-mask text has no {MASK} token: {text!r}")
         self.folder.program_files(HEADS)
         arrays = pad_batch(self.vocab, [(tokens, segments)])
-        arrays["pred_positions"] = np.array([positions], dtype=np.int64)
+        arrays[PRED_POSITIONS[0]] = np.array([positions], dtype=np.int64)
         probabilities = self.run(arrays, HEADS)[0][0]
         out = []
         for row in probabilities:

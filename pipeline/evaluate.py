@@ -24,6 +24,7 @@ import numpy as np
 
 from pipeline.dataset import eval_batches
 from pipeline.examples import Pairs
+from pipeline.export_format import input_names
 from pipeline.tokenizer import pad_batch, tokenize
 from pipeline.vocab import SPECIAL_TOKENS, Vocab
 
@@ -101,7 +102,7 @@ def crane_cosine(encoder: EncoderFn, vocab: Vocab, max_len: int, word: str = "cr
     "a crane driver came" / "he just left")."""
     items = [tokenize(text, max_len) for text in CRANE_TEXTS]
     arrays = pad_batch(vocab, items)
-    encodings = encoder(arrays["input_ids"], arrays["token_type_ids"], arrays["valid_length"])
+    encodings = encoder(*(arrays[name] for name in input_names()))
     return cosine(*(encodings[row, tokens.index(word)] for row, (tokens, _) in enumerate(items)))
 
 

@@ -14,6 +14,7 @@ import paddle.nn.functional as F
 from paddle import nn
 
 from pipeline.config import ModelConfig
+from pipeline.export_format import ENCODER_INPUTS
 
 MASK_VALUE = -1e4  # additive mask for padded keys; safe in fp16 too
 
@@ -235,7 +236,7 @@ class BertForPretraining(nn.Layer):
 def init_bert_weights(model: nn.Layer, std: float) -> None:
     """BERT's initialisation: every weight matrix and embedding from N(0, std) truncated at 2 std,
     biases 0, LayerNorm scale 1 (Paddle's defaults are Xavier-uniform matrices instead)."""
-    normal = nn.initializer.TruncatedNormal(mean=0.0, std=std)
+    normal = nn.initializer.TruncatedNormal(mean=0.0, std=std, a=-2 * std, b=2 * std)  # bounds are absolute
     for name, param in model.named_parameters():
         if "norm" in name:
             continue  # already scale 1, shift 0
@@ -286,8 +287,7 @@ def step_input_spec(host_dropout: bool) -> list:
 
 
 def encoder_input_spec() -> list:
-    """InputSpecs of BertEncoder.forward (the exported model's inputs)."""
+    """InputSpecs of BertEncoder.forward (the exported model's inputs, named in export_format)."""
     from paddle.static import InputSpec
 
-    return [InputSpec([None, None], "int64", "input_ids"), InputSpec([None, None], "int64", "token_type_ids"),
-            InputSpec([None], "int64", "valid_length")]
+    return [InputSpec([None] * len(shape), "int64", name) for name, shape, _ in ENCODER_INPUTS]

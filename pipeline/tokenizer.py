@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Union
 
 from pipeline.errors import UserError
+from pipeline.export_format import input_names
 from pipeline.vocab import CLS, SEP, Vocab
 
 Text = Union[str, tuple[str, str]]
@@ -45,7 +46,7 @@ def tokenize(text: Text, max_len: int, truncate: bool = False) -> tuple[list[str
 
 
 def pad_batch(vocab: Vocab, items: list[tuple[list[str], list[int]]]) -> dict:
-    """Token/segment lists -> the encoder's int64 inputs, padded to the longest item."""
+    """Token/segment lists -> the encoder's named int64 inputs, padded to the longest item."""
     import numpy as np
 
     width = max(len(tokens) for tokens, _ in items)
@@ -55,4 +56,4 @@ def pad_batch(vocab: Vocab, items: list[tuple[list[str], list[int]]]) -> dict:
         ids[row, :len(tokens)] = [vocab[t] for t in tokens]
         segments[row, :len(segs)] = segs
     valid = np.array([len(tokens) for tokens, _ in items], dtype=np.int64)
-    return {"input_ids": ids, "token_type_ids": segments, "valid_length": valid}
+    return dict(zip(input_names(), (ids, segments, valid)))

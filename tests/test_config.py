@@ -39,6 +39,9 @@ def test_overrides_are_parsed_as_typed_yaml_scalars():
     ("train.optimizer=sgd", "train.optimizer must be one of"),
     ("model.num_heads=3", "divisible by model.num_heads"),
     ("train.steps=0", "train.steps must be at least 1"),
+    ("train.max_minutes=-1", "train.max_minutes must be 0"),
+    ("model.layer_norm_eps=0", "model.layer_norm_eps must be positive"),
+    ("model.init_std=-0.1", "model.init_std must be 0"),
     ("trainlr", "must look like section.key=value"),
 ])
 def test_bad_overrides_are_refused_with_the_setting_named(override, message):
@@ -53,6 +56,33 @@ def test_missing_and_malformed_config_files(tmp_path):
     bad.write_text("model: [1, 2]\n")
     with pytest.raises(UserError, match="section 'model'"):
         load_config(bad)
+
+
+def test_seed_config_keeps_the_books_recipe():
+    cfg = load_config(ROOT / "configs" / "seed.yaml")
+    assert (cfg.train.optimizer, cfg.train.lr, cfg.train.warmup_steps, cfg.train.batch_size, cfg.train.steps) == \
+        ("adam", 0.01, 0, 512, 50)
+    assert cfg.model.init_std == 0 and cfg.model.layer_norm_eps == 1e-5 and cfg.model.dropout == 0.2
+
+
+@pytest.mark.parametrize("flag, key, value", [
+    ("--output-dir", "train.output_dir", "012"),  # YAML 1.1 would read an octal 10
+    ("--data-dir", "data.data_dir", "1e3"),  # ... a float 1000.0
+    ("--data-dir", "data.data_dir", "yes"),  # ... a boolean
+])
+def test_short_flags_carry_their_values_as_given(flag, key, value):
+    from pipeline.train import build_parser, resolve_config
+
+    cfg = resolve_config(build_parser().parse_args([flag, value]))
+    section, name = key.split(".")
+    assert getattr(getattr(cfg, section), name) == value
+
+
+def test_short_flags_win_over_overrides():
+    from pipeline.train import build_parser, resolve_config
+
+    cfg = resolve_config(build_parser().parse_args(["-o", "train.steps=5", "--steps", "9"]))
+    assert cfg.train.steps == 9
 
 
 def test_parse_override_keeps_strings_and_reads_exponents():

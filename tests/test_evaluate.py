@@ -117,7 +117,7 @@ def test_encoding_figures_tell_collapsed_context_free_and_contextual_encoders_ap
         return table[ids]
 
     def contextual(ids, segments, lens):
-        return table[ids] + table[np.roll(ids, 1, axis=1)] + segments[..., None]
+        return table[ids] + table[np.roll(ids, -1, axis=1)]  # the next word
 
     c = encoding_figures(collapsed, pairs, vocab, MAX_LEN)
     assert c["encoding_mean_cosine"] == pytest.approx(1.0) and c["crane_cosine"] == pytest.approx(1.0)

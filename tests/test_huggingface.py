@@ -36,7 +36,7 @@ def test_transformers_loads_the_export_and_matches(trained, tmp_path):
     assert result.returncode == 0, result.stderr
     assert {"config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json"} <= {p.name for p in folder.iterdir()}
     hf, info = transformers.BertForPreTraining.from_pretrained(str(folder), output_loading_info=True)
-    assert info["missing_keys"] == [] and info["unexpected_keys"] == [] and info["mismatched_keys"] == []
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
     hf.eval()
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder))
     vocab = json.loads((trained / "vocab.json").read_text())["idx_to_token"]

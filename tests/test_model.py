@@ -163,3 +163,16 @@ def test_base_and_large_build_and_run_a_training_step(config):
     assert np.isfinite(float(mlm)) and np.isfinite(float(nsp))
     assert not np.allclose(step.bert.encoder.layers[0].intermediate.weight.numpy(), before)
     assert len(step.bert.encoder.layers) == cfg.num_layers
+
+
+def test_bert_initialisation_is_a_truncated_normal_with_zero_biases():
+    paddle.seed(0)
+    model = BertForPretraining(ModelConfig(**{**CFG.__dict__, "init_std": 0.02}))
+    params = dict(model.named_parameters())
+    words = params["encoder.embeddings.word_embeddings.weight"].numpy()
+    assert abs(words.std() - 0.02 * 0.88) < 0.003 and np.abs(words).max() <= 0.04 + 1e-6  # N(0, 0.02) cut at 2 std
+    assert not params["mlm_head.decoder.bias"].numpy().any()
+    assert (params["encoder.layers.0.attention_norm.weight"].numpy() == 1).all()
+    paddle.seed(0)
+    default = BertForPretraining(ModelConfig(**{**CFG.__dict__, "init_std": 0.0}))
+    assert np.abs(dict(default.named_parameters())["encoder.layers.0.intermediate.weight"].numpy()).max() > 0.1

@@ -39,8 +39,12 @@ def test_summary_lines_keep_the_seeds_form(corpus_dir, tmp_path):
     assert any(line.startswith("MLM loss ") and ", NSP loss " in line for line in lines)
     assert any(" sentence pairs/sec on [Place(cpu)]" in line for line in lines)
     metrics = json.loads((tmp_path / "o" / "eval.json").read_text())
-    assert set(metrics) == {"mlm_accuracy", "mlm_perplexity", "nsp_accuracy", "pairs"}
+    assert {"mlm_accuracy", "mlm_unigram_baseline", "mlm_accuracy_known", "mlm_unigram_baseline_known",
+            "mlm_perplexity", "nsp_accuracy", "nsp_majority_baseline", "encoding_mean_cosine",
+            "crane_cosine", "pairs"} <= set(metrics)
     assert 0 <= metrics["mlm_accuracy"] <= 1 and metrics["mlm_perplexity"] > 1 and metrics["pairs"] > 0
+    assert -1 <= metrics["encoding_mean_cosine"] <= 1 and -1 <= metrics["crane_cosine"] <= 1.0001
+    assert any(line.startswith("encodings: mean token cosine") for line in lines)
 
 
 def test_checkpoint_loads_without_pickle(trained):
@@ -127,6 +131,15 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_good_checkpoint(corpus_dir, 
     assert_user_error(result, "loss became", "at step", "step_8")
     assert checkpoint.latest(out).name == "step_8"
     assert (out / "checkpoints" / "step_8" / "model.safetensors").read_bytes() == before
+
+
+def test_max_minutes_ends_the_run_early_with_a_checkpoint(corpus_dir, tmp_path):
+    out = tmp_path / "o"
+    result = train(corpus_dir, out, "-o", "train.max_minutes=0.001", steps=500)
+    assert result.returncode == 0, result.stderr
+    assert "MLM loss" in result.stdout and "Resume with" not in result.stdout
+    step = checkpoint.load(checkpoint.latest(out)).step
+    assert 1 <= step < 500 and len(losses(out)) == step
 
 
 def test_checkpoints_are_pruned_to_keep_checkpoints(corpus_dir, tmp_path):

@@ -1,0 +1,36 @@
+"""The exported model's format: file names, input names and meanings, manifest fields.
+
+Written by export/save.py, read by infer/, and the source of the encoder's InputSpecs in model.py.
+Imports no Paddle, so the inference side can read it without the training code.
+"""
+from __future__ import annotations
+
+ENCODER, HEADS = "encoder", "pretraining"  # program names: <name>.json (or .pdmodel) + <name>.pdiparams
+MANIFEST, VOCAB = "manifest.json", "vocab.json"
+MANIFEST_FORMAT = 1
+
+# The encoder's inputs, in order: (name, shape, meaning); all int64, -1 = any size.
+ENCODER_INPUTS = (
+    ("input_ids", (-1, -1), "token ids, <cls> A <sep> [B <sep>], padded with <pad>"),
+    ("token_type_ids", (-1, -1), "0 for <cls> A <sep>, 1 for B <sep>"),
+    ("valid_length", (-1,), "real tokens per row (the rest is padding)"),
+)
+# The heads program takes the encoder's inputs and these positions.
+PRED_POSITIONS = ("pred_positions", (-1, -1), "positions (per row) whose masked word is predicted")
+HEADS_OUTPUTS = ("mlm_probabilities [B, P, vocab]", "nsp_probabilities [B, 2]")
+
+
+def input_names(program: str = ENCODER) -> list[str]:
+    """The feed names of `program`, in order."""
+    names = [name for name, _, _ in ENCODER_INPUTS]
+    return names + [PRED_POSITIONS[0]] if program == HEADS else names
+
+
+def inputs_manifest() -> list[dict]:
+    return [{"name": name, "dtype": "int64", "shape": list(shape), "meaning": meaning}
+            for name, shape, meaning in ENCODER_INPUTS]
+
+
+def outputs_manifest(hidden_size: int) -> list[dict]:
+    return [{"name": "encodings", "dtype": "float32", "shape": [-1, -1, hidden_size],
+             "meaning": "one vector per token; row 0 (<cls>) represents the whole input"}]
