@@ -6,6 +6,7 @@ import os
 import warnings
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
+PADDLE_MODULES = r"paddle(\.|$)"
 
 
 def quiet_paddle_import() -> None:
@@ -15,13 +16,20 @@ def quiet_paddle_import() -> None:
     otherwise falls back to slow generic code (measured: 2x faster matmuls on these AMD EPYC machines;
     no effect on Intel). Serial execution of the static program stops its inter-op threads from
     fighting the math library's threads for the cores (measured: ~15% faster steps on 2 cores).
-    GLOG_minloglevel=2 hides the static-graph executor's info lines.
+    GLOG_minloglevel=2 hides the static-graph executor's info lines, and warnings raised inside Paddle
+    (about its own internals, not the user's settings) are not shown (`show_paddle_warnings` undoes it).
     """
     os.environ.setdefault("MKL_DEBUG_CPU_TYPE", "5")
     os.environ.setdefault("FLAGS_new_executor_serial_run", "true")
     keep_freed_memory()
     os.environ.setdefault("GLOG_minloglevel", "2")
     warnings.filterwarnings("ignore", message=".*ccache.*")
+    warnings.filterwarnings("ignore", module=PADDLE_MODULES)
+
+
+def show_paddle_warnings() -> None:
+    """Show the warnings that `quiet_paddle_import` hid (the --verbose flags)."""
+    warnings.filterwarnings("default", module=PADDLE_MODULES)
 
 
 def keep_freed_memory() -> None:

@@ -8,6 +8,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import logging
 import os
@@ -17,7 +19,7 @@ from pathlib import Path
 if __name__ == "__main__" and not __package__:
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from pipeline.runtime import quiet_paddle_import
+from pipeline.runtime import quiet_paddle_import, show_paddle_warnings
 
 quiet_paddle_import()
 
@@ -58,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="total optimizer steps (train.steps, default 50)")
     p.add_argument("--resume", action="store_true",
                    help="continue from the newest checkpoint in the output folder")
+    p.add_argument("--verbose", action="store_true",
+                   help="also show PaddlePaddle's own log lines and warnings (fleet set-up, flags, internals)")
     return p
 
 
@@ -72,8 +76,9 @@ def resolve_config(args: argparse.Namespace) -> Config:
     return load_config(args.config, args.override, flags)
 
 
-def init_distributed(cfg: Config) -> tuple[int, int, str]:
-    """fleet collective init; returns (rank, world size, device description)."""
+def init_distributed(cfg: Config, verbose: bool = False) -> tuple[int, int, str]:
+    """fleet collective init; returns (rank, world size, device description). Unless `verbose`, fleet's
+    INFO lines and the "Modified FLAGS" banner it writes to stderr are not shown."""
     use_gpu = paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
     if cfg.train.amp != "none" and not use_gpu:
         raise UserError(f"train.amp={cfg.train.amp} needs a GPU: PaddlePaddle ignores AMP on CPU without a "
@@ -82,7 +87,13 @@ def init_distributed(cfg: Config) -> tuple[int, int, str]:
         paddle.set_device(f"gpu:{paddle.distributed.ParallelEnv().dev_id}")
     else:
         paddle.set_device("cpu")
-    fleet.init(is_collective=True)
+    banner = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(banner) if not verbose else contextlib.nullcontext():
+            fleet.init(is_collective=True, log_level="INFO" if verbose else "WARNING")
+    except Exception:
+        sys.stderr.write(banner.getvalue())
+        raise
     rank, world = fleet.worker_index(), fleet.worker_num()
     if cfg.train.batch_size % (world * cfg.train.accumulate_steps):
         raise UserError(f"train.batch_size={cfg.train.batch_size} is not divisible by {world} ranks x "
@@ -105,8 +116,8 @@ def example_cache(cfg: Config) -> Path:
     return Path(cfg.data.cache_dir) if cfg.data.cache_dir else cache_home() / "examples"
 
 
-def prepare_data(cfg: Config, output: Path, resume: bool) -> tuple[Vocab, PretrainingData]:
-    prepared = prepare(find_split(cfg.data.data_dir, cfg.data.split), cfg.data.max_len, cfg.data.min_freq,
+def prepare_data(cfg: Config, corpus: Path, output: Path, resume: bool) -> tuple[Vocab, PretrainingData]:
+    prepared = prepare(corpus, cfg.data.max_len, cfg.data.min_freq,
                        cfg.data.seed, example_cache(cfg))
     saved_vocab = output / "vocab.json"
     if resume and saved_vocab.exists() and Vocab.load(saved_vocab).idx_to_token != prepared.vocab.idx_to_token:
@@ -126,10 +137,15 @@ def main(argv: list[str] | None = None) -> int:
     5. summary: the seed's two lines, loss.png, optional held-out evaluation.
     """
     args = build_parser().parse_args(argv)
+    if args.verbose:
+        show_paddle_warnings()
     cfg = resolve_config(args)
     output = Path(cfg.train.output_dir)
     check_writable(output)
-    rank, world, devices = init_distributed(cfg)
+    corpus = find_split(cfg.data.data_dir, cfg.data.split)  # a wrong data folder fails before fleet starts
+    if cfg.data.eval_split:
+        find_split(cfg.data.data_dir, cfg.data.eval_split)
+    rank, world, devices = init_distributed(cfg, args.verbose)
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     local_ranks = int(os.environ.get("PADDLE_LOCAL_SIZE", world))
@@ -144,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"--resume: no checkpoint in {output / 'checkpoints'}")
         ckpt = checkpoint.load(existing)
 
-    vocab, data = prepare_data(cfg, output, args.resume)
+    vocab, data = prepare_data(cfg, corpus, output, args.resume)
     if ckpt is not None:
         checkpoint.check_compatible(ckpt, cfg)
     steps_per_epoch = data.steps_per_epoch(cfg.train.batch_size)

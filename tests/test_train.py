@@ -47,6 +47,15 @@ def test_summary_lines_keep_the_seeds_form(corpus_dir, tmp_path):
     assert any(line.startswith("encodings: mean token cosine") for line in lines)
 
 
+def test_only_our_lines_unless_verbose(corpus_dir, tmp_path):
+    quiet = train(corpus_dir, tmp_path / "q", steps=1)
+    assert quiet.returncode == 0, quiet.stderr
+    noise = ("Modified FLAGS", "topology.py", "distributed_strategy.py", "Warning")
+    assert not [line for line in (quiet.stdout + quiet.stderr).splitlines() if any(n in line for n in noise)]
+    loud = train(corpus_dir, tmp_path / "v", "--verbose", steps=1)
+    assert loud.returncode == 0 and "topology.py" in loud.stdout + loud.stderr
+
+
 def test_checkpoint_loads_without_pickle(trained):
     path = checkpoint.latest(trained)
     for name in (checkpoint.MODEL_FILE, checkpoint.OPTIMIZER_FILE):
