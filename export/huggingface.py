@@ -51,24 +51,25 @@ HEADS = [
     ("cls.predictions.transform.dense.bias", "mlm_head.transform.bias"),
     ("cls.predictions.transform.LayerNorm.weight", "mlm_head.layer_norm.weight"),
     ("cls.predictions.transform.LayerNorm.bias", "mlm_head.layer_norm.bias"),
-    ("cls.predictions.decoder.weight", "mlm_head.decoder.weight"),
-    ("cls.predictions.bias", "mlm_head.decoder.bias"),
     ("cls.seq_relationship.weight", "nsp_head.classifier.weight"),
     ("cls.seq_relationship.bias", "nsp_head.classifier.bias"),
 ]
+DECODER = [("cls.predictions.decoder.weight", "mlm_head.decoder.weight"), ("cls.predictions.bias", "mlm_head.decoder.bias")]
+TIED_DECODER = [("cls.predictions.bias", "mlm_head.decoder_bias")]  # the weight is the word embeddings
 
 
-def name_mapping(num_layers: int) -> list[tuple[str, str]]:
-    """Every (Hugging Face name, this project's name) pair of a model with `num_layers` layers."""
+def name_mapping(num_layers: int, tied: bool = False) -> list[tuple[str, str]]:
+    """Every (Hugging Face name, this project's name) pair of a model with `num_layers` layers, whose
+    MLM output layer is `tied` to the word embeddings or not."""
     layers = [(f"bert.encoder.layer.{i}.{hf}", f"encoder.layers.{i}.{ours}")
               for i in range(num_layers) for hf, ours in LAYER]
-    return EMBEDDINGS + layers + HEADS
+    return EMBEDDINGS + layers + HEADS + (TIED_DECODER if tied else DECODER)
 
 
-def to_huggingface(state: dict[str, np.ndarray], num_layers: int) -> dict[str, np.ndarray]:
+def to_huggingface(state: dict[str, np.ndarray], num_layers: int, tied: bool = False) -> dict[str, np.ndarray]:
     """This project's model state -> `BertForPreTraining`'s state dict (numpy, float32)."""
     out = {}
-    for hf, ours in name_mapping(num_layers):
+    for hf, ours in name_mapping(num_layers, tied):
         value = state[ours]
         is_linear_weight = value.ndim == 2 and "embeddings" not in ours
         out[hf] = np.ascontiguousarray(value.T if is_linear_weight else value, dtype=np.float32)
@@ -90,7 +91,7 @@ def bert_config(cfg: Config) -> dict:
         "hidden_dropout_prob": m.dropout, "attention_probs_dropout_prob": 0.0,  # attention is not dropped here
         "max_position_embeddings": m.max_position, "type_vocab_size": 2, "initializer_range": m.init_std or 0.02,
         "layer_norm_eps": m.layer_norm_eps, "pad_token_id": 1, "position_embedding_type": "absolute",
-        "tie_word_embeddings": False,  # the MLM decoder has weights of its own
+        "tie_word_embeddings": m.tie_word_embeddings,
     }
 
 
@@ -107,7 +108,7 @@ def write_folder(folder: Path, cfg: Config, state: dict[str, np.ndarray], vocab:
     """Write the whole Hugging Face folder into `folder` (an empty, temporary one: the caller renames)."""
     from safetensors.numpy import save_file
 
-    save_file(to_huggingface(state, cfg.model.num_layers), str(folder / "model.safetensors"),
+    save_file(to_huggingface(state, cfg.model.num_layers, cfg.model.tie_word_embeddings), str(folder / "model.safetensors"),
               metadata={"format": "pt"})
     (folder / "config.json").write_text(json.dumps(bert_config(cfg), indent=1), encoding="utf-8")
     for name, text in tokenizer_files(vocab, cfg.data.max_len).items():

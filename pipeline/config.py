@@ -36,6 +36,7 @@ class ModelConfig:
     activation: str = "relu"
     init_std: float = 0.02  # BERT's truncated normal; 0 = Paddle's default initialisers (the seed)
     layer_norm_eps: float = 1e-12
+    tie_word_embeddings: bool = False  # the MLM output layer reuses the word embeddings (BERT); the seed: no
 
 
 @dataclass

@@ -178,14 +178,23 @@ class BertEncoder(nn.Layer):
 
 
 class MaskLMHead(nn.Layer):
-    """Linear, activation, LayerNorm, Linear to the vocabulary, at the masked positions only."""
+    """Linear, activation, LayerNorm, Linear to the vocabulary, at the masked positions only.
 
-    def __init__(self, cfg: ModelConfig):
+    With `word_embeddings` the output layer's weight is the (transposed) word-embedding table, as in
+    BERT: rare words then learn from every time they are read, not only from the few times they are
+    masked. Only the output bias (`decoder_bias`) is the head's own.
+    """
+
+    def __init__(self, cfg: ModelConfig, word_embeddings: nn.Embedding | None = None):
         super().__init__()
         self.transform = Dense(cfg.hidden_size, cfg.hidden_size)
         self.activation = getattr(F, cfg.activation)
         self.layer_norm = nn.LayerNorm(cfg.hidden_size, epsilon=cfg.layer_norm_eps)
-        self.decoder = Dense(cfg.hidden_size, cfg.vocab_size)
+        self.tied = [word_embeddings] if word_embeddings is not None else []  # a list: not a second sublayer
+        if word_embeddings is None:
+            self.decoder = Dense(cfg.hidden_size, cfg.vocab_size)
+        else:
+            self.decoder_bias = self.create_parameter([cfg.vocab_size], is_bias=True)
 
     def forward(self, encodings: paddle.Tensor, pred_positions: paddle.Tensor) -> paddle.Tensor:
         """Logits [B * P, V] for the [B, P] positions of each row."""
@@ -196,7 +205,10 @@ class MaskLMHead(nn.Layer):
     def predict(self, encodings: paddle.Tensor, flat_positions: paddle.Tensor) -> paddle.Tensor:
         """Logits [N, V] at `flat_positions` (indices into the B * L rows of `encodings`)."""
         flat = paddle.gather(encodings.reshape([-1, encodings.shape[-1]]), flat_positions)
-        return self.decoder(self.layer_norm(self.activation(self.transform(flat))))
+        hidden = self.layer_norm(self.activation(self.transform(flat)))
+        if self.tied:
+            return dense(hidden, self.tied[0].weight.T, self.decoder_bias, self.training)
+        return self.decoder(hidden)
 
 
 class NextSentenceHead(nn.Layer):
@@ -219,7 +231,7 @@ class BertForPretraining(nn.Layer):
         if cfg.vocab_size < 6:
             raise ValueError("model.vocab_size must be set from the vocabulary")
         self.encoder = BertEncoder(cfg)
-        self.mlm_head = MaskLMHead(cfg)
+        self.mlm_head = MaskLMHead(cfg, self.encoder.embeddings.word_embeddings if cfg.tie_word_embeddings else None)
         self.nsp_head = NextSentenceHead(cfg)
         if cfg.init_std > 0:
             init_bert_weights(self, cfg.init_std)

@@ -9,27 +9,37 @@ import pytest
 
 from export.huggingface import name_mapping, to_huggingface
 from pipeline import checkpoint
+from pipeline.config import ModelConfig
 from pipeline.model import BertForPretraining
-from tests.conftest import run_script
+from tests.conftest import TINY, run_script
 from tests.test_export_infer import random_inputs
 
 TOLERANCE = 1e-4
 
 
-def test_every_parameter_is_mapped_once(trained):
+@pytest.mark.parametrize("tied", [False, True])
+def test_every_parameter_is_mapped_once(tied):
+    cfg = ModelConfig(vocab_size=40, hidden_size=16, num_layers=3, num_heads=2, ffn_size=32, tie_word_embeddings=tied)
+    ours = [o for _, o in name_mapping(cfg.num_layers, tied)]
+    assert sorted(ours) == sorted(BertForPretraining(cfg).state_dict()), "each parameter has one Hugging Face name"
+
+
+def test_weights_are_transposed_and_the_key_bias_is_zero(trained):
     ckpt = checkpoint.load(checkpoint.latest(trained))
-    mapping = name_mapping(ckpt.config.model.num_layers)
-    ours = [o for _, o in mapping]
-    assert sorted(ours) == sorted(ckpt.model_state), "each of our parameters has exactly one Hugging Face name"
     hf = to_huggingface(ckpt.model_state, ckpt.config.model.num_layers)
     q = "encoder.layers.0.attention.query.weight"
     np.testing.assert_array_equal(hf["bert.encoder.layer.0.attention.self.query.weight"], ckpt.model_state[q].T)
     assert not hf["bert.encoder.layer.0.attention.self.key.bias"].any()
 
 
-def test_transformers_loads_the_export_and_matches(trained, tmp_path):
+@pytest.mark.parametrize("tied", [False, True])
+def test_transformers_loads_the_export_and_matches(corpus_dir, tmp_path, tied):
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
+    trained = tmp_path / "trained"
+    result = run_script("pipeline/train.py", "--data-dir", str(corpus_dir), "--output-dir", str(trained), "--steps", "3",
+                        *TINY, "-o", f"model.tie_word_embeddings={str(tied).lower()}", "-o", "model.activation=gelu")
+    assert result.returncode == 0, result.stderr
     folder = tmp_path / "hf"
     result = run_script("export/save.py", "--output-dir", str(trained), "--format", "huggingface",
                         "--export-dir", str(folder))
