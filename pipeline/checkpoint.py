@@ -77,7 +77,7 @@ def save(output_dir: Path, step: int, config: Config, model_state: dict[str, np.
     with atomic_folder(final) as tmp:
         save_file(model_state, str(tmp / MODEL_FILE), metadata={"step": str(step)})
         save_file(optimizer_state, str(tmp / OPTIMIZER_FILE), metadata={"step": str(step)})
-        state = {"step": step, "config": config.to_dict(), "model_hash": config.model_hash(),
+        state = {"step": step, "config": config.to_dict(),
                  "sha256": {f: file_digest(tmp / f) for f in (MODEL_FILE, OPTIMIZER_FILE)}, **extra}
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=1), encoding="utf-8")
     write_text_atomic(root / LATEST, final.name + "\n")
@@ -118,7 +118,7 @@ def load(path: Path) -> Checkpoint:
         raise UserError(f"checkpoint {path} is incomplete: {Path(err.filename).name} is missing") from None
     except (OSError, ValueError, KeyError, TypeError, SafetensorError) as err:
         raise UserError(f"checkpoint {path} is corrupt or unreadable ({err})") from None
-    extra = {k: v for k, v in state.items() if k not in ("step", "config", "sha256", "model_hash")}
+    extra = {k: v for k, v in state.items() if k not in ("step", "config", "sha256")}
     return Checkpoint(path, step, config, model_state, optimizer_state, extra)
 
 

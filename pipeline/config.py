@@ -7,8 +7,6 @@ with values of the field's type.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,62 +18,73 @@ from pipeline.errors import UserError
 from pipeline.files import write_text_atomic
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "bert_tiny.yaml"
+SECTIONS = ("model", "data", "train")
+SPLITS = ("train", "valid", "test")
+
+
+def setting(default: Any, help: str, choices: tuple | None = None, at_least: float | None = None,
+            above: float | None = None, below: float | None = None, at_most: float | None = None) -> Any:
+    """A dataclass field that carries its own rules: allowed values or bounds, and a one-line help."""
+    rules = {"help": help, "choices": choices, "at_least": at_least, "above": above, "below": below,
+             "at_most": at_most}
+    return field(default=default, metadata={k: v for k, v in rules.items() if v is not None})
 
 
 @dataclass
 class ModelConfig:
     """Architecture; `vocab_size` is filled in from the vocabulary at training time."""
 
-    vocab_size: int = 0
-    hidden_size: int = 128
-    num_layers: int = 2
-    num_heads: int = 2
-    ffn_size: int = 256
-    dropout: float = 0.2
-    max_position: int = 512
-    activation: str = "relu"
-    init_std: float = 0.02  # BERT's truncated normal; 0 = Paddle's default initialisers (the seed)
-    layer_norm_eps: float = 1e-12
-    tie_word_embeddings: bool = False  # the MLM output layer reuses the word embeddings (BERT); the seed: no
+    vocab_size: int = setting(0, "set from the vocabulary", at_least=0)
+    hidden_size: int = setting(128, "width of every token vector", at_least=1)
+    num_layers: int = setting(2, "Transformer blocks", at_least=1)
+    num_heads: int = setting(2, "attention heads (divide hidden_size)", at_least=1)
+    ffn_size: int = setting(256, "feed-forward width", at_least=1)
+    dropout: float = setting(0.1, "dropout after attention and feed-forward", at_least=0.0, below=1.0)
+    max_position: int = setting(512, "longest input the position table holds", at_least=5, at_most=65536)
+    activation: str = setting("relu", "feed-forward activation", choices=("relu", "gelu"))
+    init_std: float = setting(0.02, "BERT's truncated normal for weights; 0 = Paddle's defaults (the seed)",
+                              at_least=0.0)
+    layer_norm_eps: float = setting(1e-12, "LayerNorm epsilon (BERT 1e-12, Paddle 1e-5)", above=0.0)
+    tie_word_embeddings: bool = setting(False, "the MLM output layer reuses the word embeddings (BERT)")
 
 
 @dataclass
 class DataConfig:
     """Where the corpus is and how pretraining examples are made from it."""
 
-    data_dir: str | None = None
-    split: str = "train"
-    eval_split: str | None = None
-    max_len: int = 64
-    min_freq: int = 5
-    mask_prob: float = 0.15
-    dynamic_masking: bool = True
-    cache_dir: str | None = None
-    seed: int = 0
+    data_dir: str | None = setting(None, "folder or zip with wiki.*.tokens; none = download WikiText-2")
+    split: str = setting("train", "split to train on", choices=SPLITS)
+    eval_split: str | None = setting(None, "split to evaluate on at the end", choices=(None, *SPLITS))
+    max_len: int = setting(64, "tokens per sentence pair, with <cls>/<sep>", at_least=5)
+    min_freq: int = setting(5, "words seen fewer times become <unk>", at_least=1)
+    mask_prob: float = setting(0.15, "share of tokens to predict", above=0.0, below=1.0)
+    dynamic_masking: bool = setting(True, "new masks every epoch (false: the seed's fixed masks)")
+    cache_dir: str | None = setting(None, "prepared-example cache; none = ~/.cache/paddle-bert-pipeline")
+    seed: int = setting(0, "pairs, masks and order")
 
 
 @dataclass
 class TrainConfig:
     """Optimisation, logging and checkpointing."""
 
-    output_dir: str = "output"
-    steps: int = 50
-    batch_size: int = 512
-    optimizer: str = "adam"
-    lr: float = 0.01
-    weight_decay: float = 0.0
-    warmup_steps: int = 0
-    lr_decay: str = "none"
-    grad_clip: float = 0.0
-    accumulate_steps: int = 1
-    amp: str = "none"
-    to_static: bool = True
-    threads: int = 0
-    max_minutes: float = 0.0  # stop (finished, with a checkpoint) after this much training time; 0 = no limit
-    log_every: int = 10
-    save_every: int = 0
-    keep_checkpoints: int = 3
-    seed: int = 0
+    output_dir: str = setting("output", "config, vocab, metrics, loss.png, checkpoints")
+    steps: int = setting(800, "optimizer steps", at_least=1)
+    batch_size: int = setting(64, "sentence pairs per step, all ranks together", at_least=1)
+    optimizer: str = setting("adamw", "adam (the seed) or adamw", choices=("adam", "adamw"))
+    lr: float = setting(2e-3, "peak learning rate", above=0.0)
+    weight_decay: float = setting(0.01, "AdamW decay (not on biases and LayerNorm)", at_least=0.0)
+    warmup_steps: int = setting(80, "linear warm-up from 0", at_least=0)
+    lr_decay: str = setting("linear", "after warm-up: none or linear to 0 at train.steps", choices=("none", "linear"))
+    grad_clip: float = setting(0.0, "clip the global gradient norm; 0 = off", at_least=0.0)
+    accumulate_steps: int = setting(1, "micro-batches per step", at_least=1)
+    amp: str = setting("none", "mixed precision (GPU only)", choices=("none", "fp16", "bf16"))
+    to_static: bool = setting(True, "static graph (false: dygraph)")
+    threads: int = setting(0, "CPU threads per process; 0 = its share of the cores", at_least=0)
+    max_minutes: float = setting(0.0, "end the run (with a checkpoint) after this long; 0 = no limit", at_least=0.0)
+    log_every: int = setting(10, "steps between progress lines", at_least=1)
+    save_every: int = setting(0, "steps between checkpoints; 0 = at the end only", at_least=0)
+    keep_checkpoints: int = setting(3, "newest checkpoints kept", at_least=1)
+    seed: int = setting(0, "initial weights and dropout")
 
 
 @dataclass
@@ -89,89 +98,85 @@ class Config:
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)
 
-    def model_hash(self) -> str:
-        """Hash of what a checkpoint's weights depend on (model and example shapes)."""
-        key = {"model": dataclasses.asdict(self.model), "max_len": self.data.max_len}
-        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+def _section_fields(section: str) -> dict[str, tuple[dataclasses.Field, Any]]:
+    """{name: (field, type)} of one section, types resolved with typing.get_type_hints."""
+    cls = type(getattr(Config(), section))
+    hints = typing.get_type_hints(cls)
+    return {f.name: (f, hints[f.name]) for f in dataclasses.fields(cls)}
 
 
-CHOICES = {
-    ("model", "activation"): ("relu", "gelu"),
-    ("data", "split"): ("train", "valid", "test"),
-    ("data", "eval_split"): (None, "train", "valid", "test"),
-    ("train", "optimizer"): ("adam", "adamw"),
-    ("train", "lr_decay"): ("none", "linear"),
-    ("train", "amp"): ("none", "fp16", "bf16"),
-}
-
-
-def _check_type(where: str, value: Any, annotation: str) -> Any:
-    """Return `value` converted to the field type named by `annotation`, or raise UserError."""
-    allowed = [a.strip() for a in annotation.split("|")]
-    if value is None and "None" in allowed:
+def _check_type(where: str, value: Any, annotation: Any) -> Any:
+    """Return `value` converted to the type `annotation` (T or T | None), or raise UserError."""
+    allowed = typing.get_args(annotation) or (annotation,)
+    if value is None and type(None) in allowed:
         return None
-    if "bool" in allowed:
-        if isinstance(value, bool):
-            return value
-    elif "int" in allowed:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif "float" in allowed:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif "str" in allowed:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-    raise UserError(f"setting {where} must be {annotation}, got {value!r}")
+    kind = next(t for t in allowed if t is not type(None))
+    if kind is bool and isinstance(value, bool):
+        return value
+    if kind is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if kind is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return str(value)
+    names = " | ".join("None" if t is type(None) else t.__name__ for t in allowed)
+    raise UserError(f"setting {where} must be {names}, got {value!r}")
+
+
+def _check_rules(where: str, value: Any, rules: typing.Mapping[str, Any]) -> None:
+    """The field's own choices and bounds."""
+    choices = rules.get("choices")
+    if choices is not None and value not in choices:
+        raise UserError(f"setting {where} must be one of {[c for c in choices if c is not None]}, got {value!r}")
+    if value is None or isinstance(value, (str, bool)):
+        return
+    bounds = [("at_least", lambda b: value >= b, "at least"), ("above", lambda b: value > b, "above"),
+              ("below", lambda b: value < b, "below"), ("at_most", lambda b: value <= b, "at most")]
+    for name, holds, words in bounds:
+        if name in rules and not holds(rules[name]):
+            raise UserError(f"setting {where} must be {words} {rules[name]:g}, got {value}")
 
 
 def _set(cfg: Config, section: str, key: str, value: Any) -> None:
     where = f"{section}.{key}"
-    sub = getattr(cfg, section, None)
-    if not dataclasses.is_dataclass(sub) or section not in ("model", "data", "train"):
-        raise UserError(f"unknown config section {section!r} in {where} (known: model, data, train)")
-    fields = {f.name: f for f in dataclasses.fields(sub)}
+    if section not in SECTIONS:
+        raise UserError(f"unknown config section {section!r} in {where} (known: {', '.join(SECTIONS)})")
+    fields = _section_fields(section)
     if key not in fields:
         raise UserError(f"unknown setting {where} (known in {section}: {', '.join(fields)})")
-    value = _check_type(where, value, str(fields[key].type))
-    choices = CHOICES.get((section, key))
-    if choices is not None and value not in choices:
-        raise UserError(f"setting {where} must be one of {[c for c in choices if c]}, got {value!r}")
-    setattr(sub, key, value)
+    f, annotation = fields[key]
+    value = _check_type(where, value, annotation)
+    _check_rules(where, value, f.metadata)
+    setattr(getattr(cfg, section), key, value)
 
 
-def _check_ranges(cfg: Config) -> None:
-    positive = {
-        "model.hidden_size": cfg.model.hidden_size, "model.num_layers": cfg.model.num_layers,
-        "model.num_heads": cfg.model.num_heads, "model.ffn_size": cfg.model.ffn_size,
-        "train.batch_size": cfg.train.batch_size, "train.steps": cfg.train.steps,
-        "train.accumulate_steps": cfg.train.accumulate_steps, "train.log_every": cfg.train.log_every,
-        "train.keep_checkpoints": cfg.train.keep_checkpoints, "data.min_freq": cfg.data.min_freq,
-    }
-    for name, value in positive.items():
-        if value < 1:
-            raise UserError(f"setting {name} must be at least 1, got {value}")
+def _check_together(cfg: Config) -> None:
+    """Rules that tie two settings together (each setting's own rules are checked as it is set)."""
     if cfg.model.hidden_size % cfg.model.num_heads:
         raise UserError(f"setting model.hidden_size ({cfg.model.hidden_size}) must be divisible "
                         f"by model.num_heads ({cfg.model.num_heads})")
-    if not 0.0 <= cfg.model.dropout < 1.0:
-        raise UserError(f"setting model.dropout must be in [0, 1), got {cfg.model.dropout}")
-    if not 0.0 < cfg.data.mask_prob < 1.0:
-        raise UserError(f"setting data.mask_prob must be in (0, 1), got {cfg.data.mask_prob}")
-    if cfg.data.max_len < 5:
-        raise UserError(f"setting data.max_len must be at least 5 (room for <cls> a <sep> b <sep>), "
-                        f"got {cfg.data.max_len}")
     if cfg.data.max_len > cfg.model.max_position:
         raise UserError(f"setting data.max_len ({cfg.data.max_len}) exceeds model.max_position "
                         f"({cfg.model.max_position})")
-    if cfg.train.lr <= 0:
-        raise UserError(f"setting train.lr must be positive, got {cfg.train.lr}")
-    if cfg.train.max_minutes < 0:
-        raise UserError(f"setting train.max_minutes must be 0 (no limit) or positive, got {cfg.train.max_minutes}")
-    if cfg.model.init_std < 0:
-        raise UserError(f"setting model.init_std must be 0 (Paddle's defaults) or positive, got {cfg.model.init_std}")
-    if cfg.model.layer_norm_eps <= 0:
-        raise UserError(f"setting model.layer_norm_eps must be positive, got {cfg.model.layer_norm_eps}")
+
+
+def settings_table() -> str:
+    """The README's settings table, made from the fields themselves."""
+    rows = ["| setting | default | allowed | what it does |", "| --- | --- | --- | --- |"]
+    for section in SECTIONS:
+        for name, (f, _) in _section_fields(section).items():
+            rules = f.metadata
+            if "choices" in rules:
+                allowed = " / ".join("none" if c is None else str(c) for c in rules["choices"])
+            else:
+                parts = [f"{words} {rules[k]:g}" for k, words in
+                         (("at_least", ">="), ("above", ">"), ("below", "<"), ("at_most", "<=")) if k in rules]
+                allowed = ", ".join(parts)
+            default = "none" if f.default is None else str(f.default).lower() if isinstance(f.default, bool) \
+                else f"{f.default:g}" if isinstance(f.default, float) else str(f.default)
+            rows.append(f"| `{section}.{name}` | {default} | {allowed} | {rules['help']} |")
+    return "\n".join(rows)
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:
@@ -221,7 +226,7 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
     for name, value in (settings or {}).items():
         section, _, key = name.partition(".")
         _set(cfg, section, key, value)
-    _check_ranges(cfg)
+    _check_together(cfg)
     return cfg
 
 

@@ -39,9 +39,14 @@ def test_overrides_are_parsed_as_typed_yaml_scalars():
     ("train.optimizer=sgd", "train.optimizer must be one of"),
     ("model.num_heads=3", "divisible by model.num_heads"),
     ("train.steps=0", "train.steps must be at least 1"),
-    ("train.max_minutes=-1", "train.max_minutes must be 0"),
-    ("model.layer_norm_eps=0", "model.layer_norm_eps must be positive"),
-    ("model.init_std=-0.1", "model.init_std must be 0"),
+    ("train.max_minutes=-1", "train.max_minutes must be at least 0"),
+    ("model.layer_norm_eps=0", "model.layer_norm_eps must be above 0"),
+    ("model.init_std=-0.1", "model.init_std must be at least 0"),
+    ("train.batch_size=0", "train.batch_size must be at least 1"),
+    ("data.max_len=100000", "exceeds model.max_position"),
+    ("model.dropout=1", "model.dropout must be below 1"),
+    ("data.mask_prob=0", "data.mask_prob must be above 0"),
+    ("data.eval_split=dev", "data.eval_split must be one of"),
     ("trainlr", "must look like section.key=value"),
 ])
 def test_bad_overrides_are_refused_with_the_setting_named(override, message):
