@@ -81,7 +81,7 @@ class TrainConfig:
     to_static: bool = setting(True, "static graph (false: dygraph)")
     threads: int = setting(0, "CPU threads per process; 0 = its share of the cores", at_least=0)
     max_minutes: float = setting(0.0, "end the run (with a checkpoint) after this long; 0 = no limit", at_least=0.0)
-    log_every: int = setting(10, "steps between progress lines", at_least=1)
+    log_every: int = setting(100, "steps between progress lines", at_least=1)
     save_every: int = setting(0, "steps between checkpoints; 0 = at the end only", at_least=0)
     keep_checkpoints: int = setting(3, "newest checkpoints kept", at_least=1)
     seed: int = setting(0, "initial weights and dropout")

@@ -2,17 +2,21 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import DEFAULT_CONFIG, diff_configs, load_config, parse_override
+from pipeline.config import DEFAULT_CONFIG, Config, diff_configs, load_config, parse_override
 from pipeline.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_default_is_the_seeds_tiny_bert():
+def test_default_is_the_seeds_tiny_bert_with_a_recipe_that_learns():
     cfg = load_config()
     assert (cfg.model.num_layers, cfg.model.hidden_size, cfg.model.ffn_size, cfg.model.num_heads) == (2, 128, 256, 2)
-    assert cfg.model.dropout == 0.2 and cfg.data.max_len == 64
-    assert (cfg.train.batch_size, cfg.train.lr, cfg.train.steps, cfg.train.optimizer) == (512, 0.01, 50, "adam")
+    assert cfg.data.max_len == 64 and cfg.model.init_std == 0.02
+    assert (cfg.train.optimizer, cfg.train.lr_decay) == ("adamw", "linear") and cfg.train.warmup_steps > 0
+
+
+def test_the_dataclass_defaults_are_the_default_config():
+    assert load_config().to_dict() == Config().to_dict()
 
 
 @pytest.mark.parametrize("name, sizes", [("bert_base", (12, 768, 3072, 12)), ("bert_large", (24, 1024, 4096, 16))])
@@ -98,3 +102,12 @@ def test_parse_override_keeps_strings_and_reads_exponents():
 def test_diff_configs_names_changed_model_keys():
     a, b = load_config(), load_config(DEFAULT_CONFIG, ["model.hidden_size=64", "model.num_heads=4"])
     assert diff_configs(a, b) == ["model.hidden_size", "model.num_heads"]
+
+
+def test_readme_settings_table_is_generated_from_the_fields():
+    from pipeline.config import settings_table
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    start, end = "<!-- settings table -->\n", "\n<!-- end of settings table -->"
+    table = readme[readme.index(start) + len(start):readme.index(end)]
+    assert table == settings_table(), "README out of date: paste pipeline.config.settings_table() into it"
