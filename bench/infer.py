@@ -20,9 +20,9 @@ from pathlib import Path
 
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from pipeline.runtime import quiet_paddle_import  # noqa: E402
+from pipeline.runtime import prepare_process_for_paddle  # noqa: E402
 
-quiet_paddle_import()
+prepare_process_for_paddle()
 
 import numpy as np  # noqa: E402
 import paddle  # noqa: E402

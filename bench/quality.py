@@ -54,9 +54,9 @@ def run_paddle(data_dir: str, minutes: float) -> list[dict]:
 
 
 def evaluate_checkpoints(out: Path, data_dir: str, elapsed: dict[int, float]) -> list[dict]:
-    from pipeline.runtime import quiet_paddle_import
+    from pipeline.runtime import prepare_process_for_paddle
 
-    quiet_paddle_import()
+    prepare_process_for_paddle()
     from pipeline import checkpoint
     from pipeline.evaluate import evaluate
     from pipeline.model import BertForPretraining
@@ -110,18 +110,18 @@ def run_huggingface(data_dir: str, minutes: float) -> list[dict]:
         return max(0.0, (tc.steps - step) / max(1, tc.steps - tc.warmup_steps)) if tc.lr_decay == "linear" else 1.0
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
-    def pretraining(ids, segments, lens, positions):
+    def pretraining(ids, token_type_ids, lens, positions):
         attention = (np.arange(ids.shape[1])[None, :] < lens[:, None]).astype(np.int64)
         with torch.no_grad():
-            out = model(input_ids=torch.from_numpy(ids), token_type_ids=torch.from_numpy(segments),
+            out = model(input_ids=torch.from_numpy(ids), token_type_ids=torch.from_numpy(token_type_ids),
                         attention_mask=torch.from_numpy(attention))
         mlm = np.take_along_axis(out.prediction_logits.numpy(), positions[..., None], axis=1)
         return mlm, out.seq_relationship_logits.numpy()
 
-    def encoder(ids, segments, lens):
+    def encoder(ids, token_type_ids, lens):
         attention = (np.arange(ids.shape[1])[None, :] < lens[:, None]).astype(np.int64)
         with torch.no_grad():
-            return model.bert(input_ids=torch.from_numpy(ids), token_type_ids=torch.from_numpy(segments),
+            return model.bert(input_ids=torch.from_numpy(ids), token_type_ids=torch.from_numpy(token_type_ids),
                               attention_mask=torch.from_numpy(attention)).last_hidden_state.numpy()
 
     def evaluate_now(step: int, seconds: float) -> dict:
@@ -140,11 +140,11 @@ def run_huggingface(data_dir: str, minutes: float) -> list[dict]:
     while trained < budget and step < tc.steps:
         b = data.batch(step, tc.batch_size)
         start = time.perf_counter()
-        labels = np.full(b["token_ids"].shape, -100, dtype=np.int64)
+        labels = np.full(b["input_ids"].shape, -100, dtype=np.int64)
         rows, cols = np.nonzero(b["mlm_weights"])
         labels[rows, b["pred_positions"][rows, cols]] = b["mlm_labels"][rows, cols]
-        attention = (np.arange(b["token_ids"].shape[1])[None, :] < b["valid_lens"][:, None]).astype(np.int64)
-        out = model(input_ids=torch.from_numpy(b["token_ids"]), token_type_ids=torch.from_numpy(b["segments"]),
+        attention = (np.arange(b["input_ids"].shape[1])[None, :] < b["valid_length"][:, None]).astype(np.int64)
+        out = model(input_ids=torch.from_numpy(b["input_ids"]), token_type_ids=torch.from_numpy(b["token_type_ids"]),
                     attention_mask=torch.from_numpy(attention), labels=torch.from_numpy(labels),
                     next_sentence_label=torch.from_numpy(b["nsp_labels"]))
         out.loss.backward()

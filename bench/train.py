@@ -22,8 +22,8 @@ from bench.common import DEFAULT_DATA, print_table, run_measured, write_json  # 
 
 MATMUL_PROBE = """
 import time, numpy as np
-from pipeline.runtime import quiet_paddle_import, set_cpu_threads
-quiet_paddle_import()
+from pipeline.runtime import prepare_process_for_paddle, set_cpu_threads
+prepare_process_for_paddle()
 import paddle
 set_cpu_threads(0)
 n = 1024

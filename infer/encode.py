@@ -16,9 +16,9 @@ from pathlib import Path
 if __name__ == "__main__" and not __package__:
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from pipeline.runtime import quiet_paddle_import
+from pipeline.runtime import prepare_process_for_paddle
 
-quiet_paddle_import()
+prepare_process_for_paddle()
 
 import numpy as np  # noqa: E402
 
@@ -107,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError("give exactly one of --text, --file or --fill-mask")
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
-    encoder = Encoder(args.model_dir, args.device, args.threads, args.onednn, args.trt, args.precision,
-                      args.max_batch, args.verbose)
+    encoder = Encoder(model_dir=args.model_dir, device=args.device, threads=args.threads, onednn=args.onednn,
+                      trt=args.trt, precision=args.precision, max_batch=args.max_batch, verbose=args.verbose)
     if args.fill_mask is not None:
         for i, candidates in enumerate(encoder.fill_mask(args.fill_mask)):
             print(f"<mask> {i + 1}: " + ", ".join(f"{w} {p:.3f}" for w, p in candidates))

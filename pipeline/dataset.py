@@ -21,7 +21,7 @@ from pipeline.vocab import Vocab
 from pipeline.wikitext import read_sentences
 
 log = logging.getLogger(__name__)
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3
 
 
 @dataclass
@@ -43,12 +43,12 @@ def _load_cache(path: Path, key: str, max_len: int) -> Prepared | None:
             arrays = {name: f[name] for name in f.files}
         if str(arrays["key"]) != key:
             return None
-        n = len(arrays["valid_lens"])
-        shapes_ok = (arrays["token_ids"].shape == (n, max_len) and arrays["segments"].shape == (n, max_len)
+        n = len(arrays["valid_length"])
+        shapes_ok = (arrays["input_ids"].shape == (n, max_len) and arrays["token_type_ids"].shape == (n, max_len)
                      and arrays["nsp_labels"].shape == (n,))
         if not shapes_ok:
             return None
-        pairs = Pairs(arrays["token_ids"], arrays["segments"], arrays["valid_lens"], arrays["nsp_labels"])
+        pairs = Pairs(arrays["input_ids"], arrays["token_type_ids"], arrays["valid_length"], arrays["nsp_labels"])
         return Prepared(Vocab(arrays["vocab"].tolist()), pairs)
     except FileNotFoundError:
         return None
@@ -64,7 +64,7 @@ def _save_cache(path: Path, key: str, prepared: Prepared) -> None:
         with os.fdopen(fd, "wb") as f:
             p = prepared.pairs
             np.savez(f, key=np.array(key), vocab=np.array(prepared.vocab.idx_to_token),
-                     token_ids=p.token_ids, segments=p.segments, valid_lens=p.valid_lens,
+                     input_ids=p.input_ids, token_type_ids=p.token_type_ids, valid_length=p.valid_length,
                      nsp_labels=p.nsp_labels)
         os.replace(tmp, path)
     except OSError as err:
@@ -102,9 +102,9 @@ def prepare(corpus_path: Path, max_len: int, min_freq: int, seed: int, cache_dir
 def _gather(pairs: Pairs, masked: MaskedTokens, rows: np.ndarray | slice, mlm_norm: float) -> dict[str, np.ndarray]:
     """The model's inputs and targets for `rows`, as int64 / float32 arrays."""
     return {
-        "token_ids": masked.token_ids[rows].astype(np.int64),
-        "segments": pairs.segments[rows].astype(np.int64),
-        "valid_lens": pairs.valid_lens[rows].astype(np.int64),
+        "input_ids": masked.input_ids[rows].astype(np.int64),
+        "token_type_ids": pairs.token_type_ids[rows].astype(np.int64),
+        "valid_length": pairs.valid_length[rows].astype(np.int64),
         "pred_positions": masked.pred_positions[rows].astype(np.int64),
         "mlm_weights": masked.mlm_weights[rows],
         "mlm_labels": masked.mlm_labels[rows].astype(np.int64),
@@ -116,7 +116,7 @@ def _gather(pairs: Pairs, masked: MaskedTokens, rows: np.ndarray | slice, mlm_no
 def compact_predictions(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The training step's inputs: the [B, P] predictions compacted to the real ones (weight 1), as
     flat indices into the B * L tokens and their labels, so no work is spent on padded predictions."""
-    rows, max_len = batch["token_ids"].shape
+    rows, max_len = batch["input_ids"].shape
     real = batch["mlm_weights"] > 0
     flat = np.arange(rows)[:, None] * max_len + batch["pred_positions"]
     out = {k: v for k, v in batch.items() if k not in ("pred_positions", "mlm_weights", "mlm_labels")}
@@ -158,7 +158,7 @@ class PretrainingData:
         """The masked tokens of every pair for `epoch`."""
         mask_epoch = epoch if self.dynamic_masking else 0
         rng = np.random.default_rng([self.seed, mask_epoch, 2])
-        return mask_tokens(self.pairs.token_ids, self.vocab_size, self.max_preds, self.mask_prob, rng)
+        return mask_tokens(self.pairs.input_ids, self.vocab_size, self.max_preds, self.mask_prob, rng)
 
     def _epoch_state(self, epoch: int) -> tuple[np.ndarray, MaskedTokens]:
         if self._epoch is None or self._epoch[0] != epoch:
@@ -192,7 +192,7 @@ class PretrainingData:
     def _dropout_masks(self, step: int, rank: int, rows: int) -> np.ndarray:
         num_masks, hidden, p = self.host_dropout
         rng = np.random.default_rng([self.seed, step, rank, 3])
-        shape = (num_masks, rows, self.pairs.token_ids.shape[1], hidden)
+        shape = (num_masks, rows, self.pairs.input_ids.shape[1], hidden)
         random_bytes = np.frombuffer(rng.bytes(int(np.prod(shape))), dtype=np.uint8)
         return (random_bytes >= round(256 * p)).view(np.uint8).reshape(shape)
 

@@ -28,9 +28,9 @@ from pipeline.export_format import input_names
 from pipeline.tokenizer import pad_batch, tokenize
 from pipeline.vocab import SPECIAL_TOKENS, Vocab
 
-# (input ids, segments, valid lengths, [B, P] positions) -> (MLM logits [B, P, V], NSP logits [B, 2])
+# (input ids, token_type_ids, valid lengths, [B, P] positions) -> (MLM logits [B, P, V], NSP logits [B, 2])
 PretrainingFn = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
-# (input ids, segments, valid lengths) -> encodings [B, L, H]
+# (input ids, token_type_ids, valid lengths) -> encodings [B, L, H]
 EncoderFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 CRANE_TEXTS = ("a crane is flying", ("a crane driver came", "he just left"))  # the seed's two contexts
@@ -50,7 +50,7 @@ def mlm_nsp_figures(pretraining: PretrainingFn, pairs: Pairs, vocab_size: int, m
     correct = correct_known = nll = nsp_correct = 0.0
     target_counts = np.zeros(vocab_size, dtype=np.int64)
     for b in eval_batches(pairs, vocab_size, max_len, batch_size, mask_prob, seed):
-        mlm_logits, nsp_logits = pretraining(b["token_ids"], b["segments"], b["valid_lens"], b["pred_positions"])
+        mlm_logits, nsp_logits = pretraining(b["input_ids"], b["token_type_ids"], b["valid_length"], b["pred_positions"])
         real = b["mlm_weights"] > 0
         labels = b["mlm_labels"][real]
         log_probs = log_softmax(np.asarray(mlm_logits, dtype=np.float32)[real])
@@ -78,11 +78,11 @@ def mlm_nsp_figures(pretraining: PretrainingFn, pairs: Pairs, vocab_size: int, m
     }
 
 
-def mean_token_cosine(encodings: np.ndarray, valid_lens: np.ndarray) -> float:
+def mean_token_cosine(encodings: np.ndarray, valid_length: np.ndarray) -> float:
     """Mean over rows of the mean pairwise cosine between the row's token encodings (<cls>, <sep> and
     padding left out): 1.0 when every token of a sentence gets the same vector."""
     per_row = []
-    for row, length in zip(encodings, valid_lens):
+    for row, length in zip(encodings, valid_length):
         vectors = row[1:int(length) - 1]  # drop <cls> and the final <sep>
         if len(vectors) < 2:
             continue
@@ -110,10 +110,10 @@ def encoding_figures(encoder: EncoderFn, pairs: Pairs, vocab: Vocab, max_len: in
                      sentences: int = COSINE_SENTENCES) -> dict[str, float]:
     """`encoding_mean_cosine` over the first `sentences` held-out pairs (unmasked) and `crane_cosine`."""
     rows = slice(0, min(sentences, len(pairs)))
-    lens = pairs.valid_lens[rows].astype(np.int64)
+    lens = pairs.valid_length[rows].astype(np.int64)
     width = int(lens.max())
-    encodings = encoder(pairs.token_ids[rows, :width].astype(np.int64),
-                        pairs.segments[rows, :width].astype(np.int64), lens)
+    encodings = encoder(pairs.input_ids[rows, :width].astype(np.int64),
+                        pairs.token_type_ids[rows, :width].astype(np.int64), lens)
     return {"encoding_mean_cosine": mean_token_cosine(np.asarray(encodings), lens),
             "crane_cosine": crane_cosine(encoder, vocab, max_len)}
 
@@ -122,14 +122,14 @@ def paddle_functions(model) -> tuple[PretrainingFn, EncoderFn]:
     """numpy-in, numpy-out views of a BertForPretraining for the figures above (eval mode, no grad)."""
     import paddle
 
-    def pretraining(ids, segments, lens, positions):
+    def pretraining(ids, token_type_ids, lens, positions):
         with paddle.no_grad():
-            mlm, nsp = model(*(paddle.to_tensor(a) for a in (ids, segments, lens, positions)))
+            mlm, nsp = model(*(paddle.to_tensor(a) for a in (ids, token_type_ids, lens, positions)))
         return mlm.astype("float32").numpy(), nsp.numpy()
 
-    def encoder(ids, segments, lens):
+    def encoder(ids, token_type_ids, lens):
         with paddle.no_grad():
-            return model.encoder(*(paddle.to_tensor(a) for a in (ids, segments, lens))).numpy()
+            return model.encoder(*(paddle.to_tensor(a) for a in (ids, token_type_ids, lens))).numpy()
 
     return pretraining, encoder
 
@@ -164,9 +164,9 @@ def format_metrics(metrics: dict[str, float]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipeline.runtime import quiet_paddle_import
+    from pipeline.runtime import prepare_process_for_paddle
 
-    quiet_paddle_import()
+    prepare_process_for_paddle()
     from pipeline import checkpoint
     from pipeline.dataset import prepare
     from pipeline.errors import UserError

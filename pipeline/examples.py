@@ -20,16 +20,16 @@ CHUNK_ROWS = 1 << 16  # rows built at a time, so temporaries stay small next to 
 class Pairs:
     """Unmasked `<cls> A <sep> B <sep>` pairs, padded with `<pad>` to max_len."""
 
-    token_ids: np.ndarray  # [N, max_len] int32
-    segments: np.ndarray  # [N, max_len] int32, 0 for A (and padding), 1 for B
-    valid_lens: np.ndarray  # [N] int32
+    input_ids: np.ndarray  # [N, max_len] int32
+    token_type_ids: np.ndarray  # [N, max_len] int32, 0 for A (and padding), 1 for B
+    valid_length: np.ndarray  # [N] int32
     nsp_labels: np.ndarray  # [N] int32, 1 when B really follows A
 
     def __len__(self) -> int:
-        return len(self.valid_lens)
+        return len(self.valid_length)
 
     def take(self, index: np.ndarray) -> "Pairs":
-        return Pairs(self.token_ids[index], self.segments[index], self.valid_lens[index],
+        return Pairs(self.input_ids[index], self.token_type_ids[index], self.valid_length[index],
                      self.nsp_labels[index])
 
 
@@ -37,7 +37,7 @@ class Pairs:
 class MaskedTokens:
     """The MLM side of a set of pairs: corrupted inputs and what to predict where."""
 
-    token_ids: np.ndarray  # [N, max_len] int32, with <mask> / random / kept tokens
+    input_ids: np.ndarray  # [N, max_len] int32, with <mask> / random / kept tokens
     pred_positions: np.ndarray  # [N, max_preds] int32 (0 where the weight is 0)
     mlm_weights: np.ndarray  # [N, max_preds] float32, 1 for a real prediction
     mlm_labels: np.ndarray  # [N, max_preds] int32, the original tokens (0 where the weight is 0)
@@ -66,8 +66,8 @@ def make_pairs(ids: np.ndarray, sentences: Sentences, vocab: Vocab, max_len: int
                         f"(shortest pair needs {int((lengths[first] + lengths[second]).min()) + 3})")
     first, second, is_next = first[keep], second[keep], is_next[keep]
     n = len(first)
-    token_ids = np.empty((n, max_len), dtype=np.int32)
-    segments = np.empty((n, max_len), dtype=np.int32)
+    input_ids = np.empty((n, max_len), dtype=np.int32)
+    token_type_ids = np.empty((n, max_len), dtype=np.int32)
     col = np.arange(max_len, dtype=np.int32)[None, :]
     for lo in range(0, n, CHUNK_ROWS):
         sl = slice(lo, lo + CHUNK_ROWS)
@@ -79,19 +79,19 @@ def make_pairs(ids: np.ndarray, sentences: Sentences, vocab: Vocab, max_len: int
         row = np.where(in_a | in_b, ids[src], vocab.pad)
         row[:, 0] = vocab.cls
         np.putmask(row, (col == la + 1) | (col == la + lb + 2), vocab.sep)
-        token_ids[sl] = row
-        segments[sl] = (col >= la + 2) & (col <= la + lb + 2)
-    valid_lens = (lengths[first] + lengths[second] + 3).astype(np.int32)
-    return Pairs(token_ids, segments, valid_lens, is_next.astype(np.int32))
+        input_ids[sl] = row
+        token_type_ids[sl] = (col >= la + 2) & (col <= la + lb + 2)
+    valid_length = (lengths[first] + lengths[second] + 3).astype(np.int32)
+    return Pairs(input_ids, token_type_ids, valid_length, is_next.astype(np.int32))
 
 
-def mask_tokens(token_ids: np.ndarray, vocab_size: int, max_preds: int, mask_prob: float,
+def mask_tokens(input_ids: np.ndarray, vocab_size: int, max_preds: int, mask_prob: float,
                 rng: np.random.Generator) -> MaskedTokens:
     """Choose mask_prob (at least one) of the non-special tokens of each row; of those 80% become
     `<mask>`, 10% a random non-special token, 10% stay. Labels are the original tokens."""
-    n, max_len = token_ids.shape
-    candidate = token_ids >= len(SPECIAL_TOKENS)
-    candidate |= token_ids == SPECIAL_TOKENS.index("<unk>")
+    n, max_len = input_ids.shape
+    candidate = input_ids >= len(SPECIAL_TOKENS)
+    candidate |= input_ids == SPECIAL_TOKENS.index("<unk>")
     n_candidates = candidate.sum(axis=1)
     n_preds = np.minimum(np.maximum(np.rint(mask_prob * n_candidates), 1), n_candidates)
     n_preds = np.minimum(n_preds, max_preds).astype(np.int64)
@@ -103,12 +103,12 @@ def mask_tokens(token_ids: np.ndarray, vocab_size: int, max_preds: int, mask_pro
     positions = np.take_along_axis(smallest, order, axis=1)
     weights = np.arange(k)[None, :] < n_preds[:, None]
     positions = np.where(weights, positions, 0).astype(np.int32)
-    labels = np.where(weights, np.take_along_axis(token_ids, positions, axis=1), 0).astype(np.int32)
+    labels = np.where(weights, np.take_along_axis(input_ids, positions, axis=1), 0).astype(np.int32)
     roll = rng.random((n, k), dtype=np.float32)
     random_tokens = rng.integers(len(SPECIAL_TOKENS), vocab_size, (n, k), dtype=np.int32)
     mask_id = SPECIAL_TOKENS.index("<mask>")
     replacement = np.where(roll < 0.8, mask_id, np.where(roll < 0.9, random_tokens, labels))
-    masked = token_ids.copy()
+    masked = input_ids.copy()
     np.put_along_axis(masked, positions, np.where(weights, replacement, masked[:, :1]), axis=1)
     if k < max_preds:
         pad = ((0, 0), (0, max_preds - k))

@@ -1,9 +1,12 @@
 """BERT for pretraining: embeddings, Transformer encoder, masked-LM head and next-sentence head.
 
-Layer names follow the paper and Hugging Face's `modeling_bert.py` (embeddings, attention,
-intermediate, output, pooler, heads). Written for static graph: one additive attention mask per
-batch shared by every head and layer, attention per head with no transposes, the MLM gather by
-flat index, no Python loops over tensor values.
+Layers are named after the paper's parts (embeddings, attention, intermediate, output, heads); the
+names differ from Hugging Face's `modeling_bert.py` in places (`attention_norm`, `mlm_head.decoder`,
+the pooler inside `nsp_head`), and export/huggingface.py maps every parameter explicitly. Written for
+the static graph on CPU: one additive attention mask per batch shared by every head and layer; with
+up to 4 heads, attention runs head by head on column blocks of the projection weights (no transposes),
+with more the heads are batched with the usual transposes; the MLM head gathers its rows by flat
+index; no Python loops over tensor values. Shapes: B batch, L length, H hidden, V vocabulary.
 """
 from __future__ import annotations
 
@@ -19,10 +22,10 @@ from pipeline.export_format import ENCODER_INPUTS
 MASK_VALUE = -1e4  # additive mask for padded keys; safe in fp16 too
 
 
-def attention_mask(valid_lens: paddle.Tensor, seq_len: paddle.Tensor | int) -> paddle.Tensor:
-    """[B, 1, L] additive mask: 0 for the first `valid_lens` keys of a row, MASK_VALUE after."""
-    positions = paddle.arange(seq_len, dtype=valid_lens.dtype).unsqueeze(0)
-    keep = positions < valid_lens.unsqueeze(1)
+def attention_mask(valid_length: paddle.Tensor, seq_len: paddle.Tensor | int) -> paddle.Tensor:
+    """[B, 1, L] additive mask: 0 for the first `valid_length` keys of a row, MASK_VALUE after."""
+    positions = paddle.arange(seq_len, dtype=valid_length.dtype).unsqueeze(0)
+    keep = positions < valid_length.unsqueeze(1)
     return ((1.0 - keep.astype("float32")) * MASK_VALUE).unsqueeze(1)
 
 
@@ -42,8 +45,8 @@ def dense(x: paddle.Tensor, weight: paddle.Tensor, bias: paddle.Tensor, training
     return linear_with_bias_row(x, weight, bias) if training else F.linear(x, weight, bias)
 
 
-class Dense(nn.Linear):
-    """nn.Linear computed by `dense`."""
+class BiasRowLinear(nn.Linear):
+    """nn.Linear whose training form multiplies by [W; b] (the bias as an extra weight row): see `dense`."""
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         return dense(x, self.weight, self.bias, self.training)
@@ -135,8 +138,8 @@ class BertLayer(nn.Layer):
         super().__init__()
         self.attention = BertSelfAttention(cfg)
         self.attention_norm = nn.LayerNorm(cfg.hidden_size, epsilon=cfg.layer_norm_eps)
-        self.intermediate = Dense(cfg.hidden_size, cfg.ffn_size)
-        self.output = Dense(cfg.ffn_size, cfg.hidden_size)
+        self.intermediate = BiasRowLinear(cfg.hidden_size, cfg.ffn_size)
+        self.output = BiasRowLinear(cfg.ffn_size, cfg.hidden_size)
         self.output_norm = nn.LayerNorm(cfg.hidden_size, epsilon=cfg.layer_norm_eps)
         self.activation = getattr(F, cfg.activation)
         self.dropout = nn.Dropout(cfg.dropout)
@@ -187,12 +190,12 @@ class MaskLMHead(nn.Layer):
 
     def __init__(self, cfg: ModelConfig, word_embeddings: nn.Embedding | None = None):
         super().__init__()
-        self.transform = Dense(cfg.hidden_size, cfg.hidden_size)
+        self.transform = BiasRowLinear(cfg.hidden_size, cfg.hidden_size)
         self.activation = getattr(F, cfg.activation)
         self.layer_norm = nn.LayerNorm(cfg.hidden_size, epsilon=cfg.layer_norm_eps)
         self.tied = [word_embeddings] if word_embeddings is not None else []  # a list: not a second sublayer
         if word_embeddings is None:
-            self.decoder = Dense(cfg.hidden_size, cfg.vocab_size)
+            self.decoder = BiasRowLinear(cfg.hidden_size, cfg.vocab_size)
         else:
             self.decoder_bias = self.create_parameter([cfg.vocab_size], is_bias=True)
 
@@ -276,11 +279,11 @@ class PretrainingStep(nn.Layer):
         super().__init__()
         self.bert = model
 
-    def forward(self, token_ids: paddle.Tensor, segments: paddle.Tensor, valid_lens: paddle.Tensor,
+    def forward(self, input_ids: paddle.Tensor, token_type_ids: paddle.Tensor, valid_length: paddle.Tensor,
                 mlm_positions: paddle.Tensor, mlm_labels: paddle.Tensor, nsp_labels: paddle.Tensor,
                 mlm_norm: paddle.Tensor, drop_masks: paddle.Tensor | None = None
                 ) -> tuple[paddle.Tensor, paddle.Tensor]:
-        encodings = self.bert.encoder(token_ids, segments, valid_lens, drop_masks)
+        encodings = self.bert.encoder(input_ids, token_type_ids, valid_length, drop_masks)
         mlm_logits = self.bert.mlm_head.predict(encodings, mlm_positions)
         nsp_logits = self.bert.nsp_head(encodings)
         return pretraining_loss(mlm_logits, nsp_logits, mlm_labels, nsp_labels, mlm_norm)
@@ -292,8 +295,8 @@ def step_input_spec(host_dropout: bool) -> list:
 
     i64, f32 = "int64", "float32"
     masks = [InputSpec([None, None, None, None], "uint8", "drop_masks")] if host_dropout else []
-    return [InputSpec([None, None], i64, "token_ids"), InputSpec([None, None], i64, "segments"),
-            InputSpec([None], i64, "valid_lens"), InputSpec([None], i64, "mlm_positions"),
+    return [InputSpec([None, None], i64, "input_ids"), InputSpec([None, None], i64, "token_type_ids"),
+            InputSpec([None], i64, "valid_length"), InputSpec([None], i64, "mlm_positions"),
             InputSpec([None], i64, "mlm_labels"), InputSpec([None], i64, "nsp_labels"),
             InputSpec([1], f32, "mlm_norm")] + masks
 

@@ -9,8 +9,10 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
 PADDLE_MODULES = r"paddle(\.|$)"
 
 
-def quiet_paddle_import() -> None:
-    """Silence import noise and pick fast CPU math; call before the first `import paddle`.
+def prepare_process_for_paddle() -> None:
+    """Set up this process for Paddle, before the first `import paddle`: quiet imports (no warnings from
+    Paddle's internals, no executor info lines), fast CPU math (MKL's AVX2 kernels on AMD, a serial static
+    executor, glibc keeping freed blocks).
 
     MKL_DEBUG_CPU_TYPE=5 makes Paddle's bundled MKL use its AVX2 kernels on AMD processors, where it
     otherwise falls back to slow generic code (measured: 2x faster matmuls on these AMD EPYC machines;
@@ -28,7 +30,7 @@ def quiet_paddle_import() -> None:
 
 
 def show_paddle_warnings() -> None:
-    """Show the warnings that `quiet_paddle_import` hid (the --verbose flags)."""
+    """Show the warnings that `prepare_process_for_paddle` hid (the --verbose flags)."""
     warnings.filterwarnings("default", module=PADDLE_MODULES)
 
 

@@ -19,9 +19,9 @@ from pathlib import Path
 if __name__ == "__main__" and not __package__:
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from pipeline.runtime import quiet_paddle_import, show_paddle_warnings
+from pipeline.runtime import prepare_process_for_paddle, show_paddle_warnings
 
-quiet_paddle_import()
+prepare_process_for_paddle()
 
 import numpy as np  # noqa: E402
 import paddle  # noqa: E402

@@ -74,6 +74,7 @@ def micro_batch(array: np.ndarray, name: str, index: int, parts: int) -> np.ndar
     """Part `index` of `parts` of one batch field (rows are axis 1 of the dropout masks)."""
     if parts == 1 or name == "mlm_norm":  # the norm counts the whole global batch's predictions
         return array
+    # drop_masks are [masks, rows, L, H]: one mask per dropout site first, so the rows are axis 1
     return np.array_split(array, parts, axis=1 if name == "drop_masks" else 0)[index]
 
 

@@ -52,10 +52,10 @@ def test_paragraphs_follow_the_seed(tmp_path):
 def test_pairs_shapes_padding_and_segments(prepared):
     pairs, vocab = prepared.pairs, prepared.vocab
     n = len(pairs)
-    assert pairs.token_ids.shape == (n, MAX_LEN) and pairs.token_ids.dtype == np.int32
-    assert pairs.segments.shape == (n, MAX_LEN) and pairs.valid_lens.shape == (n,)
+    assert pairs.input_ids.shape == (n, MAX_LEN) and pairs.input_ids.dtype == np.int32
+    assert pairs.token_type_ids.shape == (n, MAX_LEN) and pairs.valid_length.shape == (n,)
     for row in range(0, n, max(1, n // 50)):
-        ids, seg, length = pairs.token_ids[row], pairs.segments[row], pairs.valid_lens[row]
+        ids, seg, length = pairs.input_ids[row], pairs.token_type_ids[row], pairs.valid_length[row]
         assert ids[0] == vocab.cls and ids[length - 1] == vocab.sep
         assert (ids[length:] == vocab.pad).all() and (seg[length:] == 0).all()
         seps = np.flatnonzero(ids[:length] == vocab.sep)
@@ -74,7 +74,7 @@ def test_true_next_sentence_pairs_follow_each_other(tmp_path):
     sents = read_sentences(path)
     vocab = Vocab.from_counts(sents.counts, 1)
     pairs = make_pairs(vocab.ids_of(sents.forms)[sents.token_ids], sents, vocab, 16, np.random.default_rng(0))
-    for ids, label in zip(pairs.token_ids, pairs.nsp_labels):
+    for ids, label in zip(pairs.input_ids, pairs.nsp_labels):
         words = [w for w in vocab.to_tokens(ids) if w.startswith("s")]
         if label:
             assert int(words[1][1]) == int(words[0][1]) + 1
@@ -82,7 +82,7 @@ def test_true_next_sentence_pairs_follow_each_other(tmp_path):
 
 def test_pairs_longer_than_max_len_are_skipped(prepared, corpus_dir):
     short = prepare(corpus_dir / "wiki.train.tokens", 12, 1, 0, None)
-    assert (short.pairs.valid_lens <= 12).all() and len(short.pairs) < len(prepared.pairs)
+    assert (short.pairs.valid_length <= 12).all() and len(short.pairs) < len(prepared.pairs)
 
 
 def test_max_len_too_small_for_any_pair(corpus_dir):
@@ -95,22 +95,22 @@ def test_mask_statistics_over_many_draws(prepared):
     rng = np.random.default_rng(7)
     chosen = kept = masked = randomised = candidates = 0
     for _ in range(20):
-        m = mask_tokens(pairs.token_ids, len(vocab), max_predictions(MAX_LEN), 0.15, rng)
+        m = mask_tokens(pairs.input_ids, len(vocab), max_predictions(MAX_LEN), 0.15, rng)
         w = m.mlm_weights.astype(bool)
         rows = np.nonzero(w)[0]
-        original = pairs.token_ids[rows, m.pred_positions[w]]
-        now = m.token_ids[rows, m.pred_positions[w]]
+        original = pairs.input_ids[rows, m.pred_positions[w]]
+        now = m.input_ids[rows, m.pred_positions[w]]
         assert (m.mlm_labels[w] == original).all(), "labels are the original tokens"
         assert not np.isin(original, [vocab.pad, vocab.cls, vocab.sep, vocab.mask]).any()
         assert (m.mlm_labels[~w] == 0).all() and (m.pred_positions[~w] == 0).all()
-        unchanged = np.ones_like(m.token_ids, dtype=bool)
+        unchanged = np.ones_like(m.input_ids, dtype=bool)
         unchanged[rows, m.pred_positions[w]] = False
-        assert (m.token_ids[unchanged] == pairs.token_ids[unchanged]).all(), "only chosen positions change"
+        assert (m.input_ids[unchanged] == pairs.input_ids[unchanged]).all(), "only chosen positions change"
         chosen += w.sum()
         masked += (now == vocab.mask).sum()
         kept += (now == original).sum()
         randomised += ((now != original) & (now != vocab.mask)).sum()
-        candidates += (pairs.valid_lens - 3).sum()
+        candidates += (pairs.valid_length - 3).sum()
         assert (w.sum(1) >= 1).all()
     assert chosen / candidates == pytest.approx(0.15, abs=0.02)
     assert masked / chosen == pytest.approx(0.8, abs=0.02)
@@ -143,7 +143,7 @@ def test_cache_hit_gives_identical_arrays_without_reading_the_text(corpus_dir, t
     monkeypatch.setattr(dataset, "read_sentences", lambda path: pytest.fail("cache was not used"))
     second = prepare(corpus_dir / "wiki.valid.tokens", MAX_LEN, 1, 0, tmp_path)
     assert second.vocab.idx_to_token == first.vocab.idx_to_token
-    for name in ("token_ids", "segments", "valid_lens", "nsp_labels"):
+    for name in ("input_ids", "token_type_ids", "valid_length", "nsp_labels"):
         assert np.array_equal(getattr(first.pairs, name), getattr(second.pairs, name))
 
 
@@ -161,9 +161,9 @@ def test_damaged_cache_is_rebuilt_not_trusted(corpus_dir, tmp_path, damage):
         data = bytearray(b"not a zip file")
     cache_file.write_bytes(bytes(data))
     again = prepare(corpus_dir / "wiki.valid.tokens", MAX_LEN, 1, 0, tmp_path)
-    assert np.array_equal(again.pairs.token_ids, first.pairs.token_ids)
+    assert np.array_equal(again.pairs.input_ids, first.pairs.input_ids)
     with np.load(cache_file, allow_pickle=False) as f:  # rewritten intact
-        assert np.array_equal(f["token_ids"], first.pairs.token_ids)
+        assert np.array_equal(f["input_ids"], first.pairs.input_ids)
 
 
 def test_other_settings_or_text_miss_the_cache(corpus_dir, tmp_path):
@@ -179,9 +179,9 @@ def test_shards_are_disjoint_and_cover_the_global_batch(prepared):
     data = PretrainingData(prepared.pairs, len(prepared.vocab), MAX_LEN, seed=3)
     whole = data.batch(5, 64)
     shards = [data.batch(5, 64, rank, 4) for rank in range(4)]
-    for name in ("token_ids", "segments", "valid_lens", "pred_positions", "mlm_labels", "nsp_labels"):
+    for name in ("input_ids", "token_type_ids", "valid_length", "pred_positions", "mlm_labels", "nsp_labels"):
         assert np.array_equal(np.concatenate([s[name] for s in shards]), whole[name])
-    assert all(s["token_ids"].shape == (16, MAX_LEN) for s in shards)
+    assert all(s["input_ids"].shape == (16, MAX_LEN) for s in shards)
     assert sum(s["mlm_norm"][0] for s in shards) == pytest.approx(whole["mlm_weights"].sum())
 
 
@@ -195,9 +195,9 @@ def test_epoch_covers_every_pair_once(prepared):
 def test_dynamic_masking_redraws_each_epoch_and_fixed_does_not(prepared):
     args = (prepared.pairs, len(prepared.vocab), MAX_LEN)
     dynamic, fixed = PretrainingData(*args), PretrainingData(*args, dynamic_masking=False)
-    assert not np.array_equal(dynamic.masks(0).token_ids, dynamic.masks(1).token_ids)
-    assert np.array_equal(fixed.masks(0).token_ids, fixed.masks(1).token_ids)
-    assert np.array_equal(dynamic.masks(1).token_ids, PretrainingData(*args).masks(1).token_ids)
+    assert not np.array_equal(dynamic.masks(0).input_ids, dynamic.masks(1).input_ids)
+    assert np.array_equal(fixed.masks(0).input_ids, fixed.masks(1).input_ids)
+    assert np.array_equal(dynamic.masks(1).input_ids, PretrainingData(*args).masks(1).input_ids)
 
 
 def test_host_dropout_masks_keep_the_right_fraction(prepared):

@@ -25,7 +25,7 @@ def targets(pairs, vocab_size):
 
 def constant(vocab_size, favourite=None, nsp_favourite=None):
     """A model that ignores its input: the same MLM and NSP logits everywhere."""
-    def pretraining(ids, segments, lens, positions):
+    def pretraining(ids, token_type_ids, lens, positions):
         mlm = np.zeros((len(ids), positions.shape[1], vocab_size), dtype=np.float32)
         nsp = np.zeros((len(ids), 2), dtype=np.float32)
         if favourite is not None:
@@ -76,7 +76,7 @@ def test_an_oracle_scores_one_and_perplexity_near_one(held_out):
     vocab, pairs = held_out
     seen = iter(eval_batches(pairs, len(vocab), MAX_LEN, BATCH))
 
-    def oracle(ids, segments, lens, positions):
+    def oracle(ids, token_type_ids, lens, positions):
         batch = next(seen)
         mlm = np.zeros((len(ids), positions.shape[1], len(vocab)), dtype=np.float32)
         np.put_along_axis(mlm, batch["mlm_labels"][..., None], 30.0, axis=-1)
@@ -110,13 +110,13 @@ def test_encoding_figures_tell_collapsed_context_free_and_contextual_encoders_ap
     vocab, pairs = held_out
     table = np.random.default_rng(0).normal(size=(len(vocab), 8)).astype(np.float32)
 
-    def collapsed(ids, segments, lens):
+    def collapsed(ids, token_type_ids, lens):
         return np.ones((*ids.shape, 8), dtype=np.float32)
 
-    def context_free(ids, segments, lens):
+    def context_free(ids, token_type_ids, lens):
         return table[ids]
 
-    def contextual(ids, segments, lens):
+    def contextual(ids, token_type_ids, lens):
         return table[ids] + table[np.roll(ids, -1, axis=1)]  # the next word
 
     c = encoding_figures(collapsed, pairs, vocab, MAX_LEN)

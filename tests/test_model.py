@@ -16,18 +16,18 @@ def batch(rows=4, length=12, preds=3, seed=0):
     valid = rng.integers(5, length + 1, rows)
     ids = rng.integers(5, 50, (rows, length))
     ids[np.arange(length)[None, :] >= valid[:, None]] = 1
-    segments = (np.arange(length)[None, :] >= valid[:, None] // 2).astype(np.int64) * (ids != 1)
+    token_type_ids = (np.arange(length)[None, :] >= valid[:, None] // 2).astype(np.int64) * (ids != 1)
     positions = np.stack([rng.choice(np.arange(1, v - 1), preds, replace=False) for v in valid])
     weights = np.ones((rows, preds), dtype=np.float32)
     weights[:, -1] = 0
     labels = rng.integers(5, 50, (rows, preds))
     nsp = rng.integers(0, 2, rows)
-    return {"token_ids": ids, "segments": segments, "valid_lens": valid, "pred_positions": positions,
+    return {"input_ids": ids, "token_type_ids": token_type_ids, "valid_length": valid, "pred_positions": positions,
             "mlm_weights": weights, "mlm_labels": labels, "nsp_labels": nsp,
             "mlm_norm": np.array([weights.sum()], dtype=np.float32)}
 
 
-STEP_NAMES = ["token_ids", "segments", "valid_lens", "mlm_positions", "mlm_labels", "nsp_labels", "mlm_norm"]
+STEP_NAMES = ["input_ids", "token_type_ids", "valid_length", "mlm_positions", "mlm_labels", "nsp_labels", "mlm_norm"]
 
 
 def tensors(b, names=STEP_NAMES):
@@ -40,9 +40,9 @@ def test_output_shapes():
     paddle.seed(0)
     model = BertForPretraining(CFG)
     b = batch()
-    mlm, nsp = model(*tensors(b, ("token_ids", "segments", "valid_lens", "pred_positions")))
+    mlm, nsp = model(*tensors(b, ("input_ids", "token_type_ids", "valid_length", "pred_positions")))
     assert mlm.shape == [4, 3, 50] and nsp.shape == [4, 2]
-    encodings = model.encoder(*tensors(b, ("token_ids", "segments", "valid_lens")))
+    encodings = model.encoder(*tensors(b, ("input_ids", "token_type_ids", "valid_length")))
     assert encodings.shape == [4, 12, 16]
 
 
@@ -82,11 +82,11 @@ def test_padding_does_not_change_the_real_positions():
     model = BertForPretraining(CFG)
     model.eval()
     b = batch()
-    first = model.encoder(*tensors(b, ("token_ids", "segments", "valid_lens"))).numpy()
+    first = model.encoder(*tensors(b, ("input_ids", "token_type_ids", "valid_length"))).numpy()
     changed = dict(b)
-    changed["token_ids"] = np.where(np.arange(12)[None, :] >= b["valid_lens"][:, None], 7, b["token_ids"])
-    second = model.encoder(*tensors(changed, ("token_ids", "segments", "valid_lens"))).numpy()
-    for row, n in enumerate(b["valid_lens"]):
+    changed["input_ids"] = np.where(np.arange(12)[None, :] >= b["valid_length"][:, None], 7, b["input_ids"])
+    second = model.encoder(*tensors(changed, ("input_ids", "token_type_ids", "valid_length"))).numpy()
+    for row, n in enumerate(b["valid_length"]):
         np.testing.assert_allclose(first[row, :n], second[row, :n], atol=1e-6)
 
 
@@ -103,7 +103,7 @@ def test_mlm_loss_ignores_padded_predictions():
     assert mlm_loss(changed) == pytest.approx(mlm_loss(b["mlm_labels"]), abs=1e-7)
     changed[:, 0] = (changed[:, 0] + 1) % 50  # a real prediction
     assert mlm_loss(changed) != pytest.approx(mlm_loss(b["mlm_labels"]), abs=1e-4)
-    mlm_logits, _ = step.bert(*tensors(b, ("token_ids", "segments", "valid_lens", "pred_positions")))
+    mlm_logits, _ = step.bert(*tensors(b, ("input_ids", "token_type_ids", "valid_length", "pred_positions")))
     logp = paddle.nn.functional.log_softmax(mlm_logits, -1).numpy()
     picked = np.take_along_axis(logp, b["mlm_labels"][..., None], -1)[..., 0]
     expected = -(picked * b["mlm_weights"]).sum() / b["mlm_weights"].sum()
