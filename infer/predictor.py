@@ -10,6 +10,7 @@ the error type and the CPU-core count from `pipeline`.
 """
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,13 +147,24 @@ class Encoder:
     def _predictor(self, program: str, tokens_per_call: int) -> tuple:
         """(predictor, {input name: handle}, [output handles]) for this program and input size."""
         regime = "large" if self.device == "gpu" or tokens_per_call > SMALL_CALL_TOKENS else "small"
+        return self._predictor_for(program, regime)
+
+    def _predictor_for(self, program: str, regime: str) -> tuple:
         key = (program, regime)
         if key not in self._predictors:
-            predictor = self._inference.create_predictor(self._config(program, regime))
-            inputs = {name: predictor.get_input_handle(name) for name in predictor.get_input_names()}
-            outputs = [predictor.get_output_handle(name) for name in predictor.get_output_names()]
-            self._predictors[key] = (predictor, inputs, outputs)
+            self._predictors[key] = _with_handles(self._inference.create_predictor(self._config(program, regime)))
         return self._predictors[key]
+
+    def clone(self) -> "Encoder":
+        """An Encoder for another thread: the same settings, its own predictors, cloned from this one's
+        (clones share the weights). A predictor is not thread-safe, and neither is cloning one: call this
+        from the thread that owns this Encoder, then use each Encoder from one thread only."""
+        twin = copy.copy(self)
+        twin._predictors = {}
+        for regime in ("small", "large") if self.device == "cpu" else ("large",):
+            predictor = self._predictor_for(ENCODER, regime)[0]
+            twin._predictors[(ENCODER, regime)] = _with_handles(predictor.clone())
+        return twin
 
     # -- running ------------------------------------------------------------------------------
     def run(self, arrays: dict[str, np.ndarray], program: str = ENCODER) -> list[np.ndarray]:
@@ -176,12 +188,14 @@ class Encoder:
         order = sorted(range(len(items)), key=lambda i: len(items[i][0]))
         for lo in range(0, len(order), batch_size):
             chunk = order[lo:lo + batch_size]
-            arrays = pad_batch(self.vocab, [items[i] for i in chunk])
-            (encodings,) = self.run(arrays)[:1]
-            for row, i in enumerate(chunk):
-                tokens, segments = items[i]
-                results[i] = Encoding(tokens, segments, encodings[row, :len(tokens)])
+            for i, vectors in zip(chunk, self.encode_tokenized([items[i] for i in chunk])):
+                results[i] = Encoding(*items[i], vectors)
         return results
+
+    def encode_tokenized(self, items: list[tuple[list[str], list[int]]]) -> list[np.ndarray]:
+        """Vectors ([len(tokens), hidden]) of tokenized items, in one predictor call padded to the longest."""
+        (encodings,) = self.run(pad_batch(self.vocab, items))[:1]
+        return [encodings[row, :len(tokens)] for row, (tokens, _) in enumerate(items)]
 
     def fill_mask(self, text: str, top_k: int = 5) -> list[list[tuple[str, float]]]:
         """Top-k words and probabilities for each <mask> in `text` (needs an export --with-heads)."""
@@ -198,6 +212,12 @@ class Encoder:
             best = np.argsort(-row)[:top_k]
             out.append([(self.vocab.idx_to_token[i], float(row[i])) for i in best])
         return out
+
+
+def _with_handles(predictor) -> tuple:
+    """(predictor, {input name: handle}, [output handles]): handles fetched once, reused every call."""
+    inputs = {name: predictor.get_input_handle(name) for name in predictor.get_input_names()}
+    return predictor, inputs, [predictor.get_output_handle(name) for name in predictor.get_output_names()]
 
 
 def resolve_device(device: str, trt: bool, precision: str) -> str:

@@ -1,0 +1,97 @@
+"""Dynamic batching: requests that arrive together are padded into one predictor call.
+
+Worker threads, each with its own predictor (an `Encoder.clone()`), take tokenized items from one
+bounded queue: a worker waits up to `max_wait_ms` after the first item for more, up to `max_batch`,
+then runs them in length buckets (so a short text is not padded to a long one) and completes each
+item's future. A full queue refuses new work at once (`QueueFull`) instead of letting latency grow.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import Counter
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+Item = tuple[list[str], list[int]]  # tokens and segment ids, as `pipeline.tokenizer.tokenize` makes them
+BUCKET_WIDTH = 16  # items whose lengths fall in the same 16-token band share a predictor call
+
+
+class QueueFull(Exception):
+    """More work is waiting than the queue holds; the caller should retry later."""
+
+
+@dataclass
+class Job:
+    item: Item
+    future: Future = field(default_factory=Future)
+
+
+class Batcher:
+    """Runs tokenized items on `encoders` (one worker thread each) in dynamic batches."""
+
+    def __init__(self, encoders: list, max_batch: int = 32, max_wait_ms: float = 2.0, queue_size: int = 1024):
+        self.max_batch, self.max_wait = max_batch, max_wait_ms / 1000
+        self.jobs: queue.Queue[Job] = queue.Queue(maxsize=queue_size)
+        self.batch_sizes: Counter[int] = Counter()  # predictor calls by batch size, for bench/serve.py
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._workers = [threading.Thread(target=self._work, args=(enc,), name=f"encoder-{i}", daemon=True)
+                         for i, enc in enumerate(encoders)]
+        for worker in self._workers:
+            worker.start()
+
+    def submit(self, items: list[Item]) -> list[Future]:
+        """Queue `items` (all or none); their futures give the vectors [len(tokens), hidden]."""
+        with self._lock:  # all-or-none: one request's items are not split by a full queue
+            if self._stopping.is_set():
+                raise QueueFull("the service is shutting down")
+            if self.jobs.qsize() + len(items) > self.jobs.maxsize:
+                raise QueueFull(f"{self.jobs.qsize()} texts are waiting")
+            jobs = [Job(item) for item in items]
+            for job in jobs:
+                self.jobs.put_nowait(job)
+        return [job.future for job in jobs]
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Finish what is queued, then end the workers."""
+        self._stopping.set()
+        for worker in self._workers:
+            worker.join(timeout)
+
+    def _next_batch(self) -> list[Job]:
+        try:
+            batch = [self.jobs.get(timeout=0.05)]
+        except queue.Empty:
+            return []
+        deadline = time.perf_counter() + self.max_wait
+        while len(batch) < self.max_batch:
+            remaining = deadline - time.perf_counter()
+            try:
+                batch.append(self.jobs.get(timeout=remaining) if remaining > 0 else self.jobs.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _work(self, encoder) -> None:
+        while not (self._stopping.is_set() and self.jobs.empty()):
+            batch = self._next_batch()
+            for group in length_buckets(batch):
+                self.batch_sizes[len(group)] += 1
+                try:
+                    vectors = encoder.encode_tokenized([job.item for job in group])
+                except Exception as err:  # noqa: BLE001 - handed to the waiting requests, the worker lives on
+                    for job in group:
+                        job.future.set_exception(err)
+                    continue
+                for job, v in zip(group, vectors):
+                    job.future.set_result(v)
+
+
+def length_buckets(batch: list[Job]) -> list[list[Job]]:
+    """`batch` split into groups of similar length (same BUCKET_WIDTH band), shortest first."""
+    groups: dict[int, list[Job]] = {}
+    for job in sorted(batch, key=lambda j: len(j.item[0])):
+        groups.setdefault((len(job.item[0]) - 1) // BUCKET_WIDTH, []).append(job)
+    return list(groups.values())
