@@ -28,7 +28,7 @@ from export import huggingface  # noqa: E402
 from pipeline import checkpoint  # noqa: E402
 from pipeline.errors import UserError, run_cli  # noqa: E402
 from pipeline.export_format import (ENCODER, HEADS, HEADS_OUTPUTS, MANIFEST, MANIFEST_FORMAT,  # noqa: E402
-                                    PRED_POSITIONS, VOCAB, inputs_manifest, outputs_manifest)
+                                    ONNX_FILE, PRED_POSITIONS, VOCAB, inputs_manifest, outputs_manifest)
 from pipeline.files import atomic_folder, file_digest  # noqa: E402
 from pipeline.model import BertForPretraining, encoder_input_spec  # noqa: E402
 from pipeline.vocab import Vocab  # noqa: E402
@@ -57,13 +57,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--export-dir", help="where to write the model (default: <output-dir>/inference)")
     p.add_argument("--with-heads", action="store_true",
                    help="also export encoder + MLM/NSP heads, needed by infer/encode.py --fill-mask")
+    p.add_argument("--onnx", action="store_true",
+                   help="also convert the encoder to ONNX (encoder.onnx, with paddle2onnx) for "
+                        "infer/ --backend onnxruntime; needs: pip install paddle2onnx onnxruntime")
     p.add_argument("--format", choices=("paddle", "huggingface"), default="paddle",
                    help="paddle (default): a Paddle Inference model for infer/; huggingface: a folder that "
                         "transformers.BertForPreTraining.from_pretrained loads (default dir <output-dir>/huggingface)")
     return p
 
 
-def export(ckpt: checkpoint.Checkpoint, vocab: Vocab, export_dir: Path, with_heads: bool) -> Path:
+def export(ckpt: checkpoint.Checkpoint, vocab: Vocab, export_dir: Path, with_heads: bool, onnx: bool = False) -> Path:
     """Write the inference model of `ckpt` to `export_dir`, replacing what was there only on success."""
     cfg = ckpt.config
     model = BertForPretraining(cfg.model)
@@ -76,6 +79,8 @@ def export(ckpt: checkpoint.Checkpoint, vocab: Vocab, export_dir: Path, with_hea
             heads = MaskedLMPredictor(model)
             spec = encoder_input_spec() + [InputSpec([None, None], "int64", PRED_POSITIONS[0])]
             paddle.jit.save(paddle.jit.to_static(heads, input_spec=spec, full_graph=True), str(tmp / HEADS))
+        if onnx:
+            convert_to_onnx(tmp)
         vocab.save(tmp / VOCAB)
         manifest = {
             "format": MANIFEST_FORMAT,
@@ -84,12 +89,27 @@ def export(ckpt: checkpoint.Checkpoint, vocab: Vocab, export_dir: Path, with_hea
             "inputs": inputs_manifest(),
             "outputs": outputs_manifest(cfg.model.hidden_size),
             "with_heads": with_heads,
-            "sha256": {p.name: file_digest(p) for p in sorted(tmp.glob("*.pdiparams"))},
+            "sha256": {p.name: file_digest(p) for p in sorted([*tmp.glob("*.pdiparams"), *tmp.glob("*.onnx")])},
         }
         if with_heads:
             manifest["heads_outputs"] = list(HEADS_OUTPUTS)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     return export_dir
+
+
+def convert_to_onnx(folder: Path) -> None:
+    """folder/encoder.json + .pdiparams -> folder/encoder.onnx (opset 17) with paddle2onnx."""
+    try:
+        import paddle2onnx
+    except ImportError:
+        raise UserError("--onnx needs paddle2onnx: pip install paddle2onnx onnxruntime") from None
+    try:  # optimize_tool="None": its default optimiser pip-installs packages on the fly
+        paddle2onnx.export(str(folder / f"{ENCODER}.json"), str(folder / f"{ENCODER}.pdiparams"),
+                           save_file=str(folder / ONNX_FILE), opset_version=17, optimize_tool="None")
+    except (Exception, SystemExit) as err:  # paddle2onnx ends with SystemExit on a failed conversion
+        raise UserError(f"ONNX conversion failed: {err}") from None
+    if not (folder / ONNX_FILE).is_file():
+        raise UserError("ONNX conversion failed: paddle2onnx wrote no file")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             huggingface.write_folder(tmp, ckpt.config, ckpt.model_state, vocab)
     else:
         export_dir = Path(args.export_dir) if args.export_dir else output / "inference"
-        export(ckpt, vocab, export_dir, args.with_heads)
+        export(ckpt, vocab, export_dir, args.with_heads, args.onnx)
     print(f"exported {path} (step {ckpt.step}) to {export_dir}")
     return 0
 

@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from pipeline.errors import UserError
-from pipeline.export_format import ENCODER, HEADS, MANIFEST, PRED_POSITIONS, VOCAB, input_names
+from pipeline.export_format import ENCODER, HEADS, MANIFEST, ONNX_FILE, PRED_POSITIONS, VOCAB, input_names
 from pipeline.runtime import available_cores
 from pipeline.tokenizer import Text, pad_batch, tokenize
 from pipeline.vocab import MASK, Vocab
@@ -89,21 +89,29 @@ class ModelFolder:
 
 
 class Encoder:
-    """Paddle Inference predictors over an exported model, on GPU (optionally TensorRT) or CPU."""
+    """Paddle Inference predictors over an exported model, on GPU (optionally TensorRT) or CPU; or, with
+    backend="onnxruntime", ONNX Runtime on CPU over the same export converted by `save.py --onnx`."""
 
     def __init__(self, model_dir: str | Path = "output/inference", device: str = "auto", threads: int = 0,
                  onednn: str = "auto", trt: bool = False, precision: str = "fp32", max_batch: int = 64,
-                 verbose: bool = False):
-        from paddle import inference
-
+                 verbose: bool = False, backend: str = "paddle"):
         self.folder = ModelFolder.open(model_dir)
         self.vocab = self.folder.vocab
         self.max_len = self.folder.max_len
         self.threads, self.onednn, self.verbose = threads, onednn, verbose
         self.trt, self.precision, self.max_batch = trt, precision, max_batch
+        self.backend = backend
+        self._predictors: dict[tuple[str, str], tuple] = {}
+        if backend == "onnxruntime":
+            self.device = "cpu"
+            self._onnx = OnnxEncoder(self.folder.path / ONNX_FILE, threads)
+            return
+        if backend != "paddle":
+            raise UserError(f"--backend must be paddle or onnxruntime, got {backend!r}")
+        from paddle import inference
+
         self.device = resolve_device(device, trt, precision)
         self._inference = inference
-        self._predictors: dict[tuple[str, str], tuple] = {}
 
     # -- configuration ------------------------------------------------------------------------
     def _config(self, program: str, regime: str):
@@ -161,6 +169,8 @@ class Encoder:
         from the thread that owns this Encoder, then use each Encoder from one thread only."""
         twin = copy.copy(self)
         twin._predictors = {}
+        if self.backend == "onnxruntime":
+            return twin  # an ONNX Runtime session may be run from several threads at once
         for regime in ("small", "large") if self.device == "cpu" else ("large",):
             predictor = self._predictor_for(ENCODER, regime)[0]
             twin._predictors[(ENCODER, regime)] = _with_handles(predictor.clone())
@@ -169,6 +179,10 @@ class Encoder:
     # -- running ------------------------------------------------------------------------------
     def run(self, arrays: dict[str, np.ndarray], program: str = ENCODER) -> list[np.ndarray]:
         """Feed named int64 arrays to `program`; return its outputs in order."""
+        if self.backend == "onnxruntime":
+            if program != ENCODER:
+                raise UserError("--fill-mask runs on the Paddle backend only (--backend paddle)")
+            return self._onnx.run(arrays)
         predictor, inputs, outputs = self._predictor(program, arrays[input_names()[0]].size)
         for name, handle in inputs.items():
             handle.reshape(arrays[name].shape)
@@ -212,6 +226,35 @@ class Encoder:
             best = np.argsort(-row)[:top_k]
             out.append([(self.vocab.idx_to_token[i], float(row[i])) for i in best])
         return out
+
+
+class OnnxEncoder:
+    """ONNX Runtime sessions over encoder.onnx: one thread for short inputs, all cores for batches."""
+
+    def __init__(self, path: Path, threads: int = 0):
+        try:
+            import onnxruntime
+        except ImportError:
+            raise UserError("--backend onnxruntime needs onnxruntime: pip install onnxruntime") from None
+        if not path.is_file():
+            raise UserError(f"{path} is missing: export with python export/save.py --onnx")
+        self._ort, self.path, self.threads = onnxruntime, path, threads
+        self._sessions: dict[str, object] = {}
+
+    def _session(self, regime: str):
+        if regime not in self._sessions:
+            options = self._ort.SessionOptions()
+            options.intra_op_num_threads = self.threads or (1 if regime == "small" else available_cores())
+            options.inter_op_num_threads = 1
+            options.log_severity_level = 3  # errors only: not its notes on unused initialisers
+            self._sessions[regime] = self._ort.InferenceSession(str(self.path), options,
+                                                                providers=["CPUExecutionProvider"])
+        return self._sessions[regime]
+
+    def run(self, arrays: dict[str, np.ndarray]) -> list[np.ndarray]:
+        tokens = arrays[input_names()[0]].size
+        session = self._session("small" if tokens <= SMALL_CALL_TOKENS else "large")
+        return session.run(None, {name: arrays[name] for name in input_names()})
 
 
 def _with_handles(predictor) -> tuple:

@@ -167,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-texts", type=int, default=256, help="most texts in one request (default 256)")
     p.add_argument("--max-body-kb", type=int, default=1024, help="largest request body in KiB (default 1024)")
     p.add_argument("--device", default="auto", choices=("auto", "gpu", "cpu"), help="as in infer/encode.py")
+    p.add_argument("--backend", default="paddle", choices=("paddle", "onnxruntime"),
+                   help="paddle (default) or onnxruntime (over encoder.onnx: export/save.py --onnx)")
     p.add_argument("--verbose", action="store_true", help="log every request and the predictor's own lines")
     return p
 
@@ -182,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError("--workers and --max-wait-ms cannot be negative")
     workers = args.workers or max(1, available_cores() // 2)
     threads = max(1, available_cores() // workers)
-    encoder = Encoder(model_dir=args.model_dir, device=args.device, threads=threads, verbose=args.verbose)
+    encoder = Encoder(model_dir=args.model_dir, device=args.device, threads=threads, verbose=args.verbose,
+                      backend=args.backend)
     app = create_app(encoder, workers=workers, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
                      queue_size=args.queue_size, max_texts=args.max_texts, max_body_bytes=args.max_body_kb * 1024)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")

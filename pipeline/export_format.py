@@ -7,6 +7,7 @@ from __future__ import annotations
 
 ENCODER, HEADS = "encoder", "pretraining"  # program names: <name>.json (or .pdmodel) + <name>.pdiparams
 MANIFEST, VOCAB = "manifest.json", "vocab.json"
+ONNX_FILE = "encoder.onnx"  # the encoder for ONNX Runtime (export/save.py --onnx), same inputs and output
 MANIFEST_FORMAT = 1
 
 # The encoder's inputs, in order: (name, shape, meaning); all int64, -1 = any size.
