@@ -66,11 +66,58 @@ def make_export(size: str, folder: Path) -> tuple[BertForPretraining, Path]:
     state = {k: v.numpy() for k, v in model.state_dict().items()}
     ckpt = checkpoint.Checkpoint(folder / "ckpt", 0, cfg, state, {}, {})
     vocab = Vocab(list(SPECIAL_TOKENS) + [f"w{i}" for i in range(VOCAB_SIZE - len(SPECIAL_TOKENS))])
-    return model, export(ckpt, vocab, folder / size, with_heads=False)
+    return model, export(ckpt, vocab, folder / size, with_heads=False, onnx=has("paddle2onnx") and has("onnxruntime"))
+
+
+def has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def huggingface_onnx(model: BertForPretraining, cfg_path: str, folder: Path):
+    """The same weights as Hugging Face `BertModel`, exported to ONNX by torch: the reference the
+    serving issue measured (bench extra: torch, transformers, onnxruntime). None when not installed."""
+    if not all(has(m) for m in ("torch", "transformers", "onnxruntime")):
+        return None
+    import torch
+    import transformers
+
+    from export.huggingface import bert_config, to_huggingface
+
+    cfg = load_config(cfg_path, [f"model.vocab_size={VOCAB_SIZE}"])
+    bert = transformers.BertModel(transformers.BertConfig(**bert_config(cfg)), add_pooling_layer=False).eval()
+    state = to_huggingface({k: v.numpy() for k, v in model.state_dict().items()}, cfg.model.num_layers)
+    bert.load_state_dict({k[len("bert."):]: torch.from_numpy(v) for k, v in state.items() if k.startswith("bert.")
+                          and not k.startswith("bert.pooler")}, strict=False)
+
+    class Encodings(torch.nn.Module):
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            return bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).last_hidden_state
+
+    path = folder / "hf_bert.onnx"
+    example = [torch.ones((1, 6), dtype=torch.int64)] * 3
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    torch.onnx.export(Encodings(), tuple(example), str(path), input_names=names, output_names=["encodings"],
+                      dynamic_axes={n: {0: "batch", 1: "length"} for n in names + ["encodings"]},
+                      opset_version=17, dynamo=False)
+    return path
+
+
+def onnx_runner(path: Path, arrays: dict, threads: int):
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads, options.log_severity_level = threads, 3
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    mask = (np.arange(arrays["input_ids"].shape[1])[None, :] < arrays["valid_length"][:, None]).astype(np.int64)
+    feed = {"input_ids": arrays["input_ids"], "attention_mask": mask, "token_type_ids": arrays["token_type_ids"]}
+    return lambda: session.run(None, feed)
 
 
 def bench_size(size: str, calls: int, folder: Path) -> list[dict]:
     model, model_dir = make_export(size, folder)
+    reference = huggingface_onnx(model, SIZES[size], folder)
     static = paddle.jit.to_static(model.encoder, input_spec=encoder_input_spec(), full_graph=True)
     rows = []
     for shape, n in ((("sentence 1x6"), calls), (("batch 64x64"), max(3, calls // 20))):
@@ -84,8 +131,13 @@ def bench_size(size: str, calls: int, folder: Path) -> list[dict]:
             for threads in (1, 2):
                 encoders[f"predictor oneDNN {onednn}, {threads} thread(s)"] = Encoder(
                     model_dir, device="cpu", onednn=onednn, threads=threads)
+        if (model_dir / "encoder.onnx").exists():
+            encoders["onnxruntime backend (paddle2onnx, auto threads)"] = Encoder(model_dir, backend="onnxruntime")
         for name, enc in encoders.items():
             runners[name] = (lambda e: lambda: e.run(arrays))(enc)
+        if reference is not None:
+            threads = 1 if batch * length <= 512 else 2
+            runners[f"reference: HF BertModel in onnxruntime, {threads} thread(s)"] = onnx_runner(reference, arrays, threads)
         with paddle.no_grad():
             results = {name: timed(fn, n) for name, fn in runners.items()}
         base = results["dygraph (eval, no_grad)"]["median_ms"]

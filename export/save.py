@@ -126,13 +126,17 @@ def main(argv: list[str] | None = None) -> int:
     if len(vocab) != ckpt.config.model.vocab_size:
         raise UserError(f"vocab.json has {len(vocab)} tokens but checkpoint {ckpt.path} expects "
                         f"{ckpt.config.model.vocab_size}")
-    if args.format == "huggingface":
-        export_dir = Path(args.export_dir) if args.export_dir else output / "huggingface"
-        with atomic_folder(export_dir) as tmp:
-            huggingface.write_folder(tmp, ckpt.config, ckpt.model_state, vocab)
-    else:
-        export_dir = Path(args.export_dir) if args.export_dir else output / "inference"
-        export(ckpt, vocab, export_dir, args.with_heads, args.onnx)
+    default_name = "huggingface" if args.format == "huggingface" else "inference"
+    export_dir = Path(args.export_dir) if args.export_dir else output / default_name
+    try:
+        if args.format == "huggingface":
+            with atomic_folder(export_dir) as tmp:
+                huggingface.write_folder(tmp, ckpt.config, ckpt.model_state, vocab)
+        else:
+            export(ckpt, vocab, export_dir, args.with_heads, args.onnx)
+    except OSError as err:  # a full disk, a read-only folder: a previous export stays as it was
+        raise UserError(f"cannot write the export to {export_dir} ({err.strerror or err}); "
+                        f"{'the previous export is unchanged' if export_dir.exists() else 'nothing was written'}") from None
     print(f"exported {path} (step {ckpt.step}) to {export_dir}")
     return 0
 

@@ -19,6 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from pipeline.errors import UserError
+from pipeline.files import file_digest
 from pipeline.export_format import ENCODER, HEADS, MANIFEST, ONNX_FILE, PRED_POSITIONS, VOCAB, input_names
 from pipeline.runtime import available_cores
 from pipeline.tokenizer import Text, pad_batch, tokenize
@@ -69,7 +70,18 @@ class ModelFolder:
             raise UserError(f"{VOCAB} in {path} has {len(vocab)} tokens but the model expects {expected}")
         folder = cls(path, manifest, vocab)
         folder.program_files(ENCODER)
+        folder.verify(f"{ENCODER}.pdiparams")
         return folder
+
+    def verify(self, name: str) -> None:
+        """Refuse a weights file whose SHA-256 is not the one the manifest recorded at export time
+        (a truncated copy, a flipped byte, another model's file). Tiny model: ~10 ms; BERT-base ~1 s."""
+        expected = self.manifest.get("sha256", {}).get(name)
+        if expected is None:
+            raise UserError(f"model folder {self.path}: the manifest records no checksum for {name}; re-export it")
+        if file_digest(self.path / name) != expected:
+            raise UserError(f"model folder {self.path}: {name} does not match the checksum in {MANIFEST} "
+                            f"(damaged or replaced); re-export it with python export/save.py")
 
     @property
     def max_len(self) -> int:
@@ -105,6 +117,7 @@ class Encoder:
         if backend == "onnxruntime":
             self.device = "cpu"
             self._onnx = OnnxEncoder(self.folder.path / ONNX_FILE, threads)
+            self.folder.verify(ONNX_FILE)
             return
         if backend != "paddle":
             raise UserError(f"--backend must be paddle or onnxruntime, got {backend!r}")
@@ -218,6 +231,7 @@ class Encoder:
         if not positions:
             raise UserError(f"--fill-mask text has no {MASK} token: {text!r}")
         self.folder.program_files(HEADS)
+        self.folder.verify(f"{HEADS}.pdiparams")
         arrays = pad_batch(self.vocab, [(tokens, segments)])
         arrays[PRED_POSITIONS[0]] = np.array([positions], dtype=np.int64)
         probabilities = self.run(arrays, HEADS)[0][0]

@@ -117,7 +117,8 @@ def create_app(encoder: Encoder, workers: int = 2, max_batch: int = 32, max_wait
                 "tokenizer": "whitespace, lower-cased", "inputs": manifest.get("inputs"),
                 "checkpoint_step": manifest.get("checkpoint_step"), "paddle_version": manifest.get("paddle_version"),
                 "batching": {"workers": workers, "max_batch": max_batch, "max_wait_ms": max_wait_ms,
-                             "queue_size": queue_size, "max_texts": max_texts, "max_body_bytes": max_body_bytes}}
+                             "queue_size": queue_size, "max_texts": max_texts, "max_body_bytes": max_body_bytes},
+                "batch_sizes": dict(sorted(state["batcher"].batch_sizes.items()))}  # predictor calls by size
 
     @app.post("/encode")
     async def encode(request: Request):

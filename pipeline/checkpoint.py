@@ -74,21 +74,30 @@ def save(output_dir: Path, step: int, config: Config, model_state: dict[str, np.
     root = output_dir / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step}"
-    with atomic_folder(final) as tmp:
-        save_file(model_state, str(tmp / MODEL_FILE), metadata={"step": str(step)})
-        save_file(optimizer_state, str(tmp / OPTIMIZER_FILE), metadata={"step": str(step)})
-        state = {"step": step, "config": config.to_dict(),
-                 "sha256": {f: file_digest(tmp / f) for f in (MODEL_FILE, OPTIMIZER_FILE)}, **extra}
-        (tmp / STATE_FILE).write_text(json.dumps(state, indent=1), encoding="utf-8")
-    write_text_atomic(root / LATEST, final.name + "\n")
+    try:
+        with atomic_folder(final) as tmp:
+            save_file(model_state, str(tmp / MODEL_FILE), metadata={"step": str(step)})
+            save_file(optimizer_state, str(tmp / OPTIMIZER_FILE), metadata={"step": str(step)})
+            state = {"step": step, "config": config.to_dict(),
+                     "sha256": {f: file_digest(tmp / f) for f in (MODEL_FILE, OPTIMIZER_FILE)}, **extra}
+            (tmp / STATE_FILE).write_text(json.dumps(state, indent=1), encoding="utf-8")
+        write_text_atomic(root / LATEST, final.name + "\n")
+    except OSError as err:  # a full disk, a read-only folder: what was there stays as it was
+        previous = latest(output_dir)
+        raise UserError(f"cannot write checkpoint {final} ({err.strerror or err}); the newest complete "
+                        f"checkpoint is {previous or 'none'}") from None
     _prune(root, keep)
     return final
 
 
 def _prune(root: Path, keep: int) -> None:
+    """Keep the newest `keep` checkpoints; clear temporaries a killed run left (one writer per folder,
+    held by the training lock, so none of them is being written now)."""
     steps = sorted((int(p.name.split("_")[1]), p) for p in root.glob("step_*") if p.name.split("_")[1].isdigit())
     for _, path in steps[:-keep]:
         shutil.rmtree(path, ignore_errors=True)
+    for stale in root.glob(".step_*"):
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def latest(output_dir: Path) -> Path | None:

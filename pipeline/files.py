@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from pipeline.errors import UserError
+
 
 def file_digest(path: Path, algorithm: str = "sha256") -> str:
     """Hex digest of a file, read in 1 MiB blocks."""
@@ -51,3 +53,30 @@ def atomic_folder(target: Path) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+class FolderLock:
+    """An exclusive lock on a folder (`fcntl.flock` on `<folder>/.lock`), held until `release` or the end
+    of the process. The kernel drops it when the holder dies, even by SIGKILL, so a crashed run never
+    blocks the next one; a second live holder is refused at once."""
+
+    def __init__(self, folder: Path, what: str):
+        import fcntl
+
+        self.path = Path(folder) / ".lock"
+        self._file = open(self.path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.seek(0)
+            holder = self._file.read().strip() or "another process"
+            self._file.close()
+            raise UserError(f"{folder} is in use by {holder}: one {what} per folder (wait for it, stop it, "
+                            f"or choose another folder)") from None
+        self._file.seek(0)
+        self._file.truncate()
+        self._file.write(f"process {os.getpid()} on {os.uname().nodename}\n")
+        self._file.flush()
+
+    def release(self) -> None:
+        self._file.close()  # closing the file drops the lock

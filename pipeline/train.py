@@ -32,7 +32,7 @@ from pipeline.config import Config, load_config, save_config  # noqa: E402
 from pipeline.dataset import PretrainingData, prepare  # noqa: E402
 from pipeline.errors import UserError, run_cli  # noqa: E402
 from pipeline.evaluate import evaluate, format_metrics  # noqa: E402
-from pipeline.files import write_text_atomic  # noqa: E402
+from pipeline.files import FolderLock, write_text_atomic  # noqa: E402
 from pipeline.progress import keep_metrics_until, plot_losses  # noqa: E402
 from pipeline.runtime import set_cpu_threads  # noqa: E402
 from pipeline.trainer import LoopResult, Trainer, run_loop  # noqa: E402
@@ -142,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = resolve_config(args)
     output = Path(cfg.train.output_dir)
     check_writable(output)
+    # rank 0 (or a lone process) holds the output folder until the end; the kernel frees it if we die
+    lock = FolderLock(output, "training run") if os.environ.get("PADDLE_TRAINER_ID", "0") == "0" else None
     corpus = find_split(cfg.data.data_dir, cfg.data.split)  # a wrong data folder fails before fleet starts
     if cfg.data.eval_split:
         find_split(cfg.data.data_dir, cfg.data.eval_split)
@@ -182,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     result = run_loop(trainer, data, output)
     if rank == 0:
         report(trainer, vocab, devices, result, argv)
+    if lock is not None:
+        lock.release()
     return 0
 
 

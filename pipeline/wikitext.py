@@ -74,10 +74,23 @@ def extract(archive: Path, dest: Path) -> Path:
         return dest
     try:
         with atomic_folder(dest) as tmp, zipfile.ZipFile(archive) as zf:
+            for member in zf.infolist():
+                check_member(archive, member)
             zf.extractall(tmp)
     except (zipfile.BadZipFile, OSError) as err:
         raise UserError(f"cannot unpack {archive}: {err}") from None
     return dest
+
+
+def check_member(archive: Path, member: zipfile.ZipInfo) -> None:
+    """Refuse an entry that would land outside the target folder (an absolute path, a `..` step, a
+    drive letter) or that is a link: a hostile archive must not write anywhere else (zip-slip)."""
+    name = member.filename.replace("\\", "/")
+    parts = Path(name).parts
+    is_link = (member.external_attr >> 16) & 0o170000 == 0o120000
+    if name.startswith("/") or ".." in parts or (parts and ":" in parts[0]) or is_link:
+        raise UserError(f"{archive} is not a safe archive: entry {member.filename!r} "
+                        f"{'is a link' if is_link else 'points outside the folder'}")
 
 
 def fetch_official(cache_dir: Path | None = None, url: str = ARCHIVE_URL, sha1: str = ARCHIVE_SHA1) -> Path:
