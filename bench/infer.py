@@ -34,6 +34,7 @@ from pipeline import checkpoint  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 from pipeline.model import BertForPretraining, encoder_input_spec  # noqa: E402
 from pipeline.runtime import set_cpu_threads  # noqa: E402
+from pipeline.tokenizer import WhitespaceTokenizer  # noqa: E402
 from pipeline.vocab import SPECIAL_TOKENS, Vocab  # noqa: E402
 
 SIZES = {"tiny": "configs/bert_tiny.yaml", "base": "configs/bert_base.yaml"}
@@ -66,7 +67,8 @@ def make_export(size: str, folder: Path) -> tuple[BertForPretraining, Path]:
     state = {k: v.numpy() for k, v in model.state_dict().items()}
     ckpt = checkpoint.Checkpoint(folder / "ckpt", 0, cfg, state, {}, {})
     vocab = Vocab(list(SPECIAL_TOKENS) + [f"w{i}" for i in range(VOCAB_SIZE - len(SPECIAL_TOKENS))])
-    return model, export(ckpt, vocab, folder / size, with_heads=False, onnx=has("paddle2onnx") and has("onnxruntime"))
+    return model, export(ckpt, WhitespaceTokenizer(vocab), folder / size, with_heads=False,
+                         onnx=has("paddle2onnx") and has("onnxruntime"))
 
 
 def has(module: str) -> bool:

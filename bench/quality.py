@@ -60,6 +60,7 @@ def evaluate_checkpoints(out: Path, data_dir: str, elapsed: dict[int, float]) ->
     from pipeline import checkpoint
     from pipeline.evaluate import evaluate
     from pipeline.model import BertForPretraining
+    from pipeline.tokenizer import WhitespaceTokenizer
     from pipeline.vocab import Vocab
 
     vocab = Vocab.load(out / "vocab.json")
@@ -70,7 +71,7 @@ def evaluate_checkpoints(out: Path, data_dir: str, elapsed: dict[int, float]) ->
         pairs = pairs if pairs is not None else held_out(cfg, data_dir, vocab)
         model = BertForPretraining(cfg.model)
         checkpoint.apply_model_state(model, ckpt.model_state, path)
-        metrics = evaluate(model, pairs, vocab, cfg.data.max_len, mask_prob=cfg.data.mask_prob)
+        metrics = evaluate(model, pairs, WhitespaceTokenizer(vocab), cfg.data.max_len, mask_prob=cfg.data.mask_prob)
         points.append({"step": ckpt.step, "minutes": elapsed[ckpt.step] / 60, **metrics})
         print(f"  paddle step {ckpt.step:5d} at {points[-1]['minutes']:5.2f} min: known-word accuracy "
               f"{metrics['mlm_accuracy_known']:.3f}, perplexity {metrics['mlm_perplexity']:.1f}", flush=True)
@@ -87,6 +88,7 @@ def run_huggingface(data_dir: str, minutes: float) -> list[dict]:
     from pipeline.config import load_config
     from pipeline.dataset import PretrainingData, prepare
     from pipeline.evaluate import mlm_nsp_figures, encoding_figures
+    from pipeline.tokenizer import WhitespaceTokenizer
     from pipeline.wikitext import find_split
 
     cfg = load_config(CONFIG)
@@ -127,7 +129,7 @@ def run_huggingface(data_dir: str, minutes: float) -> list[dict]:
     def evaluate_now(step: int, seconds: float) -> dict:
         model.eval()
         metrics = mlm_nsp_figures(pretraining, pairs, len(vocab), cfg.data.max_len, mask_prob=cfg.data.mask_prob)
-        metrics.update(encoding_figures(encoder, pairs, vocab, cfg.data.max_len))
+        metrics.update(encoding_figures(encoder, pairs, WhitespaceTokenizer(vocab), cfg.data.max_len))
         model.train()
         print(f"  huggingface step {step:5d} at {seconds / 60:5.2f} min: known-word accuracy "
               f"{metrics['mlm_accuracy_known']:.3f}, perplexity {metrics['mlm_perplexity']:.1f}", flush=True)

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import Config
-from pipeline.vocab import CLS, MASK, PAD, SEP, UNK, Vocab
+from pipeline.tokenizer import TOKENIZER_FILE, Tokenizer
+from pipeline.vocab import CLS, MASK, PAD, SEP, UNK
 
 # (Hugging Face name, this project's name); "{i}" is the layer index.
 EMBEDDINGS = [
@@ -95,21 +96,27 @@ def bert_config(cfg: Config) -> dict:
     }
 
 
-def tokenizer_files(vocab: Vocab, max_len: int) -> dict[str, str]:
-    """vocab.txt and a BertTokenizer config with this vocabulary's special tokens, lower-casing."""
+def tokenizer_files(tokenizer: Tokenizer, max_len: int) -> dict[str, str]:
+    """vocab.txt and a tokenizer config with this vocabulary's special tokens: BertTokenizerFast over the
+    WordPiece tokenizer.json when there is one, else a lower-casing BertTokenizer over the words."""
     special = {"unk_token": UNK, "pad_token": PAD, "mask_token": MASK, "cls_token": CLS, "sep_token": SEP}
-    config = {"tokenizer_class": "BertTokenizer", "do_lower_case": True, "model_max_length": max_len, **special}
-    return {"vocab.txt": "\n".join(vocab.idx_to_token) + "\n",
-            "tokenizer_config.json": json.dumps(config, indent=1),
-            "special_tokens_map.json": json.dumps(special, indent=1)}
+    fast = tokenizer.kind == "wordpiece"
+    config = {"tokenizer_class": "BertTokenizerFast" if fast else "BertTokenizer", "do_lower_case": True,
+              "model_max_length": max_len, **special}
+    files = {"vocab.txt": "\n".join(tokenizer.vocab.idx_to_token) + "\n",
+             "tokenizer_config.json": json.dumps(config, indent=1),
+             "special_tokens_map.json": json.dumps(special, indent=1)}
+    if fast:
+        files[TOKENIZER_FILE] = tokenizer.backend.to_str()
+    return files
 
 
-def write_folder(folder: Path, cfg: Config, state: dict[str, np.ndarray], vocab: Vocab) -> None:
+def write_folder(folder: Path, cfg: Config, state: dict[str, np.ndarray], tokenizer: Tokenizer) -> None:
     """Write the whole Hugging Face folder into `folder` (an empty, temporary one: the caller renames)."""
     from safetensors.numpy import save_file
 
     save_file(to_huggingface(state, cfg.model.num_layers, cfg.model.tie_word_embeddings), str(folder / "model.safetensors"),
               metadata={"format": "pt"})
     (folder / "config.json").write_text(json.dumps(bert_config(cfg), indent=1), encoding="utf-8")
-    for name, text in tokenizer_files(vocab, cfg.data.max_len).items():
+    for name, text in tokenizer_files(tokenizer, cfg.data.max_len).items():
         (folder / name).write_text(text, encoding="utf-8")

@@ -31,6 +31,7 @@ from pipeline.export_format import (ENCODER, HEADS, HEADS_OUTPUTS, MANIFEST, MAN
                                     ONNX_FILE, PRED_POSITIONS, VOCAB, inputs_manifest, outputs_manifest)
 from pipeline.files import atomic_folder, file_digest  # noqa: E402
 from pipeline.model import BertForPretraining, encoder_input_spec  # noqa: E402
+from pipeline.tokenizer import Tokenizer, load_tokenizer  # noqa: E402
 from pipeline.vocab import Vocab  # noqa: E402
 
 
@@ -66,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def export(ckpt: checkpoint.Checkpoint, vocab: Vocab, export_dir: Path, with_heads: bool, onnx: bool = False) -> Path:
+def export(ckpt: checkpoint.Checkpoint, tokenizer: Tokenizer, export_dir: Path, with_heads: bool,
+           onnx: bool = False) -> Path:
     """Write the inference model of `ckpt` to `export_dir`, replacing what was there only on success."""
     cfg = ckpt.config
     model = BertForPretraining(cfg.model)
@@ -81,10 +83,11 @@ def export(ckpt: checkpoint.Checkpoint, vocab: Vocab, export_dir: Path, with_hea
             paddle.jit.save(paddle.jit.to_static(heads, input_spec=spec, full_graph=True), str(tmp / HEADS))
         if onnx:
             convert_to_onnx(tmp)
-        vocab.save(tmp / VOCAB)
+        tokenizer.save(tmp)  # vocab.json, and tokenizer.json for WordPiece: inference tokenizes as training did
         manifest = {
             "format": MANIFEST_FORMAT,
-            "model": cfg.model.__dict__, "max_len": cfg.data.max_len, "checkpoint_step": ckpt.step,
+            "model": cfg.model.__dict__, "max_len": cfg.data.max_len, "tokenizer": tokenizer.kind,
+            "checkpoint_step": ckpt.step,
             "checkpoint": str(ckpt.path), "paddle_version": paddle.__version__,
             "inputs": inputs_manifest(),
             "outputs": outputs_manifest(cfg.model.hidden_size),
@@ -122,7 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     if not path.is_dir():
         raise UserError(f"checkpoint folder not found: {path}")
     ckpt = checkpoint.load(path)
-    vocab = Vocab.load(path.resolve().parent.parent / "vocab.json")
+    run_folder = path.resolve().parent.parent
+    vocab = Vocab.load(run_folder / VOCAB)
+    tokenizer = load_tokenizer(run_folder, vocab)
     if len(vocab) != ckpt.config.model.vocab_size:
         raise UserError(f"vocab.json has {len(vocab)} tokens but checkpoint {ckpt.path} expects "
                         f"{ckpt.config.model.vocab_size}")
@@ -131,9 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.format == "huggingface":
             with atomic_folder(export_dir) as tmp:
-                huggingface.write_folder(tmp, ckpt.config, ckpt.model_state, vocab)
+                huggingface.write_folder(tmp, ckpt.config, ckpt.model_state, tokenizer)
         else:
-            export(ckpt, vocab, export_dir, args.with_heads, args.onnx)
+            export(ckpt, tokenizer, export_dir, args.with_heads, args.onnx)
     except OSError as err:  # a full disk, a read-only folder: a previous export stays as it was
         raise UserError(f"cannot write the export to {export_dir} ({err.strerror or err}); "
                         f"{'the previous export is unchanged' if export_dir.exists() else 'nothing was written'}") from None

@@ -22,7 +22,7 @@ from pipeline.errors import UserError
 from pipeline.files import file_digest
 from pipeline.export_format import ENCODER, HEADS, MANIFEST, ONNX_FILE, PRED_POSITIONS, VOCAB, input_names
 from pipeline.runtime import available_cores
-from pipeline.tokenizer import Text, pad_batch, tokenize
+from pipeline.tokenizer import Text, load_tokenizer, pad_batch, tokenize
 from pipeline.vocab import MASK, Vocab
 
 # Below this many tokens per call (batch x length) one thread without oneDNN is fastest on CPU;
@@ -109,6 +109,7 @@ class Encoder:
                  verbose: bool = False, backend: str = "paddle"):
         self.folder = ModelFolder.open(model_dir)
         self.vocab = self.folder.vocab
+        self.tokenizer = load_tokenizer(self.folder.path, self.vocab)
         self.max_len = self.folder.max_len
         self.threads, self.onednn, self.verbose = threads, onednn, verbose
         self.trt, self.precision, self.max_batch = trt, precision, max_batch
@@ -204,7 +205,7 @@ class Encoder:
         return [handle.copy_to_cpu() for handle in outputs]
 
     def preprocess(self, texts: Sequence[Text], truncate: bool = False) -> list[tuple[list[str], list[int]]]:
-        return [tokenize(t, self.max_len, truncate) for t in texts]
+        return [tokenize(self.tokenizer, t, self.max_len, truncate) for t in texts]
 
     def encode(self, texts: Sequence[Text], batch_size: int = 64, truncate: bool = False) -> list[Encoding]:
         """Encodings of `texts` (strings, or (A, B) pairs), batched by length, in input order."""
@@ -226,7 +227,7 @@ class Encoder:
 
     def fill_mask(self, text: str, top_k: int = 5) -> list[list[tuple[str, float]]]:
         """Top-k words and probabilities for each <mask> in `text` (needs an export --with-heads)."""
-        tokens, segments = tokenize(text, self.max_len)
+        tokens, segments = tokenize(self.tokenizer, text, self.max_len)
         positions = [i for i, t in enumerate(tokens) if t == MASK]
         if not positions:
             raise UserError(f"--fill-mask text has no {MASK} token: {text!r}")

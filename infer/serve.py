@@ -114,7 +114,7 @@ def create_app(encoder: Encoder, workers: int = 2, max_batch: int = 32, max_wait
     async def metadata():
         manifest = encoder.folder.manifest
         return {"version": VERSION, "model": manifest.get("model"), "max_len": encoder.max_len,
-                "tokenizer": "whitespace, lower-cased", "inputs": manifest.get("inputs"),
+                "tokenizer": encoder.tokenizer.kind, "vocab_size": len(encoder.vocab), "inputs": manifest.get("inputs"),
                 "checkpoint_step": manifest.get("checkpoint_step"), "paddle_version": manifest.get("paddle_version"),
                 "batching": {"workers": workers, "max_batch": max_batch, "max_wait_ms": max_wait_ms,
                              "queue_size": queue_size, "max_texts": max_texts, "max_body_bytes": max_body_bytes},
@@ -126,7 +126,7 @@ def create_app(encoder: Encoder, workers: int = 2, max_batch: int = 32, max_wait
             body = await read_body(request, max_body_bytes)
             texts, pooling, truncate = parse_request(body, max_texts)
             try:
-                items = [tokenize(t, encoder.max_len, truncate) for t in texts]
+                items = [tokenize(encoder.tokenizer, t, encoder.max_len, truncate) for t in texts]
             except UserError as err:
                 raise BadRequest(str(err), 422) from None
             futures = state["batcher"].submit(items)

@@ -53,6 +53,13 @@ class DataConfig:
     """Where the corpus is and how pretraining examples are made from it."""
 
     data_dir: str | None = setting(None, "folder or zip with wiki.*.tokens; none = download WikiText-2")
+    corpus: list[str] | None = setting(None, "your own text instead: files, folders (*.txt, *.md) or globs")
+    eval_corpus: list[str] | None = setting(None, "held-out text of your own, evaluated at the end")
+    tokenizer: str = setting("whitespace", "whitespace (the seed's words) or wordpiece (trained on the corpus)",
+                             choices=("whitespace", "wordpiece"))
+    vocab_size: int = setting(8000, "WordPiece vocabulary size, special tokens included", at_least=64)
+    lowercase: bool = setting(True, "WordPiece: lower-case and strip accents first")
+    whole_word_mask: bool = setting(False, "mask every piece of a chosen word together (WordPiece)")
     split: str = setting("train", "split to train on", choices=SPLITS)
     eval_split: str | None = setting(None, "split to evaluate on at the end", choices=(None, *SPLITS))
     max_len: int = setting(64, "tokens per sentence pair, with <cls>/<sep>", at_least=5)
@@ -112,6 +119,11 @@ def _check_type(where: str, value: Any, annotation: Any) -> Any:
     if value is None and type(None) in allowed:
         return None
     kind = next(t for t in allowed if t is not type(None))
+    if typing.get_origin(kind) is list:  # a list of strings; one string is a list of one
+        items = [value] if isinstance(value, str) else value
+        if isinstance(items, list) and items and all(isinstance(v, str) for v in items):
+            return list(items)
+        raise UserError(f"setting {where} must be a list of paths, got {value!r}")
     if kind is bool and isinstance(value, bool):
         return value
     if kind is int and isinstance(value, int) and not isinstance(value, bool):
@@ -120,7 +132,7 @@ def _check_type(where: str, value: Any, annotation: Any) -> Any:
         return float(value)
     if kind is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
         return str(value)
-    names = " | ".join("None" if t is type(None) else t.__name__ for t in allowed)
+    names = " | ".join("None" if t is type(None) else getattr(t, "__name__", str(t)) for t in allowed)
     raise UserError(f"setting {where} must be {names}, got {value!r}")
 
 
@@ -129,7 +141,7 @@ def _check_rules(where: str, value: Any, rules: typing.Mapping[str, Any]) -> Non
     choices = rules.get("choices")
     if choices is not None and value not in choices:
         raise UserError(f"setting {where} must be one of {[c for c in choices if c is not None]}, got {value!r}")
-    if value is None or isinstance(value, (str, bool)):
+    if value is None or isinstance(value, (str, bool, list)):
         return
     bounds = [("at_least", lambda b: value >= b, "at least"), ("above", lambda b: value > b, "above"),
               ("below", lambda b: value < b, "below"), ("at_most", lambda b: value <= b, "at most")]
@@ -156,6 +168,8 @@ def _check_together(cfg: Config) -> None:
     if cfg.model.hidden_size % cfg.model.num_heads:
         raise UserError(f"setting model.hidden_size ({cfg.model.hidden_size}) must be divisible "
                         f"by model.num_heads ({cfg.model.num_heads})")
+    if cfg.data.whole_word_mask and cfg.data.tokenizer != "wordpiece":
+        raise UserError("setting data.whole_word_mask needs data.tokenizer=wordpiece (whitespace tokens are words)")
     if cfg.data.max_len > cfg.model.max_position:
         raise UserError(f"setting data.max_len ({cfg.data.max_len}) exceeds model.max_position "
                         f"({cfg.model.max_position})")

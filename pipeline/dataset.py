@@ -17,6 +17,7 @@ import numpy as np
 
 from pipeline.errors import UserError
 from pipeline.examples import MaskedTokens, Pairs, make_pairs, mask_tokens, max_predictions
+from pipeline.tokenizer import Tokenizer
 from pipeline.vocab import Vocab
 from pipeline.wikitext import read_sentences
 
@@ -28,6 +29,7 @@ CACHE_FORMAT = 3
 class Prepared:
     vocab: Vocab
     pairs: Pairs
+    tokenizer: Tokenizer | None = None  # None: WikiText's whitespace words over `vocab`
 
 
 def _cache_key(corpus: bytes, settings: dict) -> str:
@@ -134,8 +136,9 @@ class PretrainingData:
     """
 
     def __init__(self, pairs: Pairs, vocab_size: int, max_len: int, mask_prob: float = 0.15,
-                 dynamic_masking: bool = True, seed: int = 0):
+                 dynamic_masking: bool = True, seed: int = 0, continuation: np.ndarray | None = None):
         self.pairs = pairs
+        self.continuation = continuation  # whole-word masking: which vocabulary ids continue a word
         self.host_dropout: tuple[int, int, float] | None = None
         self.vocab_size = vocab_size
         self.max_preds = max_predictions(max_len, mask_prob)
@@ -158,7 +161,8 @@ class PretrainingData:
         """The masked tokens of every pair for `epoch`."""
         mask_epoch = epoch if self.dynamic_masking else 0
         rng = np.random.default_rng([self.seed, mask_epoch, 2])
-        return mask_tokens(self.pairs.input_ids, self.vocab_size, self.max_preds, self.mask_prob, rng)
+        return mask_tokens(self.pairs.input_ids, self.vocab_size, self.max_preds, self.mask_prob, rng,
+                           self.continuation)
 
     def _epoch_state(self, epoch: int) -> tuple[np.ndarray, MaskedTokens]:
         if self._epoch is None or self._epoch[0] != epoch:

@@ -6,12 +6,12 @@ each batch to int64. Every draw comes from a numpy Generator the caller seeds.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
 from pipeline.errors import UserError
 from pipeline.vocab import SPECIAL_TOKENS, Vocab
-from pipeline.wikitext import Sentences
 
 CHUNK_ROWS = 1 << 16  # rows built at a time, so temporaries stay small next to the result
 
@@ -47,7 +47,14 @@ def max_predictions(max_len: int, mask_prob: float = 0.15) -> int:
     return max(1, round(mask_prob * max_len))
 
 
-def make_pairs(ids: np.ndarray, sentences: Sentences, vocab: Vocab, max_len: int,
+class SentenceBounds(Protocol):
+    """Where sentences and paragraphs (documents) start in a flat array of token ids."""
+
+    sentence_starts: np.ndarray  # [sentences + 1], offsets into the ids
+    paragraph_starts: np.ndarray  # [paragraphs + 1], offsets into the sentences
+
+
+def make_pairs(ids: np.ndarray, sentences: SentenceBounds, vocab: Vocab, max_len: int,
                rng: np.random.Generator) -> Pairs:
     """NSP pairs from consecutive sentences of a paragraph: half the time B is the true next
     sentence, otherwise a random sentence of a random paragraph. Pairs over max_len are skipped."""
@@ -86,9 +93,12 @@ def make_pairs(ids: np.ndarray, sentences: Sentences, vocab: Vocab, max_len: int
 
 
 def mask_tokens(input_ids: np.ndarray, vocab_size: int, max_preds: int, mask_prob: float,
-                rng: np.random.Generator) -> MaskedTokens:
+                rng: np.random.Generator, continuation: np.ndarray | None = None) -> MaskedTokens:
     """Choose mask_prob (at least one) of the non-special tokens of each row; of those 80% become
-    `<mask>`, 10% a random non-special token, 10% stay. Labels are the original tokens."""
+    `<mask>`, 10% a random non-special token, 10% stay. Labels are the original tokens.
+
+    With `continuation` (per vocabulary id: True for a WordPiece `##` piece), whole words are chosen:
+    every piece of a word gets the random key of its first piece, so they are picked together."""
     n, max_len = input_ids.shape
     candidate = input_ids >= len(SPECIAL_TOKENS)
     candidate |= input_ids == SPECIAL_TOKENS.index("<unk>")
@@ -96,6 +106,10 @@ def mask_tokens(input_ids: np.ndarray, vocab_size: int, max_preds: int, mask_pro
     n_preds = np.minimum(np.maximum(np.rint(mask_prob * n_candidates), 1), n_candidates)
     n_preds = np.minimum(n_preds, max_preds).astype(np.int64)
     keys = rng.random((n, max_len), dtype=np.float32)
+    if continuation is not None:
+        word_start = np.where(continuation[input_ids], 0, np.arange(max_len)[None, :])
+        keys = np.take_along_axis(keys, np.maximum.accumulate(word_start, axis=1), axis=1)
+        keys += np.arange(max_len, dtype=np.float32) * 1e-6  # within a word, earlier pieces first
     keys[~candidate] = 2.0
     k = min(max_preds, max_len)
     smallest = np.argpartition(keys, k - 1, axis=1)[:, :k]

@@ -1,29 +1,114 @@
-"""The one tokenizer code path: text -> `<cls> A <sep> [B <sep>]` tokens and segment ids.
+"""The one tokenizer code path: text -> tokens -> `<cls> A <sep> [B <sep>]` and segment ids.
 
-Used by training-side evaluation, export and inference alike, so the same text always gives the same
-tokens. Words are lower-cased and split on whitespace, as the WikiText vocabulary was built.
+Two tokenizers, one interface (`tokens(text)`, `vocab`, `save(folder)`), used by training, export and
+inference alike, so the same text always gives the same ids:
+- `WhitespaceTokenizer`: lower-cased words split on whitespace, the seed's WikiText vocabulary;
+- `WordPieceTokenizer`: BERT's WordPiece, trained on the corpus with Hugging Face `tokenizers` (Rust):
+  BERT's normalisation (optional lower-casing with accents stripped, control characters removed, every
+  CJK character a word of its own), punctuation split off, sub-words marked `##`.
+The training side saves the tokenizer next to the vocabulary; the export carries it; `load_tokenizer`
+reads it back.
 """
 from __future__ import annotations
 
-from typing import Union
+from pathlib import Path
+from typing import Iterable, Protocol, Union
 
 from pipeline.errors import UserError
 from pipeline.export_format import input_names
-from pipeline.vocab import CLS, SEP, Vocab
+from pipeline.vocab import CLS, SEP, SPECIAL_TOKENS, UNK, Vocab
 
 Text = Union[str, tuple[str, str]]
+TOKENIZER_FILE = "tokenizer.json"  # a WordPiece tokenizer in Hugging Face `tokenizers` format
 
 
-def words(text: str) -> list[str]:
-    """Lower-cased whitespace-separated words, as in the training corpus."""
-    return text.lower().split()
+class Tokenizer(Protocol):
+    kind: str
+    vocab: Vocab
+
+    def tokens(self, text: str) -> list[str]: ...
+
+    def save(self, folder: Path) -> None: ...
 
 
-def tokenize(text: Text, max_len: int, truncate: bool = False) -> tuple[list[str], list[int]]:
+class WhitespaceTokenizer:
+    """Lower-cased, whitespace-separated words (the seed's WikiText tokenisation)."""
+
+    kind = "whitespace"
+
+    def __init__(self, vocab: Vocab):
+        self.vocab = vocab
+
+    def tokens(self, text: str) -> list[str]:
+        return text.lower().split()
+
+    def save(self, folder: Path) -> None:
+        self.vocab.save(Path(folder) / "vocab.json")
+
+
+class WordPieceTokenizer:
+    """BERT's WordPiece through Hugging Face `tokenizers`; the ids are the vocabulary's (specials first)."""
+
+    kind = "wordpiece"
+
+    def __init__(self, backend):
+        self.backend = backend
+        self.vocab = Vocab([backend.id_to_token(i) for i in range(backend.get_vocab_size())])
+
+    @classmethod
+    def train(cls, sentences: Iterable[str], vocab_size: int, lowercase: bool = True,
+              total: int | None = None, progress: bool = True) -> "WordPieceTokenizer":
+        """Learn a vocabulary of `vocab_size` (special tokens included) from `sentences`, streamed."""
+        from tokenizers import Tokenizer as Backend, decoders, models, normalizers, pre_tokenizers, trainers
+
+        backend = Backend(models.WordPiece(unk_token=UNK, max_input_chars_per_word=100))
+        backend.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
+                                                        strip_accents=None, lowercase=lowercase)
+        backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        backend.decoder = decoders.WordPiece()
+        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
+                                            show_progress=progress)
+        backend.train_from_iterator(sentences, trainer, length=total)
+        return cls(backend)
+
+    @classmethod
+    def load(cls, path: Path) -> "WordPieceTokenizer":
+        from tokenizers import Tokenizer as Backend
+
+        try:
+            return cls(Backend.from_file(str(path)))
+        except Exception as err:  # noqa: BLE001 - the Rust side raises a plain Exception
+            raise UserError(f"{path} is not a tokenizer file ({str(err).splitlines()[0]})") from None
+
+    def tokens(self, text: str) -> list[str]:
+        return self.backend.encode(text, add_special_tokens=False).tokens
+
+    def ids_batch(self, texts: list[str]) -> list[list[int]]:
+        """Token ids of many texts at once (the Rust side uses every core)."""
+        return [e.ids for e in self.backend.encode_batch(texts, add_special_tokens=False)]
+
+    def save(self, folder: Path) -> None:
+        self.backend.save(str(Path(folder) / TOKENIZER_FILE))
+        self.vocab.save(Path(folder) / "vocab.json")
+
+
+def load_tokenizer(folder: Path, vocab: Vocab) -> Tokenizer:
+    """The tokenizer saved in `folder` (a training output or an export): WordPiece if it holds
+    tokenizer.json, else whitespace over `vocab`."""
+    path = Path(folder) / TOKENIZER_FILE
+    if not path.is_file():
+        return WhitespaceTokenizer(vocab)
+    tokenizer = WordPieceTokenizer.load(path)
+    if tokenizer.vocab.idx_to_token != vocab.idx_to_token:
+        raise UserError(f"{path} and the vocabulary next to it disagree: re-export the model")
+    return tokenizer
+
+
+def tokenize(tokenizer: Tokenizer, text: Text, max_len: int, truncate: bool = False) -> tuple[list[str], list[int]]:
     """`<cls> A <sep> [B <sep>]` and segment ids (0 for A, 1 for B); too long is an error unless
-    `truncate`, which drops words from the end of the longer side."""
+    `truncate`, which drops tokens from the end of the longer side."""
     a, b = (text, None) if isinstance(text, str) else text
-    tokens_a, tokens_b = words(a), (words(b) if b is not None else None)
+    tokens_a, tokens_b = tokenizer.tokens(a), (tokenizer.tokens(b) if b is not None else None)
     if not tokens_a or (tokens_b is not None and not tokens_b):
         raise UserError("empty text: give at least one word" + (" on each side of the pair" if b is not None else ""))
     specials = 2 if tokens_b is None else 3

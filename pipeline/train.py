@@ -1,9 +1,10 @@
-"""Pretrain BERT (masked LM + next sentence prediction) on WikiText-2, static graph, fleet collective.
+"""Pretrain BERT (masked LM + next sentence prediction) on WikiText-2 or your own text, static graph, fleet.
 
     fleetrun --gpus 0,1 pipeline/train.py                      # several GPUs (data parallel)
     python pipeline/train.py                                   # one process (CPU or one GPU)
     fleetrun --nproc_per_node 2 --log_dir output/log pipeline/train.py   # several CPU processes
     python pipeline/train.py -c configs/bert_base.yaml -o train.lr=1e-4 --data-dir ~/wikitext-2
+    python pipeline/train.py --corpus my_texts/ -o data.tokenizer=wordpiece   # your own text, WordPiece
 """
 from __future__ import annotations
 
@@ -35,6 +36,10 @@ from pipeline.evaluate import evaluate, format_metrics  # noqa: E402
 from pipeline.files import FolderLock, write_text_atomic  # noqa: E402
 from pipeline.progress import keep_metrics_until, plot_losses  # noqa: E402
 from pipeline.runtime import set_cpu_threads  # noqa: E402
+from pipeline.corpus import find_files  # noqa: E402
+from pipeline.examples import Pairs  # noqa: E402
+from pipeline.sources import corpus_documents, documents_to_pairs, train_tokenizer, wikitext_documents  # noqa: E402
+from pipeline.tokenizer import TOKENIZER_FILE, Tokenizer, WhitespaceTokenizer, load_tokenizer  # noqa: E402
 from pipeline.trainer import LoopResult, Trainer, run_loop  # noqa: E402
 from pipeline.vocab import Vocab  # noqa: E402
 from pipeline.wikitext import cache_home, find_split  # noqa: E402
@@ -53,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override one setting, value parsed as YAML (repeatable), e.g. -o train.steps=100")
     p.add_argument("--data-dir", help="folder holding wiki.{train,valid,test}.tokens (or wikitext-2-v1.zip); "
                                       "default: download the official archive into the cache")
+    p.add_argument("--corpus", action="append", metavar="PATH",
+                   help="train on your own text instead of WikiText-2: a UTF-8 file, a folder (its *.txt and *.md, "
+                        "recursively) or a glob; repeatable (data.corpus). Documents are separated by blank lines")
+    p.add_argument("--eval-corpus", action="append", metavar="PATH",
+                   help="held-out text of your own, evaluated at the end (data.eval_corpus)")
     p.add_argument("--split", help="split to train on: train, valid or test (data.split, default train)")
     p.add_argument("--eval-split", help="split to evaluate on at the end, e.g. test (data.eval_split)")
     p.add_argument("--output-dir", help="where config, vocab, metrics, loss.png and checkpoints go "
@@ -65,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-FLAG_SETTINGS = {"data_dir": "data.data_dir", "split": "data.split", "eval_split": "data.eval_split",
+FLAG_SETTINGS = {"data_dir": "data.data_dir", "corpus": "data.corpus", "eval_corpus": "data.eval_corpus",
+                 "split": "data.split", "eval_split": "data.eval_split",
                  "output_dir": "train.output_dir", "steps": "train.steps"}
 
 
@@ -102,6 +113,17 @@ def init_distributed(cfg: Config, verbose: bool = False) -> tuple[int, int, str]
     return rank, world, "[" + ", ".join(f"Place({d})" for d in devices) + "]"
 
 
+def check_data(cfg: Config) -> None:
+    """Fail at once on a data folder, split or corpus path that is not there."""
+    d = cfg.data
+    for paths in (d.corpus, d.eval_corpus):
+        if paths:
+            find_files(paths)
+    for split in (None if d.corpus else d.split, d.eval_split):
+        if split:
+            find_split(d.data_dir, split)
+
+
 def check_writable(folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -116,16 +138,44 @@ def example_cache(cfg: Config) -> Path:
     return Path(cfg.data.cache_dir) if cfg.data.cache_dir else cache_home() / "examples"
 
 
-def prepare_data(cfg: Config, corpus: Path, output: Path, resume: bool) -> tuple[Vocab, PretrainingData]:
-    prepared = prepare(corpus, cfg.data.max_len, cfg.data.min_freq,
-                       cfg.data.seed, example_cache(cfg))
+def prepare_data(cfg: Config, output: Path, resume: bool) -> tuple[Tokenizer, PretrainingData]:
+    """The tokenizer and the training batches: WikiText-2 with the seed's whitespace words (cached), or
+    WordPiece, or your own corpus (the tokenizer learnt from it; on --resume, the one saved before)."""
+    d = cfg.data
+    if d.corpus is None and d.tokenizer == "whitespace":
+        prepared = prepare(find_split(d.data_dir, d.split), d.max_len, d.min_freq, d.seed, example_cache(cfg))
+        tokenizer, pairs = WhitespaceTokenizer(prepared.vocab), prepared.pairs
+    else:
+        documents = corpus_documents(d.corpus) if d.corpus else wikitext_documents(find_split(d.data_dir, d.split))
+        saved = output / TOKENIZER_FILE
+        if resume and (saved.is_file() or d.tokenizer == "whitespace") and (output / "vocab.json").is_file():
+            tokenizer = load_tokenizer(output, Vocab.load(output / "vocab.json"))
+        else:
+            tokenizer = train_tokenizer(documents, d.tokenizer, d.vocab_size, d.lowercase, d.min_freq)
+        pairs = documents_to_pairs(documents, tokenizer, d.max_len, d.seed, "the corpus")
     saved_vocab = output / "vocab.json"
-    if resume and saved_vocab.exists() and Vocab.load(saved_vocab).idx_to_token != prepared.vocab.idx_to_token:
+    if resume and saved_vocab.exists() and Vocab.load(saved_vocab).idx_to_token != tokenizer.vocab.idx_to_token:
         raise UserError(f"the corpus gives another vocabulary than {saved_vocab}: resume with the same data")
-    cfg.model.vocab_size = len(prepared.vocab)
-    data = PretrainingData(prepared.pairs, len(prepared.vocab), cfg.data.max_len, cfg.data.mask_prob,
-                           cfg.data.dynamic_masking, cfg.data.seed)
-    return prepared.vocab, data
+    cfg.model.vocab_size = len(tokenizer.vocab)
+    continuation = None
+    if d.whole_word_mask:
+        continuation = np.array([t.startswith("##") for t in tokenizer.vocab.idx_to_token])
+    data = PretrainingData(pairs, len(tokenizer.vocab), d.max_len, d.mask_prob, d.dynamic_masking, d.seed,
+                           continuation=continuation)
+    return tokenizer, data
+
+
+def held_out_pairs(cfg: Config, tokenizer: Tokenizer) -> Pairs | None:
+    """The held-out pairs of data.eval_corpus or data.eval_split, tokenized like the training text."""
+    d = cfg.data
+    if d.eval_corpus:
+        return documents_to_pairs(corpus_documents(d.eval_corpus), tokenizer, d.max_len, d.seed, "--eval-corpus")
+    if not d.eval_split:
+        return None
+    path = find_split(d.data_dir, d.eval_split)
+    if d.corpus is None and d.tokenizer == "whitespace":
+        return prepare(path, d.max_len, d.min_freq, d.seed, example_cache(cfg), vocab=tokenizer.vocab).pairs
+    return documents_to_pairs(wikitext_documents(path), tokenizer, d.max_len, d.seed, str(path))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,9 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     check_writable(output)
     # rank 0 (or a lone process) holds the output folder until the end; the kernel frees it if we die
     lock = FolderLock(output, "training run") if os.environ.get("PADDLE_TRAINER_ID", "0") == "0" else None
-    corpus = find_split(cfg.data.data_dir, cfg.data.split)  # a wrong data folder fails before fleet starts
-    if cfg.data.eval_split:
-        find_split(cfg.data.data_dir, cfg.data.eval_split)
+    check_data(cfg)  # a wrong data folder fails before fleet starts
     rank, world, devices = init_distributed(cfg, args.verbose)
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
@@ -162,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"--resume: no checkpoint in {output / 'checkpoints'}")
         ckpt = checkpoint.load(existing)
 
-    vocab, data = prepare_data(cfg, corpus, output, args.resume)
+    tokenizer, data = prepare_data(cfg, output, args.resume)
     if ckpt is not None:
         checkpoint.check_compatible(ckpt, cfg)
     steps_per_epoch = data.steps_per_epoch(cfg.train.batch_size)
@@ -175,21 +223,21 @@ def main(argv: list[str] | None = None) -> int:
         log.info("resumed from %s", ckpt.path)
     if rank == 0:
         save_config(cfg, output / "config.yaml")
-        vocab.save(output / "vocab.json")
+        tokenizer.save(output)  # vocab.json, and tokenizer.json for WordPiece
         keep_metrics_until(output / "metrics.jsonl", trainer.step)
     log.info("%d sentence pairs (%d steps/epoch), vocabulary %d, %d rank(s), %d CPU threads, %d parameters",
-             len(data), steps_per_epoch, len(vocab), world, threads,
+             len(data), steps_per_epoch, len(tokenizer.vocab), world, threads,
              sum(int(np.prod(p.shape)) for p in trainer.model.parameters()))
 
     result = run_loop(trainer, data, output)
     if rank == 0:
-        report(trainer, vocab, devices, result, argv)
+        report(trainer, tokenizer, devices, result, argv)
     if lock is not None:
         lock.release()
     return 0
 
 
-def report(trainer: Trainer, vocab: Vocab, devices: str, result: LoopResult, argv: list[str] | None) -> None:
+def report(trainer: Trainer, tokenizer: Tokenizer, devices: str, result: LoopResult, argv: list[str] | None) -> None:
     """Rank 0's ending: loss.png, then the resume hint, or the seed's two lines and the evaluation."""
     cfg, output = trainer.cfg, trainer.output
     plot_losses(output / "metrics.jsonl", output / "loss.png")
@@ -204,10 +252,9 @@ def report(trainer: Trainer, vocab: Vocab, devices: str, result: LoopResult, arg
         print(f"MLM loss {result.mlm_loss:.3f}, NSP loss {result.nsp_loss:.3f}")
         print(f"{result.steps * cfg.train.batch_size / result.seconds:.1f} sentence pairs/sec on {devices}")
     log.info("%d steps in %.1f s, now at step %d; outputs in %s", result.steps, result.seconds, trainer.step, output)
-    if cfg.data.eval_split:
-        eval_data = prepare(find_split(cfg.data.data_dir, cfg.data.eval_split), cfg.data.max_len,
-                            cfg.data.min_freq, cfg.data.seed, example_cache(cfg), vocab=vocab)
-        metrics = evaluate(trainer.model, eval_data.pairs, vocab, cfg.data.max_len, mask_prob=cfg.data.mask_prob)
+    pairs = held_out_pairs(cfg, tokenizer)
+    if pairs is not None:
+        metrics = evaluate(trainer.model, pairs, tokenizer, cfg.data.max_len, mask_prob=cfg.data.mask_prob)
         print(format_metrics(metrics))
         write_text_atomic(output / "eval.json", json.dumps(metrics, indent=1))
 

@@ -1,0 +1,81 @@
+"""Your own text: files, folders and globs of UTF-8 text, read as documents of sentences.
+
+Documents are separated by blank lines; a line holds one or more sentences, split after `.!?` followed
+by a space and after the Chinese `。！？` (no space needed). Bad files are refused with one line naming
+the file; empty files are skipped and counted.
+"""
+from __future__ import annotations
+
+import glob
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from pipeline.errors import UserError
+
+TEXT_SUFFIXES = (".txt", ".md")
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[。！？])\s*")
+DOCUMENT_BREAK = re.compile(r"\n[ \t\r\f\v]*\n")
+
+
+@dataclass
+class CorpusFiles:
+    """The files a --corpus list names, and how many were skipped as empty."""
+
+    files: list[Path]
+    empty: list[Path]
+
+
+def find_files(paths: Sequence[str | Path]) -> CorpusFiles:
+    """Files named directly, the *.txt / *.md files under folders (recursively), or glob matches."""
+    found: list[Path] = []
+    for given in paths:
+        path = Path(given).expanduser()
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
+        elif path.is_file():
+            found.append(path)
+        else:
+            matches = sorted(Path(m) for m in glob.glob(str(path), recursive=True) if Path(m).is_file())
+            if not matches:
+                raise UserError(f"--corpus {given}: no such file or folder, and no file matches it")
+            found += matches
+    files = list(dict.fromkeys(found))  # each file once, in order
+    if not files:
+        raise UserError(f"--corpus {' '.join(map(str, paths))}: no *.txt or *.md file found")
+    empty = [f for f in files if f.stat().st_size == 0]
+    return CorpusFiles([f for f in files if f not in empty], empty)
+
+
+def read_text(path: Path) -> str:
+    """The file as text; a binary or non-UTF-8 file is refused, naming it and where."""
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise UserError(f"cannot read {path}: {err.strerror}") from None
+    if b"\0" in data[:8192]:
+        raise UserError(f"{path} looks binary (it holds NUL bytes): the corpus must be UTF-8 text")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        raise UserError(f"{path} is not UTF-8 text (invalid byte at line {line}); convert it, e.g. "
+                        f"iconv -f GB18030 -t UTF-8") from None
+
+
+def split_sentences(line: str) -> list[str]:
+    return [s.strip() for s in SENTENCE_END.split(line) if s and s.strip()]
+
+
+def documents(text: str) -> Iterator[list[str]]:
+    """The documents of a text (blank-line separated), each a list of sentences."""
+    for block in DOCUMENT_BREAK.split(text):
+        sentences = [s for line in block.splitlines() for s in split_sentences(line)]
+        if sentences:
+            yield sentences
+
+
+def read_documents(files: Sequence[Path]) -> Iterator[list[str]]:
+    for path in files:
+        yield from documents(read_text(path))

@@ -1,0 +1,135 @@
+"""Your own corpus: finding and reading files, sentence splitting, WordPiece, whole-word masking, and an
+English and a Chinese corpus trained, exported and encoded end to end with the same token ids."""
+import json
+
+import numpy as np
+import pytest
+
+from pipeline.corpus import documents, find_files, read_text, split_sentences
+from pipeline.errors import UserError
+from pipeline.examples import mask_tokens
+from pipeline.sources import documents_to_pairs, token_ids, train_tokenizer
+from pipeline.tokenizer import TOKENIZER_FILE, WordPieceTokenizer, load_tokenizer
+from pipeline.vocab import SPECIAL_TOKENS
+from tests.conftest import TINY, run_script
+
+EN_WORDS = ("the crane is flying over the river a driver came to the bank he just left city did she see it "
+            "yes they played game café naïve Berlin isn't").split()
+ZH_CHARS = list("我们去北京天气很好你来吗他们在河边看见一只鹤飞过城市司机来到银行")
+
+
+def write_english(path, documents=120, seed=0):
+    rng = np.random.default_rng(seed)
+    docs = [" ".join(" ".join(rng.choice(EN_WORDS, rng.integers(3, 9))).capitalize() + rng.choice([".", "!", "?"])
+                     for _ in range(rng.integers(2, 5))) for _ in range(documents)]
+    path.write_text("\n\n".join(docs) + "\n", encoding="utf-8")
+
+
+def write_chinese(path, documents=120, seed=1):
+    rng = np.random.default_rng(seed)
+    docs = ["".join("".join(rng.choice(ZH_CHARS, rng.integers(3, 9))) + rng.choice(list("。！？"))
+                    for _ in range(rng.integers(2, 5))) for _ in range(documents)]
+    path.write_text("\n\n".join(docs) + "\n", encoding="utf-8")
+
+
+def test_sentences_split_in_english_and_chinese():
+    assert split_sentences("The crane, flying over Berlin, isn't here. It left! Did it? Yes") == \
+        ["The crane, flying over Berlin, isn't here.", "It left!", "Did it?", "Yes"]
+    assert split_sentences("我们去北京。天气很好！你来吗？好的") == ["我们去北京。", "天气很好！", "你来吗？", "好的"]
+    assert list(documents("a. b.\nc!\n\n \nd. e\n")) == [["a.", "b.", "c!"], ["d.", "e"]]
+
+
+def test_files_folders_and_globs(tmp_path):
+    (tmp_path / "sub").mkdir()
+    for name in ("a.txt", "sub/b.md", "sub/c.TXT", "skip.json"):
+        (tmp_path / name).write_text("x. y.\n", encoding="utf-8")
+    (tmp_path / "empty.txt").write_text("")
+    found = find_files([tmp_path])
+    assert [p.name for p in found.files] == ["a.txt", "b.md", "c.TXT"] and [p.name for p in found.empty] == ["empty.txt"]
+    assert [p.name for p in find_files([str(tmp_path / "**" / "*.md")]).files] == ["b.md"]
+    with pytest.raises(UserError, match="no such file or folder"):
+        find_files([tmp_path / "nope"])
+
+
+def test_bad_files_are_named_in_one_line(tmp_path):
+    latin = tmp_path / "latin1.txt"
+    latin.write_bytes("line one\ncafé".encode("latin-1"))
+    with pytest.raises(UserError, match=r"latin1.txt is not UTF-8 text \(invalid byte at line 2\)"):
+        read_text(latin)
+    binary = tmp_path / "image.txt"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
+    with pytest.raises(UserError, match="image.txt looks binary"):
+        read_text(binary)
+
+
+def test_a_corpus_without_two_sentence_documents_is_refused():
+    tokenizer = train_tokenizer([["one sentence only"]], "whitespace", 100, True, 1)
+    with pytest.raises(UserError, match="no document with two sentences"):
+        documents_to_pairs([["one sentence only"], ["another"]], tokenizer, 32, 0, "the corpus")
+
+
+def test_wordpiece_normalises_like_bert():
+    docs = [["The crane, flying over Berlin, isn't here.", "Café naïve 我们去北京。"]] * 50
+    tok = train_tokenizer(docs, "wordpiece", 120, True, 1)
+    assert tok.vocab.idx_to_token[:5] == list(SPECIAL_TOKENS), "special tokens keep their ids"
+    tokens = tok.tokens("CAFÉ, Berlin! 北京")
+    assert tokens[:3] == ["cafe", ",", "berlin"] and tokens[-2:] == ["北", "京"], tokens
+    cased = train_tokenizer(docs, "wordpiece", 120, False, 1)
+    assert "Berlin" in "".join(cased.tokens("Berlin")).replace("##", "")
+
+
+def test_whole_word_masking_masks_every_piece_of_a_word():
+    rng = np.random.default_rng(0)
+    vocab_size, continuation = 40, np.zeros(40, dtype=bool)
+    continuation[30:] = True  # ids 30.. are '##' pieces
+    ids = rng.integers(5, 30, (200, 24))
+    ids[:, 2::3] = rng.integers(30, 40, (200, 8))  # words: [start, start ##piece] repeated
+    ids[:, 0] = 3
+    masked = mask_tokens(ids, vocab_size, 8, 0.3, np.random.default_rng(1), continuation)
+    chosen = np.zeros_like(ids, dtype=bool)
+    rows = np.repeat(np.arange(200), 8)
+    chosen[rows, masked.pred_positions.ravel()] = masked.mlm_weights.ravel() > 0
+    pieces = np.flatnonzero((ids[:, 1:] >= 30).ravel() & chosen[:, 1:].ravel())
+    starts_of_chosen_pieces = chosen[:, :-1].ravel()[pieces]
+    assert len(pieces) > 100 and starts_of_chosen_pieces.mean() > 0.95, "a piece is masked with its word start"
+
+
+@pytest.fixture(scope="module", params=["english", "chinese"])
+def corpus_run(request, tmp_path_factory):
+    folder = tmp_path_factory.mktemp(request.param)
+    text = folder / ("corpus.txt" if request.param == "english" else "corpus.md")
+    (write_english if request.param == "english" else write_chinese)(text)
+    out = folder / "out"
+    result = run_script("pipeline/train.py", "--corpus", str(folder), "--eval-corpus", str(text), "--output-dir", str(out),
+                        "--steps", "6", *TINY, "-o", "data.tokenizer=wordpiece", "-o", "data.vocab_size=300",
+                        "-o", "data.whole_word_mask=true")
+    assert result.returncode == 0, result.stderr
+    export = run_script("export/save.py", "--output-dir", str(out))
+    assert export.returncode == 0, export.stderr
+    return request.param, text, out
+
+
+def test_own_corpus_trains_exports_and_encodes_with_wordpiece(corpus_run):
+    language, text, out = corpus_run
+    assert (out / TOKENIZER_FILE).is_file() and (out / "inference" / TOKENIZER_FILE).is_file()
+    assert json.loads((out / "eval.json").read_text())["mlm_targets"] > 0
+    sample = "The crane is flying over Berlin, isn't it?" if language == "english" else "我们去北京看鹤。"
+    result = run_script("infer/encode.py", "--model-dir", str(out / "inference"), "--text", sample, "--json")
+    assert result.returncode == 0, result.stderr
+    tokens = json.loads(result.stdout)["tokens"]
+    expected = ["<cls>", "the", "crane", "is"] if language == "english" else ["<cls>", "我", "们", "去"]
+    assert tokens[:4] == expected and tokens[-1] == "<sep>"
+
+
+def test_training_and_inference_give_the_same_ids(corpus_run):
+    from infer.predictor import Encoder
+
+    language, text, out = corpus_run
+    rng = np.random.default_rng(5)
+    lines = text.read_text(encoding="utf-8").split("\n\n")[:100]
+    lines += [" ".join(rng.choice(EN_WORDS + ZH_CHARS + ["!", "é", "Ünïcödé", "\t", "x" * 30], 8)) for _ in range(200)]
+    training_side = load_tokenizer(out, WordPieceTokenizer.load(out / TOKENIZER_FILE).vocab)
+    encoder = Encoder(out / "inference", device="cpu")
+    for line in lines:
+        want, _ = token_ids([[line]], training_side)  # the ids training feeds the model
+        assert [encoder.vocab[t] for t in encoder.tokenizer.tokens(line)] == want.tolist(), line
