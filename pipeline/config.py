@@ -54,6 +54,7 @@ class DataConfig:
 
     data_dir: str | None = setting(None, "folder or zip with wiki.*.tokens; none = download WikiText-2")
     corpus: list[str] | None = setting(None, "your own text instead: files, folders (*.txt, *.md) or globs")
+    prepared: str | None = setting(None, "a folder made by pipeline/prepare.py (memory-mapped) instead")
     eval_corpus: list[str] | None = setting(None, "held-out text of your own, evaluated at the end")
     tokenizer: str = setting("whitespace", "whitespace (the seed's words) or wordpiece (trained on the corpus)",
                              choices=("whitespace", "wordpiece"))

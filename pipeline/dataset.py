@@ -141,6 +141,7 @@ class PretrainingData:
         self.continuation = continuation  # whole-word masking: which vocabulary ids continue a word
         self.host_dropout: tuple[int, int, float] | None = None
         self.vocab_size = vocab_size
+        self.max_len = max_len
         self.max_preds = max_predictions(max_len, mask_prob)
         self.mask_prob = mask_prob
         self.dynamic_masking = dynamic_masking
@@ -196,7 +197,7 @@ class PretrainingData:
     def _dropout_masks(self, step: int, rank: int, rows: int) -> np.ndarray:
         num_masks, hidden, p = self.host_dropout
         rng = np.random.default_rng([self.seed, step, rank, 3])
-        shape = (num_masks, rows, self.pairs.input_ids.shape[1], hidden)
+        shape = (num_masks, rows, self.max_len, hidden)
         random_bytes = np.frombuffer(rng.bytes(int(np.prod(shape))), dtype=np.uint8)
         return (random_bytes >= round(256 * p)).view(np.uint8).reshape(shape)
 
@@ -231,6 +232,34 @@ class PretrainingData:
                 yield item
         finally:
             stop_flag.set()
+
+
+class MappedPretrainingData(PretrainingData):
+    """The same global batches and shards, built from a prepared folder's memory maps as each batch is
+    needed (pipeline/prepare.py), so the corpus may be larger than memory. Masks are drawn per batch
+    from (seed, epoch, batch): dynamic masking, and a resumed run sees the same batches."""
+
+    def __init__(self, corpus, max_len: int, mask_prob: float = 0.15, seed: int = 0,
+                 continuation: np.ndarray | None = None):
+        super().__init__(corpus, len(corpus.tokenizer.vocab), max_len, mask_prob, True, seed, continuation)
+        self._order: tuple[int, np.ndarray] | None = None
+
+    def batch(self, step: int, batch_size: int, rank: int = 0, world: int = 1) -> dict[str, np.ndarray]:
+        if batch_size % world:
+            raise UserError(f"train.batch_size={batch_size} is not divisible by the {world} ranks")
+        per_rank = batch_size // world
+        epoch, index = divmod(step, self.steps_per_epoch(batch_size))
+        if self._order is None or self._order[0] != epoch:
+            self._order = (epoch, np.random.default_rng([self.seed, epoch, 1]).permutation(len(self.pairs)))
+        global_rows = self._order[1][index * batch_size:(index + 1) * batch_size]
+        pairs = self.pairs.take(global_rows, self.max_len)  # every rank builds the global batch: same masks
+        masked = mask_tokens(pairs.input_ids, self.vocab_size, self.max_preds, self.mask_prob,
+                             np.random.default_rng([self.seed, epoch, index, 2]), self.continuation)
+        mine = slice(rank * per_rank, (rank + 1) * per_rank)
+        out = _gather(pairs, masked, mine, masked.mlm_weights.sum() / world)
+        if self.host_dropout is not None:
+            out["drop_masks"] = self._dropout_masks(step, rank, per_rank)
+        return out
 
 
 def eval_batches(pairs: Pairs, vocab_size: int, max_len: int, batch_size: int, mask_prob: float = 0.15,

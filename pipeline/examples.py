@@ -54,42 +54,66 @@ class SentenceBounds(Protocol):
     paragraph_starts: np.ndarray  # [paragraphs + 1], offsets into the sentences
 
 
-def make_pairs(ids: np.ndarray, sentences: SentenceBounds, vocab: Vocab, max_len: int,
-               rng: np.random.Generator) -> Pairs:
-    """NSP pairs from consecutive sentences of a paragraph: half the time B is the true next
-    sentence, otherwise a random sentence of a random paragraph. Pairs over max_len are skipped."""
-    starts = sentences.sentence_starts[:-1].astype(np.int32)  # int32 halves the memory traffic below
-    lengths = np.diff(sentences.sentence_starts).astype(np.int32)
-    para_sizes = np.diff(sentences.paragraph_starts)
-    para_of = np.repeat(np.arange(len(para_sizes)), para_sizes)
-    first = np.flatnonzero(para_of[:-1] == para_of[1:])
+def choose_pairs(sentence_starts: np.ndarray, paragraph_starts: np.ndarray, max_len: int, rng: np.random.Generator,
+                 paragraphs: slice = slice(None)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(first, second, is_next) sentence indices of the NSP pairs of `paragraphs` (all by default): each
+    sentence with a successor in its paragraph is a first sentence; half the time B is that successor,
+    otherwise a random sentence of a random paragraph of the whole corpus. Pairs over max_len are skipped.
+    Only the index arrays are read, so a corpus on disk can be paired paragraph range by range."""
+    para_starts = np.asarray(paragraph_starts)
+    lo, hi, _ = paragraphs.indices(len(para_starts) - 1)
+    first_sentence = int(para_starts[lo])
+    local_sizes = np.diff(para_starts[lo:hi + 1])
+    para_of = np.repeat(np.arange(len(local_sizes)), local_sizes)
+    first = first_sentence + np.flatnonzero(para_of[:-1] == para_of[1:])
+    all_sizes = np.diff(para_starts)
     is_next = rng.random(len(first)) < 0.5
-    other_para = rng.integers(0, len(para_sizes), len(first))
-    other = sentences.paragraph_starts[other_para] + (rng.random(len(first)) * para_sizes[other_para]).astype(np.int64)
+    other_para = rng.integers(0, len(all_sizes), len(first))
+    other = para_starts[other_para] + (rng.random(len(first)) * all_sizes[other_para]).astype(np.int64)
     second = np.where(is_next, first + 1, other)
-    keep = lengths[first] + lengths[second] + 3 <= max_len
-    if not keep.any():
-        raise UserError(f"no sentence pair fits in data.max_len={max_len} "
-                        f"(shortest pair needs {int((lengths[first] + lengths[second]).min()) + 3})")
-    first, second, is_next = first[keep], second[keep], is_next[keep]
+    starts = np.asarray(sentence_starts)
+    lengths_first = starts[first + 1] - starts[first]
+    lengths_second = starts[second + 1] - starts[second]
+    keep = lengths_first + lengths_second + 3 <= max_len
+    return first[keep], second[keep], is_next[keep]
+
+
+def build_pairs(ids: np.ndarray, sentence_starts: np.ndarray, first: np.ndarray, second: np.ndarray,
+                is_next: np.ndarray, vocab: Vocab, max_len: int) -> Pairs:
+    """`<cls> A <sep> B <sep>` rows for the chosen sentence pairs, padded to max_len (reads only the
+    token ids it needs, so `ids` may be a memory map)."""
+    starts = np.asarray(sentence_starts)
+    lengths_first = (starts[first + 1] - starts[first]).astype(np.int32)
+    lengths_second = (starts[second + 1] - starts[second]).astype(np.int32)
     n = len(first)
     input_ids = np.empty((n, max_len), dtype=np.int32)
     token_type_ids = np.empty((n, max_len), dtype=np.int32)
     col = np.arange(max_len, dtype=np.int32)[None, :]
     for lo in range(0, n, CHUNK_ROWS):
         sl = slice(lo, lo + CHUNK_ROWS)
-        la, lb = lengths[first[sl]][:, None], lengths[second[sl]][:, None]
+        la, lb = lengths_first[sl][:, None], lengths_second[sl][:, None]
         in_a = (col >= 1) & (col <= la)
         in_b = (col >= la + 2) & (col <= la + lb + 1)
         src = np.where(in_a, starts[first[sl]][:, None] + col - 1, starts[second[sl]][:, None] + col - la - 2)
         src = np.where(in_a | in_b, src, 0)
-        row = np.where(in_a | in_b, ids[src], vocab.pad)
+        row = np.where(in_a | in_b, np.asarray(ids[src.ravel()]).reshape(src.shape), vocab.pad)
         row[:, 0] = vocab.cls
         np.putmask(row, (col == la + 1) | (col == la + lb + 2), vocab.sep)
         input_ids[sl] = row
         token_type_ids[sl] = (col >= la + 2) & (col <= la + lb + 2)
-    valid_length = (lengths[first] + lengths[second] + 3).astype(np.int32)
-    return Pairs(input_ids, token_type_ids, valid_length, is_next.astype(np.int32))
+    valid_length = (lengths_first + lengths_second + 3).astype(np.int32)
+    return Pairs(input_ids, token_type_ids, valid_length, np.asarray(is_next).astype(np.int32))
+
+
+def make_pairs(ids: np.ndarray, sentences: SentenceBounds, vocab: Vocab, max_len: int,
+               rng: np.random.Generator) -> Pairs:
+    """Every NSP pair of a corpus in memory: `choose_pairs`, then `build_pairs`."""
+    first, second, is_next = choose_pairs(sentences.sentence_starts, sentences.paragraph_starts, max_len, rng)
+    if not len(first):
+        lengths = np.diff(sentences.sentence_starts)
+        raise UserError(f"no sentence pair fits in data.max_len={max_len} "
+                        f"(the shortest sentence has {int(lengths.min())} tokens)")
+    return build_pairs(ids, sentences.sentence_starts, first, second, is_next, vocab, max_len)
 
 
 def mask_tokens(input_ids: np.ndarray, vocab_size: int, max_preds: int, mask_prob: float,

@@ -19,7 +19,8 @@ warnings.filterwarnings("ignore", message=".*ccache.*")
 # A tiny model that trains in a second or two; every test that trains uses it.
 TINY = ["-o", "model.hidden_size=32", "-o", "model.num_layers=2", "-o", "model.num_heads=2",
         "-o", "model.ffn_size=64", "-o", "data.max_len=32", "-o", "data.min_freq=1",
-        "-o", "train.batch_size=32", "-o", "train.lr=0.005", "-o", "train.warmup_steps=0", "-o", "train.log_every=1"]
+        "-o", "train.batch_size=32", "-o", "train.lr=0.005", "-o", "train.warmup_steps=0", "-o", "train.lr_decay=none",
+        "-o", "train.log_every=1"]
 
 
 def write_corpus(path: Path, paragraphs: int, seed: int, words: int = 80) -> None:

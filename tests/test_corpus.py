@@ -133,3 +133,66 @@ def test_training_and_inference_give_the_same_ids(corpus_run):
     for line in lines:
         want, _ = token_ids([[line]], training_side)  # the ids training feeds the model
         assert [encoder.vocab[t] for t in encoder.tokenizer.tokens(line)] == want.tolist(), line
+
+
+@pytest.fixture(scope="module")
+def prepared_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("prep")
+    write_english(folder / "a.txt", seed=3)
+    write_chinese(folder / "b.md", seed=4)
+    out = folder / "prepared"
+    result = run_script("pipeline/prepare.py", "--corpus", str(folder), "--output-dir", str(out),
+                        "-o", "data.tokenizer=wordpiece", "-o", "data.vocab_size=300", "-o", "data.max_len=32")
+    assert result.returncode == 0, result.stderr
+    return folder, out
+
+
+def test_prepare_writes_maps_an_index_and_the_tokenizer(prepared_folder):
+    from pipeline.prepare import MappedCorpus
+
+    folder, out = prepared_folder
+    index = json.loads((out / "index.json").read_text())
+    assert {p.name for p in out.iterdir()} >= {"tokens.bin", "sentence_starts.bin", "document_starts.bin",
+                                              "pairs.bin", "index.json", "vocab.json", TOKENIZER_FILE}
+    assert index["documents"] == 240 and index["pairs"] > 300 and index["token_dtype"] == "uint16"
+    corpus = MappedCorpus.open(out)
+    pairs = corpus.take(np.array([5, 0, 17]), 32)
+    vocab = corpus.tokenizer.vocab
+    texts = (folder / "a.txt").read_text(encoding="utf-8") + (folder / "b.md").read_text(encoding="utf-8")
+    for row in range(3):
+        n = pairs.valid_length[row]
+        tokens = vocab.to_tokens(pairs.input_ids[row, :n])
+        first = tokens[1:tokens.index("<sep>")]
+        assert tokens[0] == "<cls>" and tokens[-1] == "<sep>" and first
+        assert corpus.tokenizer.backend.decode([vocab[t] for t in first]).replace(" ", "")[:4] in \
+            texts.lower().replace(" ", ""), "segment A is a sentence of the corpus"
+
+
+def test_training_from_maps_resumes_exactly(prepared_folder, tmp_path):
+    _, out = prepared_folder
+    flags = ["--prepared", str(out), *TINY]
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    for folder, steps, extra in ((whole, 6, []), (parts, 3, []), (parts, 6, ["--resume"])):
+        result = run_script("pipeline/train.py", "--output-dir", str(folder), "--steps", str(steps), *flags, *extra)
+        assert result.returncode == 0, result.stderr
+    losses = [[json.loads(line)["mlm_loss"] for line in (f / "metrics.jsonl").read_text().splitlines()]
+              for f in (whole, parts)]
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-4)
+
+
+def test_bad_prepared_folders_are_refused(prepared_folder, tmp_path):
+    import shutil
+
+    from tests.test_train import assert_user_error
+
+    _, out = prepared_folder
+    assert_user_error(run_script("pipeline/train.py", "--prepared", str(tmp_path / "none"), *TINY), "no such folder")
+    damaged = tmp_path / "damaged"
+    shutil.copytree(out, damaged)
+    (damaged / "pairs.bin").write_bytes((damaged / "pairs.bin").read_bytes()[:-8])
+    assert_user_error(run_script("pipeline/train.py", "--prepared", str(damaged), "--output-dir", str(tmp_path / "o"),
+                                 *TINY), "pairs.bin is missing or has the wrong size")
+    single = tmp_path / "single.txt"
+    single.write_text("only one sentence here\n\nand one here\n", encoding="utf-8")
+    assert_user_error(run_script("pipeline/prepare.py", "--corpus", str(single), "--output-dir", str(tmp_path / "p")),
+                      "makes no sentence pair")
