@@ -1,11 +1,14 @@
-"""Text in, tokenizer and NSP pairs out: your own corpus (files, folders, globs) or WikiText-2 with a
-WordPiece tokenizer. (WikiText-2 with the seed's whitespace vocabulary, cached, is `dataset.prepare`.)
+"""Where the training and held-out data come from, and how they become a tokenizer and NSP pairs:
+WikiText-2 with the seed's whitespace words (cached arrays, `dataset.prepare`), WikiText-2 with WordPiece,
+your own corpus (prepared into memory maps by `prepare.py`, into the cache or ahead of time).
 
 Documents of sentences -> token ids through the one tokenizer -> `examples.make_pairs`, the same
 vectorised pair building as WikiText's.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections import Counter
 from dataclasses import dataclass
@@ -14,12 +17,15 @@ from typing import Sequence
 
 import numpy as np
 
+from pipeline.config import Config
 from pipeline.corpus import find_files, read_documents
+from pipeline.dataset import MappedPretrainingData, PretrainingData, prepare
 from pipeline.errors import UserError
 from pipeline.examples import Pairs, make_pairs
-from pipeline.tokenizer import Tokenizer, WhitespaceTokenizer, WordPieceTokenizer
+from pipeline.prepare import FORMAT as PREPARE_FORMAT, MappedCorpus, prepare_corpus
+from pipeline.tokenizer import TOKENIZER_FILE, Tokenizer, WhitespaceTokenizer, WordPieceTokenizer, load_tokenizer
 from pipeline.vocab import Vocab
-from pipeline.wikitext import read_sentences
+from pipeline.wikitext import cache_home, find_split, read_sentences
 
 log = logging.getLogger(__name__)
 Documents = list[list[str]]  # documents, each a list of sentences
@@ -84,3 +90,67 @@ def documents_to_pairs(documents: Documents, tokenizer: Tokenizer, max_len: int,
         raise UserError(f"{what} has no document with two sentences: next-sentence pairs need them "
                         f"(separate documents by blank lines, sentences by . ! ? or 。！？)")
     return make_pairs(ids, index, tokenizer.vocab, max_len, np.random.default_rng([seed, 0]))
+
+
+def example_cache(cfg: Config) -> Path:
+    return Path(cfg.data.cache_dir) if cfg.data.cache_dir else cache_home() / "examples"
+
+
+def prepare_data(cfg: Config, output: Path, resume: bool) -> tuple[Tokenizer, PretrainingData]:
+    """The tokenizer and the training batches: a prepared folder (memory-mapped), your own corpus
+    (prepared into the cache first, the same way), WikiText-2 with WordPiece, or WikiText-2 with the
+    seed's whitespace words (cached arrays)."""
+    d = cfg.data
+    mapped = None
+    if d.prepared or d.corpus:
+        folder = Path(d.prepared) if d.prepared else prepared_in_cache(cfg)
+        mapped = MappedCorpus.open(folder)
+        if mapped.index["max_len"] > d.max_len:
+            raise UserError(f"{folder} was prepared for data.max_len={mapped.index['max_len']}, longer than "
+                            f"data.max_len={d.max_len}: prepare it again with -o data.max_len={d.max_len}")
+        tokenizer = mapped.tokenizer
+    elif d.tokenizer == "whitespace":
+        prepared = prepare(find_split(d.data_dir, d.split), d.max_len, d.min_freq, d.seed, example_cache(cfg))
+        tokenizer, pairs = WhitespaceTokenizer(prepared.vocab), prepared.pairs
+    else:
+        documents = wikitext_documents(find_split(d.data_dir, d.split))
+        if resume and (output / TOKENIZER_FILE).is_file():  # WordPiece training is not deterministic
+            tokenizer = load_tokenizer(output, Vocab.load(output / "vocab.json"))
+        else:
+            tokenizer = train_tokenizer(documents, d.tokenizer, d.vocab_size, d.lowercase, d.min_freq)
+        pairs = documents_to_pairs(documents, tokenizer, d.max_len, d.seed, "the corpus")
+    saved_vocab = output / "vocab.json"
+    if resume and saved_vocab.exists() and Vocab.load(saved_vocab).idx_to_token != tokenizer.vocab.idx_to_token:
+        raise UserError(f"the corpus gives another vocabulary than {saved_vocab}: resume with the same data")
+    cfg.model.vocab_size = len(tokenizer.vocab)
+    continuation = np.array([t.startswith("##") for t in tokenizer.vocab.idx_to_token]) if d.whole_word_mask else None
+    if mapped is not None:
+        return tokenizer, MappedPretrainingData(mapped, d.max_len, d.mask_prob, d.seed, continuation)
+    return tokenizer, PretrainingData(pairs, len(tokenizer.vocab), d.max_len, d.mask_prob, d.dynamic_masking,
+                                      d.seed, continuation=continuation)
+
+
+def prepared_in_cache(cfg: Config) -> Path:
+    """--corpus: prepare.py's preparation into the cache, keyed by the files (path, size, time) and the
+    settings it depends on; an unchanged corpus is prepared once."""
+    d = cfg.data
+    files = find_files(d.corpus).files
+    key = {"files": [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files],
+           "settings": [d.tokenizer, d.vocab_size, d.lowercase, d.min_freq, d.max_len, d.seed, PREPARE_FORMAT]}
+    folder = example_cache(cfg) / f"corpus-{hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]}"
+    if not (folder / "index.json").is_file():
+        prepare_corpus(d.corpus, cfg, folder)
+    return folder
+
+
+def held_out_pairs(cfg: Config, tokenizer: Tokenizer) -> Pairs | None:
+    """The held-out pairs of data.eval_corpus or data.eval_split, tokenized like the training text."""
+    d = cfg.data
+    if d.eval_corpus:
+        return documents_to_pairs(corpus_documents(d.eval_corpus), tokenizer, d.max_len, d.seed, "--eval-corpus")
+    if not d.eval_split:
+        return None
+    path = find_split(d.data_dir, d.eval_split)
+    if d.tokenizer == "whitespace" and not (d.corpus or d.prepared):
+        return prepare(path, d.max_len, d.min_freq, d.seed, example_cache(cfg), vocab=tokenizer.vocab).pairs
+    return documents_to_pairs(wikitext_documents(path), tokenizer, d.max_len, d.seed, str(path))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import io
 import json
 import logging
@@ -31,20 +30,16 @@ from paddle.distributed import fleet  # noqa: E402
 
 from pipeline import checkpoint  # noqa: E402
 from pipeline.config import Config, load_config, save_config  # noqa: E402
-from pipeline.dataset import MappedPretrainingData, PretrainingData, prepare  # noqa: E402
+from pipeline.corpus import find_files  # noqa: E402
 from pipeline.errors import UserError, run_cli  # noqa: E402
 from pipeline.evaluate import evaluate, format_metrics  # noqa: E402
 from pipeline.files import FolderLock, write_text_atomic  # noqa: E402
 from pipeline.progress import keep_metrics_until, plot_losses  # noqa: E402
 from pipeline.runtime import set_cpu_threads  # noqa: E402
-from pipeline.corpus import find_files  # noqa: E402
-from pipeline.examples import Pairs  # noqa: E402
-from pipeline.prepare import FORMAT as PREPARE_FORMAT, MappedCorpus, prepare_corpus  # noqa: E402
-from pipeline.sources import corpus_documents, documents_to_pairs, train_tokenizer, wikitext_documents  # noqa: E402
-from pipeline.tokenizer import TOKENIZER_FILE, Tokenizer, WhitespaceTokenizer, load_tokenizer  # noqa: E402
+from pipeline.sources import held_out_pairs, prepare_data  # noqa: E402
+from pipeline.tokenizer import Tokenizer  # noqa: E402
 from pipeline.trainer import LoopResult, Trainer, run_loop  # noqa: E402
-from pipeline.vocab import Vocab  # noqa: E402
-from pipeline.wikitext import cache_home, find_split  # noqa: E402
+from pipeline.wikitext import find_split  # noqa: E402
 
 log = logging.getLogger("pipeline.train")
 
@@ -139,72 +134,6 @@ def check_writable(folder: Path) -> None:
         probe.unlink()
     except OSError as err:
         raise UserError(f"output folder {folder} is not writable ({err.strerror})") from None
-
-
-def example_cache(cfg: Config) -> Path:
-    return Path(cfg.data.cache_dir) if cfg.data.cache_dir else cache_home() / "examples"
-
-
-def prepare_data(cfg: Config, output: Path, resume: bool) -> tuple[Tokenizer, PretrainingData]:
-    """The tokenizer and the training batches: a prepared folder (memory-mapped), your own corpus
-    (prepared into the cache first, the same way), WikiText-2 with WordPiece, or WikiText-2 with the
-    seed's whitespace words (cached arrays)."""
-    d = cfg.data
-    continuation = None
-    if d.prepared or d.corpus:
-        folder = Path(d.prepared) if d.prepared else prepared_in_cache(cfg)
-        corpus = MappedCorpus.open(folder)
-        if corpus.index["max_len"] > d.max_len:
-            raise UserError(f"{folder} was prepared for data.max_len={corpus.index['max_len']}, longer than "
-                            f"data.max_len={d.max_len}: prepare it again with -o data.max_len={d.max_len}")
-        tokenizer = corpus.tokenizer
-        make_data = lambda c: MappedPretrainingData(corpus, d.max_len, d.mask_prob, d.seed, c)  # noqa: E731
-    else:
-        if d.tokenizer == "whitespace":
-            prepared = prepare(find_split(d.data_dir, d.split), d.max_len, d.min_freq, d.seed, example_cache(cfg))
-            tokenizer, pairs = WhitespaceTokenizer(prepared.vocab), prepared.pairs
-        else:
-            documents = wikitext_documents(find_split(d.data_dir, d.split))
-            if resume and (output / TOKENIZER_FILE).is_file():  # WordPiece training is not deterministic
-                tokenizer = load_tokenizer(output, Vocab.load(output / "vocab.json"))
-            else:
-                tokenizer = train_tokenizer(documents, d.tokenizer, d.vocab_size, d.lowercase, d.min_freq)
-            pairs = documents_to_pairs(documents, tokenizer, d.max_len, d.seed, "the corpus")
-        make_data = lambda c: PretrainingData(pairs, len(tokenizer.vocab), d.max_len, d.mask_prob,  # noqa: E731
-                                              d.dynamic_masking, d.seed, continuation=c)
-    saved_vocab = output / "vocab.json"
-    if resume and saved_vocab.exists() and Vocab.load(saved_vocab).idx_to_token != tokenizer.vocab.idx_to_token:
-        raise UserError(f"the corpus gives another vocabulary than {saved_vocab}: resume with the same data")
-    cfg.model.vocab_size = len(tokenizer.vocab)
-    if d.whole_word_mask:
-        continuation = np.array([t.startswith("##") for t in tokenizer.vocab.idx_to_token])
-    return tokenizer, make_data(continuation)
-
-
-def prepared_in_cache(cfg: Config) -> Path:
-    """--corpus: prepare.py's preparation into the cache, keyed by the files (path, size, time) and the
-    settings it depends on; an unchanged corpus is prepared once."""
-    d = cfg.data
-    files = find_files(d.corpus).files
-    key = {"files": [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files],
-           "settings": [d.tokenizer, d.vocab_size, d.lowercase, d.min_freq, d.max_len, d.seed, PREPARE_FORMAT]}
-    folder = example_cache(cfg) / f"corpus-{hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]}"
-    if not (folder / "index.json").is_file():
-        prepare_corpus(d.corpus, cfg, folder)
-    return folder
-
-
-def held_out_pairs(cfg: Config, tokenizer: Tokenizer) -> Pairs | None:
-    """The held-out pairs of data.eval_corpus or data.eval_split, tokenized like the training text."""
-    d = cfg.data
-    if d.eval_corpus:
-        return documents_to_pairs(corpus_documents(d.eval_corpus), tokenizer, d.max_len, d.seed, "--eval-corpus")
-    if not d.eval_split:
-        return None
-    path = find_split(d.data_dir, d.eval_split)
-    if d.tokenizer == "whitespace" and not (d.corpus or d.prepared):
-        return prepare(path, d.max_len, d.min_freq, d.seed, example_cache(cfg), vocab=tokenizer.vocab).pairs
-    return documents_to_pairs(wikitext_documents(path), tokenizer, d.max_len, d.seed, str(path))
 
 
 def main(argv: list[str] | None = None) -> int:
