@@ -61,8 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
 def read_texts(source: str) -> list[Text]:
     """Lines of `source` ('-' = stdin): a text, or a tab-separated pair."""
     try:
-        if source == "-":
-            lines = sys.stdin.read().splitlines()
+        if source == "-":  # as bytes, decoded strictly: not the locale's lenient surrogate escapes
+            lines = sys.stdin.buffer.read().decode("utf-8").splitlines()
         else:
             lines = Path(source).read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:

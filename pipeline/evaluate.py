@@ -113,7 +113,6 @@ def crane_cosine(encoder: EncoderFn, tokenizer: Tokenizer, max_len: int, word: s
 def encoding_figures(encoder: EncoderFn, pairs: Pairs, tokenizer: Tokenizer, max_len: int,
                      sentences: int = COSINE_SENTENCES) -> dict[str, float | None]:
     """`encoding_mean_cosine` over the first `sentences` held-out pairs (unmasked) and `crane_cosine`."""
-    tokenizer = _TEMP_as_tokenizer(tokenizer)
     rows = slice(0, min(sentences, len(pairs)))
     lens = pairs.valid_length[rows].astype(np.int64)
     width = int(lens.max())
@@ -121,11 +120,6 @@ def encoding_figures(encoder: EncoderFn, pairs: Pairs, tokenizer: Tokenizer, max
                         pairs.token_type_ids[rows, :width].astype(np.int64), lens)
     return {"encoding_mean_cosine": mean_token_cosine(np.asarray(encodings), lens),
             "crane_cosine": crane_cosine(encoder, tokenizer, max_len)}
-
-
-def _TEMP_as_tokenizer(t):  # REMOVE once the running benchmark is done
-    from pipeline.tokenizer import WhitespaceTokenizer
-    return WhitespaceTokenizer(t) if isinstance(t, Vocab) else t
 
 
 def paddle_functions(model) -> tuple[PretrainingFn, EncoderFn]:
@@ -147,7 +141,6 @@ def paddle_functions(model) -> tuple[PretrainingFn, EncoderFn]:
 def evaluate(model, pairs: Pairs, tokenizer: Tokenizer, max_len: int, batch_size: int = 256,
              mask_prob: float = 0.15, seed: int = 0) -> dict[str, float]:
     """Every held-out figure for `model` (a BertForPretraining), run in eval mode."""
-    tokenizer = _TEMP_as_tokenizer(tokenizer)
     was_training = model.training
     model.eval()
     try:

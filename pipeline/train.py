@@ -129,7 +129,7 @@ def check_data(cfg: Config) -> None:
 def check_writable(folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".write-test"
+        probe = folder / f".write-test.{os.getpid()}"  # one per process: ranks share the folder
         probe.write_text("ok")
         probe.unlink()
     except OSError as err:

@@ -6,6 +6,7 @@ import pytest
 
 from pipeline.dataset import eval_batches, prepare
 from pipeline.evaluate import encoding_figures, mean_token_cosine, mlm_nsp_figures
+from pipeline.tokenizer import WhitespaceTokenizer
 from pipeline.vocab import SPECIAL_TOKENS
 
 MAX_LEN, BATCH = 32, 64
@@ -119,10 +120,11 @@ def test_encoding_figures_tell_collapsed_context_free_and_contextual_encoders_ap
     def contextual(ids, token_type_ids, lens):
         return table[ids] + table[np.roll(ids, -1, axis=1)]  # the next word
 
-    c = encoding_figures(collapsed, pairs, vocab, MAX_LEN)
+    tokenizer = WhitespaceTokenizer(vocab)
+    c = encoding_figures(collapsed, pairs, tokenizer, MAX_LEN)
     assert c["encoding_mean_cosine"] == pytest.approx(1.0) and c["crane_cosine"] == pytest.approx(1.0)
-    f = encoding_figures(context_free, pairs, vocab, MAX_LEN)
+    f = encoding_figures(context_free, pairs, tokenizer, MAX_LEN)
     assert f["encoding_mean_cosine"] < 0.5 and f["crane_cosine"] == pytest.approx(1.0)
-    x = encoding_figures(contextual, pairs, vocab, MAX_LEN)
+    x = encoding_figures(contextual, pairs, tokenizer, MAX_LEN)
     assert x["encoding_mean_cosine"] < 0.9 and x["crane_cosine"] < 0.98
     assert not math.isnan(x["crane_cosine"])
