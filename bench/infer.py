@@ -94,8 +94,13 @@ def huggingface_onnx(model: BertForPretraining, cfg_path: str, folder: Path):
                           and not k.startswith("bert.pooler")}, strict=False)
 
     class Encodings(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bert = bert
+
         def forward(self, input_ids, attention_mask, token_type_ids):
-            return bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).last_hidden_state
+            return self.bert(input_ids=input_ids, attention_mask=attention_mask,
+                             token_type_ids=token_type_ids).last_hidden_state
 
     path = folder / "hf_bert.onnx"
     example = [torch.ones((1, 6), dtype=torch.int64)] * 3

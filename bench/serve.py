@@ -138,7 +138,7 @@ def random_model() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-dir", help="exported model (default: a tiny model of random weights)")
-    parser.add_argument("--backend", default="paddle", choices=("paddle", "onnxruntime"))
+    parser.add_argument("--backend", default="paddle", choices=("paddle", "onnxruntime", "auto"))
     parser.add_argument("--seconds", type=float, default=8.0, help="time bound of each scenario (default 8)")
     parser.add_argument("--requests", type=int, default=3000, help="request bound of each scenario (default 3000)")
     parser.add_argument("--soak", type=float, default=60.0, help="memory soak seconds (default 60; 0 = skip)")

@@ -42,9 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64, help="texts per predictor call for --file (default: 64)")
     p.add_argument("--truncate", action="store_true", help="cut texts longer than the model's max_len instead of failing")
     run = p.add_argument_group("predictor")
-    run.add_argument("--backend", default="paddle", choices=("paddle", "onnxruntime"),
-                     help="paddle (default): Paddle Inference; onnxruntime: ONNX Runtime on CPU over encoder.onnx "
-                          "(export with --onnx; 4-5x faster for single sentences on these CPUs, see README)")
+    run.add_argument("--backend", default="auto", choices=("auto", "paddle", "onnxruntime"),
+                     help="auto (default): ONNX Runtime on CPU when the export has encoder.onnx (export/save.py "
+                          "--onnx) and onnxruntime is installed, else Paddle Inference; or name one")
     run.add_argument("--device", default="auto", choices=("auto", "gpu", "cpu"),
                      help="auto (default) uses the GPU when this PaddlePaddle build and machine have one")
     run.add_argument("--threads", type=int, default=0,
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError("--batch-size must be at least 1")
     encoder = Encoder(model_dir=args.model_dir, device=args.device, threads=args.threads, onednn=args.onednn,
                       trt=args.trt, precision=args.precision, max_batch=args.max_batch, verbose=args.verbose,
-                      backend=args.backend)
+                      backend="paddle" if args.fill_mask is not None else args.backend)
     if args.fill_mask is not None:
         for i, candidates in enumerate(encoder.fill_mask(args.fill_mask)):
             print(f"<mask> {i + 1}: " + ", ".join(f"{w} {p:.3f}" for w, p in candidates))

@@ -114,7 +114,7 @@ def create_app(encoder: Encoder, workers: int = 2, max_batch: int = 32, max_wait
     async def metadata():
         manifest = encoder.folder.manifest
         return {"version": VERSION, "model": manifest.get("model"), "max_len": encoder.max_len,
-                "tokenizer": encoder.tokenizer.kind, "vocab_size": len(encoder.vocab), "inputs": manifest.get("inputs"),
+                "backend": encoder.backend, "tokenizer": encoder.tokenizer.kind, "vocab_size": len(encoder.vocab), "inputs": manifest.get("inputs"),
                 "checkpoint_step": manifest.get("checkpoint_step"), "paddle_version": manifest.get("paddle_version"),
                 "batching": {"workers": workers, "max_batch": max_batch, "max_wait_ms": max_wait_ms,
                              "queue_size": queue_size, "max_texts": max_texts, "max_body_bytes": max_body_bytes},
@@ -168,8 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-texts", type=int, default=256, help="most texts in one request (default 256)")
     p.add_argument("--max-body-kb", type=int, default=1024, help="largest request body in KiB (default 1024)")
     p.add_argument("--device", default="auto", choices=("auto", "gpu", "cpu"), help="as in infer/encode.py")
-    p.add_argument("--backend", default="paddle", choices=("paddle", "onnxruntime"),
-                   help="paddle (default) or onnxruntime (over encoder.onnx: export/save.py --onnx)")
+    p.add_argument("--backend", default="auto", choices=("auto", "paddle", "onnxruntime"),
+                   help="auto (default): ONNX Runtime on CPU when the export has encoder.onnx (export/save.py "
+                        "--onnx) and onnxruntime is installed, else Paddle Inference; or name one")
     p.add_argument("--verbose", action="store_true", help="log every request and the predictor's own lines")
     return p
 

@@ -205,3 +205,8 @@ def test_onnxruntime_backend_needs_the_onnx_file(exported):
     pytest.importorskip("onnxruntime")
     result = run_script("infer/encode.py", "--model-dir", str(exported), "--backend", "onnxruntime", "--text", "a")
     assert result.returncode == 2 and "export with python export/save.py --onnx" in result.stderr
+
+
+def test_auto_backend_picks_onnxruntime_only_where_the_export_has_it(exported, exported_onnx):
+    assert Encoder(exported_onnx, device="cpu", backend="auto").backend == "onnxruntime"
+    assert Encoder(exported, device="cpu", backend="auto").backend == "paddle"
