@@ -16,7 +16,6 @@ from pipeline.errors import UserError
 
 TEXT_SUFFIXES = (".txt", ".md")
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[。！？])\s*")
-DOCUMENT_BREAK = re.compile(r"\n[ \t\r\f\v]*\n")
 
 
 @dataclass
@@ -48,34 +47,34 @@ def find_files(paths: Sequence[str | Path]) -> CorpusFiles:
     return CorpusFiles([f for f in files if f not in empty], empty)
 
 
-def read_text(path: Path) -> str:
-    """The file as text; a binary or non-UTF-8 file is refused, naming it and where."""
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise UserError(f"cannot read {path}: {err.strerror}") from None
-    if b"\0" in data[:8192]:
-        raise UserError(f"{path} looks binary (it holds NUL bytes): the corpus must be UTF-8 text")
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = data[:err.start].count(b"\n") + 1
-        raise UserError(f"{path} is not UTF-8 text (invalid byte at line {line}); convert it, e.g. "
-                        f"iconv -f GB18030 -t UTF-8") from None
-
-
 def split_sentences(line: str) -> list[str]:
     return [s.strip() for s in SENTENCE_END.split(line) if s and s.strip()]
 
 
-def documents(text: str) -> Iterator[list[str]]:
-    """The documents of a text (blank-line separated), each a list of sentences."""
-    for block in DOCUMENT_BREAK.split(text):
-        sentences = [s for line in block.splitlines() for s in split_sentences(line)]
-        if sentences:
-            yield sentences
+def file_documents(path: Path) -> Iterator[list[str]]:
+    """The documents of one file, read line by line (memory bounded by a document, not the file);
+    a binary or non-UTF-8 file is refused, naming it and the line."""
+    try:
+        with open(path, "rb") as f:
+            if b"\0" in f.read(8192):
+                raise UserError(f"{path} looks binary (it holds NUL bytes): the corpus must be UTF-8 text")
+        number, document = 0, []
+        with open(path, encoding="utf-8-sig") as f:
+            for number, line in enumerate(f, 1):
+                if line.strip():
+                    document.extend(split_sentences(line))
+                elif document:
+                    yield document
+                    document = []
+        if document:
+            yield document
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not UTF-8 text (invalid byte at line {number + 1}); convert it, e.g. "
+                        f"iconv -f GB18030 -t UTF-8") from None
+    except OSError as err:
+        raise UserError(f"cannot read {path}: {err.strerror}") from None
 
 
 def read_documents(files: Sequence[Path]) -> Iterator[list[str]]:
     for path in files:
-        yield from documents(read_text(path))
+        yield from file_documents(path)

@@ -13,6 +13,7 @@ Memory stays bounded by a chunk, not by the corpus. No pickle: raw little-endian
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import sys
@@ -28,7 +29,7 @@ if __name__ == "__main__" and not __package__:
 import numpy as np
 
 from pipeline.config import Config, load_config
-from pipeline.corpus import documents, find_files, read_text
+from pipeline.corpus import file_documents, find_files
 from pipeline.errors import UserError
 from pipeline.examples import Pairs, build_pairs, choose_pairs
 from pipeline.files import atomic_folder
@@ -43,9 +44,9 @@ CHUNK_DOCUMENTS = 50000  # documents paired at a time
 
 
 def stream_documents(files: list[Path], bar=None) -> Iterator[list[str]]:
-    """Documents file by file (one file's text in memory at a time), advancing `bar` by bytes read."""
+    """Documents file by file, line by line, advancing `bar` by each file's bytes when it is read."""
     for path in files:
-        yield from documents(read_text(path))
+        yield from file_documents(path)
         if bar is not None:
             bar.update(path.stat().st_size)
 
@@ -84,7 +85,7 @@ def write_ids(files: list[Path], tokenizer: Tokenizer, folder: Path, dtype: np.d
                    else [tokenizer.vocab.ids_of(tokenizer.tokens(s)).tolist() for s in texts])
             lengths = np.array([len(x) for x in ids], dtype=np.int64)
             doc_sizes = np.add.reduceat((lengths > 0).astype(np.int64), np.cumsum([0] + [len(d) for d in pending[:-1]]))
-            flat = np.fromiter((t for x in ids for t in x), dtype=dtype, count=int(lengths.sum()))
+            flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=dtype, count=int(lengths.sum()))
             tok_out.write(flat.tobytes())
             sent_out.write((tokens + np.cumsum(lengths[lengths > 0])).astype(np.int64).tobytes())
             kept_docs = doc_sizes[doc_sizes > 0]

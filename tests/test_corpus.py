@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from pipeline.corpus import documents, find_files, read_text, split_sentences
+from pipeline.corpus import file_documents, find_files, split_sentences
 from pipeline.errors import UserError
 from pipeline.examples import mask_tokens
 from pipeline.sources import documents_to_pairs, token_ids, train_tokenizer
@@ -32,11 +32,12 @@ def write_chinese(path, documents=120, seed=1):
     path.write_text("\n\n".join(docs) + "\n", encoding="utf-8")
 
 
-def test_sentences_split_in_english_and_chinese():
+def test_sentences_split_in_english_and_chinese(tmp_path):
     assert split_sentences("The crane, flying over Berlin, isn't here. It left! Did it? Yes") == \
         ["The crane, flying over Berlin, isn't here.", "It left!", "Did it?", "Yes"]
     assert split_sentences("我们去北京。天气很好！你来吗？好的") == ["我们去北京。", "天气很好！", "你来吗？", "好的"]
-    assert list(documents("a. b.\nc!\n\n \nd. e\n")) == [["a.", "b.", "c!"], ["d.", "e"]]
+    (tmp_path / "t.txt").write_text("a. b.\nc!\n\n \nd. e\n", encoding="utf-8")
+    assert list(file_documents(tmp_path / "t.txt")) == [["a.", "b.", "c!"], ["d.", "e"]]
 
 
 def test_files_folders_and_globs(tmp_path):
@@ -55,11 +56,11 @@ def test_bad_files_are_named_in_one_line(tmp_path):
     latin = tmp_path / "latin1.txt"
     latin.write_bytes("line one\ncafé".encode("latin-1"))
     with pytest.raises(UserError, match=r"latin1.txt is not UTF-8 text \(invalid byte at line 2\)"):
-        read_text(latin)
+        list(file_documents(latin))
     binary = tmp_path / "image.txt"
     binary.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
     with pytest.raises(UserError, match="image.txt looks binary"):
-        read_text(binary)
+        list(file_documents(binary))
 
 
 def test_a_corpus_without_two_sentence_documents_is_refused():
