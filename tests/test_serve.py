@@ -169,3 +169,35 @@ def test_sigterm_lets_requests_in_flight_finish_then_exits_0(exported):
         client.join(30)
     assert code == 0, err
     assert answers == [200] * 4
+
+
+def test_hostile_clients_do_not_stop_the_service(exported):
+    """1,000 bodies of random bytes, a client that hangs up mid-request and a slow client holding its
+    connection open: every other request is still answered, no worker dies, memory stays bounded."""
+    from pathlib import Path
+
+    proc, url = start(exported)
+    port = int(url.rsplit(":", 1)[1])
+    try:
+        rss = lambda: int(next(l for l in Path(f"/proc/{proc.pid}/status").read_text().splitlines()  # noqa: E731
+                               if l.startswith("VmRSS")).split()[1])
+        rng = np.random.default_rng(0)
+        encode(url, ["warm up"])
+        before = rss()
+        statuses = set()
+        for _ in range(1000):
+            statuses.add(request(url + "/encode", rng.bytes(int(rng.integers(0, 400))))[0])
+        assert statuses <= {400, 413, 422}, statuses
+        slow = socket.create_connection(("127.0.0.1", port))
+        slow.sendall(b"POST /encode HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"texts\": [")  # and waits
+        for _ in range(5):
+            gone = socket.create_connection(("127.0.0.1", port))
+            gone.sendall(b"POST /encode HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n\r\n{\"texts\": [\"a crane")
+            gone.close()  # hangs up mid-body
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda _: encode(url, ["a crane is flying", "the bank"])[0], range(40)))
+        assert answers == [200] * 40
+        slow.close()
+        assert rss() < before * 1.5, (before, rss())
+    finally:
+        assert stop(proc)[0] == 0
