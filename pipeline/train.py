@@ -46,11 +46,12 @@ log = logging.getLogger("pipeline.train")
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        description="Pretrain BERT (masked LM + next sentence prediction) on WikiText-2 with "
+        description="Pretrain BERT (masked LM + next sentence prediction) on WikiText-2 or your own text with "
                     "PaddlePaddle: static graph (paddle.jit.to_static), data parallel under fleet.",
         epilog="Settings come from the YAML config (-c) and -o overrides (see README, Settings); the short flags are "
                "overrides too. Example: python pipeline/train.py -o train.lr=1e-3 -o model.num_layers=4")
-    p.add_argument("-c", "--config", help="YAML config (default: configs/bert_tiny.yaml, the seed's tiny BERT)")
+    p.add_argument("-c", "--config", help="YAML config (default: configs/bert_tiny.yaml, the seed's tiny BERT with a "
+                                          "recipe that learns; configs/seed.yaml is the book's exact recipe)")
     p.add_argument("-o", "--override", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one setting, value parsed as YAML (repeatable), e.g. -o train.steps=100")
     p.add_argument("--data-dir", help="folder holding wiki.{train,valid,test}.tokens (or wikitext-2-v1.zip); "
@@ -66,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-split", help="split to evaluate on at the end, e.g. test (data.eval_split)")
     p.add_argument("--output-dir", help="where config, vocab, metrics, loss.png and checkpoints go "
                                         "(train.output_dir, default output)")
-    p.add_argument("--steps", type=int, help="total optimizer steps (train.steps, default 50)")
+    p.add_argument("--steps", type=int, help="total optimizer steps (train.steps, default 800)")
     p.add_argument("--resume", action="store_true",
                    help="continue from the newest checkpoint in the output folder")
     p.add_argument("--verbose", action="store_true",
