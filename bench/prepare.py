@@ -57,11 +57,13 @@ def bench_prepare(corpus: Path, out: Path) -> dict:
 
 
 def unk_share(data_dir: Path) -> dict:
-    from pipeline.sources import token_ids, train_tokenizer, wikitext_documents
+    from pipeline.sources import wikitext_documents
+    from pipeline.tokenizer import encode_documents, learn_tokenizer
 
-    tokenizer = train_tokenizer(wikitext_documents(data_dir / "wiki.valid.tokens"), "wordpiece", 8000, True, 5)
+    valid = [s for doc in wikitext_documents(data_dir / "wiki.valid.tokens") for s in doc]
+    tokenizer = learn_tokenizer(valid, "wordpiece", 8000, True, 5)
     test = wikitext_documents(data_dir / "wiki.test.tokens")
-    ids, _ = token_ids(test, tokenizer)
+    ids, _ = encode_documents(test, tokenizer)
     literal = sum(s.split().count("<unk>") for doc in test for s in doc)
     made = int((ids == 0).sum()) - literal
     return {"tokens": len(ids), "literal_unk_in_text": literal, "unk_made_by_wordpiece": made,

@@ -17,7 +17,6 @@ import numpy as np
 
 from pipeline.errors import UserError
 from pipeline.examples import MaskedTokens, Pairs, make_pairs, mask_tokens, max_predictions
-from pipeline.tokenizer import Tokenizer
 from pipeline.vocab import Vocab
 from pipeline.wikitext import read_sentences
 
@@ -29,7 +28,6 @@ CACHE_FORMAT = 3
 class Prepared:
     vocab: Vocab
     pairs: Pairs
-    tokenizer: Tokenizer | None = None  # None: WikiText's whitespace words over `vocab`
 
 
 def _cache_key(corpus: bytes, settings: dict) -> str:

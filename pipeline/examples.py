@@ -54,6 +54,14 @@ class SentenceBounds(Protocol):
     paragraph_starts: np.ndarray  # [paragraphs + 1], offsets into the sentences
 
 
+@dataclass
+class SentenceIndex:
+    """A SentenceBounds of token ids made from text (`tokenizer.encode_documents`)."""
+
+    sentence_starts: np.ndarray
+    paragraph_starts: np.ndarray
+
+
 def choose_pairs(sentence_starts: np.ndarray, paragraph_starts: np.ndarray, max_len: int, rng: np.random.Generator,
                  paragraphs: slice = slice(None)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(first, second, is_next) sentence indices of the NSP pairs of `paragraphs` (all by default): each

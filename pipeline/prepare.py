@@ -13,12 +13,10 @@ Memory stays bounded by a chunk, not by the corpus. No pickle: raw little-endian
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import logging
 import sys
 import time
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -33,7 +31,7 @@ from pipeline.corpus import file_documents, find_files
 from pipeline.errors import UserError
 from pipeline.examples import Pairs, build_pairs, choose_pairs
 from pipeline.files import atomic_folder
-from pipeline.tokenizer import Tokenizer, WhitespaceTokenizer, WordPieceTokenizer, load_tokenizer
+from pipeline.tokenizer import Tokenizer, encode_documents, learn_tokenizer, load_tokenizer
 from pipeline.vocab import Vocab
 
 log = logging.getLogger("pipeline.prepare")
@@ -57,15 +55,12 @@ def progress(files: list[Path], what: str):
     return tqdm(total=sum(f.stat().st_size for f in files), unit="B", unit_scale=True, desc=what, disable=None)
 
 
-def learn_tokenizer(files: list[Path], cfg: Config) -> Tokenizer:
+def tokenizer_from_files(files: list[Path], cfg: Config) -> Tokenizer:
     """Pass 1: the tokenizer, from the text as it streams past."""
     d = cfg.data
     with progress(files, "learning the tokenizer") as bar:
         sentences = (s for doc in stream_documents(files, bar) for s in doc)
-        if d.tokenizer == "wordpiece":
-            return WordPieceTokenizer.train(sentences, d.vocab_size, d.lowercase, progress=False)
-        counts = Counter(w for s in sentences for w in s.lower().split())
-    return WhitespaceTokenizer(Vocab.from_counts(counts, d.min_freq))
+        return learn_tokenizer(sentences, d.tokenizer, d.vocab_size, d.lowercase, d.min_freq)
 
 
 def write_ids(files: list[Path], tokenizer: Tokenizer, folder: Path, dtype: np.dtype) -> tuple[int, int, int]:
@@ -80,19 +75,12 @@ def write_ids(files: list[Path], tokenizer: Tokenizer, folder: Path, dtype: np.d
 
         def flush() -> None:
             nonlocal tokens, sentences, docs
-            texts = [s for doc in pending for s in doc]
-            ids = (tokenizer.ids_batch(texts) if isinstance(tokenizer, WordPieceTokenizer)
-                   else [tokenizer.vocab.ids_of(tokenizer.tokens(s)).tolist() for s in texts])
-            lengths = np.array([len(x) for x in ids], dtype=np.int64)
-            doc_sizes = np.add.reduceat((lengths > 0).astype(np.int64), np.cumsum([0] + [len(d) for d in pending[:-1]]))
-            flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=dtype, count=int(lengths.sum()))
-            tok_out.write(flat.tobytes())
-            sent_out.write((tokens + np.cumsum(lengths[lengths > 0])).astype(np.int64).tobytes())
-            kept_docs = doc_sizes[doc_sizes > 0]
-            doc_out.write((sentences + np.cumsum(kept_docs)).astype(np.int64).tobytes())
-            tokens += int(lengths.sum())
-            sentences += int((lengths > 0).sum())
-            docs += len(kept_docs)
+            ids, index = encode_documents(pending, tokenizer)
+            tok_out.write(ids.astype(dtype).tobytes())
+            sent_out.write((tokens + index.sentence_starts[1:]).astype(np.int64).tobytes())
+            doc_out.write((sentences + index.paragraph_starts[1:]).astype(np.int64).tobytes())
+            tokens, sentences, docs = tokens + len(ids), sentences + len(index.sentence_starts) - 1, \
+                docs + len(index.paragraph_starts) - 1
             pending.clear()
 
         count = 0
@@ -130,7 +118,7 @@ def prepare_corpus(paths: list[str], cfg: Config, output: Path, tokenizer: Token
     if not found.files:
         raise UserError(f"--corpus {' '.join(paths)}: every file is empty")
     start = time.perf_counter()
-    tokenizer = tokenizer or learn_tokenizer(found.files, cfg)
+    tokenizer = tokenizer or tokenizer_from_files(found.files, cfg)
     dtype = np.dtype(np.uint16 if len(tokenizer.vocab) <= 1 << 16 else np.int32)
     with atomic_folder(output) as tmp:
         tokenizer.save(tmp)

@@ -10,8 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -23,20 +21,13 @@ from pipeline.dataset import MappedPretrainingData, PretrainingData, prepare
 from pipeline.errors import UserError
 from pipeline.examples import Pairs, make_pairs
 from pipeline.prepare import FORMAT as PREPARE_FORMAT, MappedCorpus, prepare_corpus
-from pipeline.tokenizer import TOKENIZER_FILE, Tokenizer, WhitespaceTokenizer, WordPieceTokenizer, load_tokenizer
+from pipeline.tokenizer import (TOKENIZER_FILE, Tokenizer, WhitespaceTokenizer, encode_documents, learn_tokenizer,
+                                load_tokenizer)
 from pipeline.vocab import Vocab
 from pipeline.wikitext import cache_home, find_split, read_sentences
 
 log = logging.getLogger(__name__)
 Documents = list[list[str]]  # documents, each a list of sentences
-
-
-@dataclass
-class SentenceIndex:
-    """Where each sentence and each document starts in a flat array of token ids (a SentenceBounds)."""
-
-    sentence_starts: np.ndarray  # [sentences + 1]
-    paragraph_starts: np.ndarray  # [documents + 1], in sentences
 
 
 def corpus_documents(paths: Sequence[str]) -> Documents:
@@ -57,35 +48,9 @@ def wikitext_documents(path: Path) -> Documents:
     return [sentences[a:b] for a, b in zip(s.paragraph_starts[:-1], s.paragraph_starts[1:])]
 
 
-def train_tokenizer(documents: Documents, kind: str, vocab_size: int, lowercase: bool, min_freq: int) -> Tokenizer:
-    """A WordPiece tokenizer learnt from the documents, or the whitespace vocabulary of their words."""
-    sentences = [s for doc in documents for s in doc]
-    if kind == "wordpiece":
-        return WordPieceTokenizer.train(iter(sentences), vocab_size, lowercase, total=len(sentences))
-    counts = Counter(w for s in sentences for w in s.lower().split())
-    return WhitespaceTokenizer(Vocab.from_counts(counts, min_freq))
-
-
-def token_ids(documents: Documents, tokenizer: Tokenizer) -> tuple[np.ndarray, SentenceIndex]:
-    """Flat int32 ids of every sentence, and where sentences and documents start (empty sentences,
-    say a line of control characters, are dropped)."""
-    sentences = [s for doc in documents for s in doc]
-    if isinstance(tokenizer, WordPieceTokenizer):
-        ids = tokenizer.ids_batch(sentences)
-    else:
-        ids = [tokenizer.vocab.ids_of(tokenizer.tokens(s)).tolist() for s in sentences]
-    lengths = np.array([len(x) for x in ids], dtype=np.int64)
-    doc_of = np.repeat(np.arange(len(documents)), [len(d) for d in documents])
-    kept = lengths > 0
-    sentence_starts = np.concatenate([[0], np.cumsum(lengths[kept])])
-    paragraph_starts = np.concatenate([[0], np.cumsum(np.bincount(doc_of[kept], minlength=len(documents)))])
-    flat = np.fromiter((t for x, keep in zip(ids, kept) if keep for t in x), dtype=np.int32, count=int(lengths.sum()))
-    return flat, SentenceIndex(sentence_starts, paragraph_starts)
-
-
 def documents_to_pairs(documents: Documents, tokenizer: Tokenizer, max_len: int, seed: int, what: str) -> Pairs:
     """NSP pairs (unmasked) of `documents`, drawn within documents as for WikiText."""
-    ids, index = token_ids(documents, tokenizer)
+    ids, index = encode_documents(documents, tokenizer)
     if not (np.diff(index.paragraph_starts) >= 2).any():
         raise UserError(f"{what} has no document with two sentences: next-sentence pairs need them "
                         f"(separate documents by blank lines, sentences by . ! ? or 。！？)")
@@ -117,7 +82,8 @@ def prepare_data(cfg: Config, output: Path, resume: bool) -> tuple[Tokenizer, Pr
         if resume and (output / TOKENIZER_FILE).is_file():  # WordPiece training is not deterministic
             tokenizer = load_tokenizer(output, Vocab.load(output / "vocab.json"))
         else:
-            tokenizer = train_tokenizer(documents, d.tokenizer, d.vocab_size, d.lowercase, d.min_freq)
+            sentences = [s for doc in documents for s in doc]
+            tokenizer = learn_tokenizer(sentences, d.tokenizer, d.vocab_size, d.lowercase, d.min_freq, len(sentences))
         pairs = documents_to_pairs(documents, tokenizer, d.max_len, d.seed, "the corpus")
     saved_vocab = output / "vocab.json"
     if resume and saved_vocab.exists() and Vocab.load(saved_vocab).idx_to_token != tokenizer.vocab.idx_to_token:

@@ -11,10 +11,15 @@ reads it back.
 """
 from __future__ import annotations
 
+import itertools
+from collections import Counter
 from pathlib import Path
 from typing import Iterable, Protocol, Union
 
+import numpy as np
+
 from pipeline.errors import UserError
+from pipeline.examples import SentenceIndex
 from pipeline.export_format import input_names
 from pipeline.vocab import CLS, SEP, SPECIAL_TOKENS, UNK, Vocab
 
@@ -27,6 +32,8 @@ class Tokenizer(Protocol):
     vocab: Vocab
 
     def tokens(self, text: str) -> list[str]: ...
+
+    def ids_batch(self, texts: list[str]) -> list[list[int]]: ...
 
     def save(self, folder: Path) -> None: ...
 
@@ -41,6 +48,10 @@ class WhitespaceTokenizer:
 
     def tokens(self, text: str) -> list[str]:
         return text.lower().split()
+
+    def ids_batch(self, texts: list[str]) -> list[list[int]]:
+        """Ids of many texts; a literal special token in the text (say "<mask>") is `<unk>`, as in training."""
+        return [self.vocab.ids_of(self.tokens(t)).tolist() for t in texts]
 
     def save(self, folder: Path) -> None:
         self.vocab.save(Path(folder) / "vocab.json")
@@ -92,6 +103,28 @@ class WordPieceTokenizer:
         self.vocab.save(Path(folder) / "vocab.json")
 
 
+def learn_tokenizer(sentences: Iterable[str], kind: str, vocab_size: int, lowercase: bool, min_freq: int,
+                    total: int | None = None) -> Tokenizer:
+    """A WordPiece tokenizer learnt from `sentences` (streamed), or the whitespace vocabulary of their
+    words seen at least `min_freq` times."""
+    if kind == "wordpiece":
+        return WordPieceTokenizer.train(sentences, vocab_size, lowercase, total=total)
+    return WhitespaceTokenizer(Vocab.from_counts(Counter(w for s in sentences for w in s.lower().split()), min_freq))
+
+
+def encode_documents(documents: list[list[str]], tokenizer: Tokenizer) -> tuple[np.ndarray, SentenceIndex]:
+    """Flat int32 ids of every sentence of `documents` (each a list of sentences), and where sentences and
+    documents start; sentences with no token (a line of control characters) and emptied documents are dropped."""
+    ids = tokenizer.ids_batch([s for doc in documents for s in doc])
+    lengths = np.array([len(x) for x in ids], dtype=np.int64)
+    doc_of = np.repeat(np.arange(len(documents)), [len(d) for d in documents])
+    kept = lengths > 0
+    per_document = np.bincount(doc_of[kept], minlength=len(documents))
+    flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int32, count=int(lengths.sum()))
+    return flat, SentenceIndex(np.concatenate([[0], np.cumsum(lengths[kept])]),
+                               np.concatenate([[0], np.cumsum(per_document[per_document > 0])]))
+
+
 def load_tokenizer(folder: Path, vocab: Vocab) -> Tokenizer:
     """The tokenizer saved in `folder` (a training output or an export): WordPiece if it holds
     tokenizer.json, else whitespace over `vocab`."""
@@ -132,8 +165,6 @@ def tokenize(tokenizer: Tokenizer, text: Text, max_len: int, truncate: bool = Fa
 
 def pad_batch(vocab: Vocab, items: list[tuple[list[str], list[int]]]) -> dict:
     """Token/segment lists -> the encoder's named int64 inputs, padded to the longest item."""
-    import numpy as np
-
     width = max(len(tokens) for tokens, _ in items)
     ids = np.full((len(items), width), vocab.pad, dtype=np.int64)
     segments = np.zeros((len(items), width), dtype=np.int64)

@@ -8,7 +8,8 @@ import pytest
 from pipeline.corpus import file_documents, find_files, split_sentences
 from pipeline.errors import UserError
 from pipeline.examples import mask_tokens
-from pipeline.sources import documents_to_pairs, token_ids, train_tokenizer
+from pipeline.sources import documents_to_pairs
+from pipeline.tokenizer import encode_documents, learn_tokenizer
 from pipeline.tokenizer import TOKENIZER_FILE, WordPieceTokenizer, load_tokenizer
 from pipeline.vocab import SPECIAL_TOKENS
 from tests.conftest import TINY, run_script
@@ -64,18 +65,19 @@ def test_bad_files_are_named_in_one_line(tmp_path):
 
 
 def test_a_corpus_without_two_sentence_documents_is_refused():
-    tokenizer = train_tokenizer([["one sentence only"]], "whitespace", 100, True, 1)
+    tokenizer = learn_tokenizer(["one sentence only"], "whitespace", 100, True, 1)
     with pytest.raises(UserError, match="no document with two sentences"):
         documents_to_pairs([["one sentence only"], ["another"]], tokenizer, 32, 0, "the corpus")
 
 
 def test_wordpiece_normalises_like_bert():
     docs = [["The crane, flying over Berlin, isn't here.", "Café naïve 我们去北京。"]] * 50
-    tok = train_tokenizer(docs, "wordpiece", 120, True, 1)
+    sentences = [s for doc in docs for s in doc]
+    tok = learn_tokenizer(sentences, "wordpiece", 120, True, 1)
     assert tok.vocab.idx_to_token[:5] == list(SPECIAL_TOKENS), "special tokens keep their ids"
     tokens = tok.tokens("CAFÉ, Berlin! 北京")
     assert tokens[:3] == ["cafe", ",", "berlin"] and tokens[-2:] == ["北", "京"], tokens
-    cased = train_tokenizer(docs, "wordpiece", 120, False, 1)
+    cased = learn_tokenizer(sentences, "wordpiece", 120, False, 1)
     assert "Berlin" in "".join(cased.tokens("Berlin")).replace("##", "")
 
 
@@ -132,7 +134,7 @@ def test_training_and_inference_give_the_same_ids(corpus_run):
     training_side = load_tokenizer(out, WordPieceTokenizer.load(out / TOKENIZER_FILE).vocab)
     encoder = Encoder(out / "inference", device="cpu")
     for line in lines:
-        want, _ = token_ids([[line]], training_side)  # the ids training feeds the model
+        want, _ = encode_documents([[line]], training_side)  # the ids training feeds the model
         assert [encoder.vocab[t] for t in encoder.tokenizer.tokens(line)] == want.tolist(), line
 
 
