@@ -1,4 +1,4 @@
-"""Print BERT encodings of text with the Paddle Inference predictor.
+"""Print BERT encodings of text from an exported model (Paddle Inference, or ONNX Runtime: --backend).
 
     python infer/encode.py --text "a crane is flying"
     python infer/encode.py --text "a crane driver came" --text-b "he just left" --json
@@ -27,10 +27,11 @@ from pipeline.errors import UserError, run_cli  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="BERT encodings from an exported model (python export/save.py) "
-                                            "through the Paddle Inference predictor: GPU (+TensorRT) or CPU (+oneDNN).")
+    p = argparse.ArgumentParser(description="BERT encodings from an exported model (python export/save.py): "
+                                            "Paddle Inference on GPU (+TensorRT) or CPU (+oneDNN, fp32 or bf16), "
+                                            "or ONNX Runtime on CPU (--backend).")
     what = p.add_argument_group("input (one of --text, --file, --fill-mask)")
-    what.add_argument("--text", help="the text to encode (lower-cased, split on whitespace as in training)")
+    what.add_argument("--text", help="the text to encode, tokenized by the model's own tokenizer as in training")
     what.add_argument("--text-b", help="second sentence: encode the pair <cls> A <sep> B <sep>")
     what.add_argument("--file", help="one text per line, or A<TAB>B for a pair; '-' reads standard input")
     what.add_argument("--fill-mask", metavar="TEXT", help="print the top 5 words for each <mask> in TEXT "
@@ -52,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--onednn", default="auto", choices=("auto", "on", "off"),
                      help="CPU oneDNN kernels; auto (default) = off for short inputs, on for batches")
     run.add_argument("--trt", action="store_true", help="GPU: run through TensorRT (engine cached in the model folder)")
-    run.add_argument("--precision", default="fp32", choices=("fp32", "fp16"), help="TensorRT precision (default fp32)")
+    run.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
+                     help="fp32 (default); bf16: CPU oneDNN bf16 kernels, only on CPUs with bf16 units "
+                          "(avx512_bf16/amx_bf16), ~1.5x faster batches, encodings within ~0.05; fp16: GPU")
     run.add_argument("--max-batch", type=int, default=64, help="TensorRT: largest batch of its shape range (default 64)")
     run.add_argument("--verbose", action="store_true", help="show the predictor's own log")
     return p

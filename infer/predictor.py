@@ -21,13 +21,18 @@ import numpy as np
 from pipeline.errors import UserError
 from pipeline.files import file_digest
 from pipeline.export_format import ENCODER, HEADS, MANIFEST, ONNX_FILE, PRED_POSITIONS, VOCAB, input_names
-from pipeline.runtime import available_cores
+from pipeline.runtime import available_cores, cpu_has_bf16
 from pipeline.tokenizer import Text, load_tokenizer, pad_batch, tokenize
 from pipeline.vocab import MASK, Vocab
 
 # Below this many tokens per call (batch x length) one thread without oneDNN is fastest on CPU;
 # above it oneDNN with every core wins (bench/infer.py measures both regimes).
 SMALL_CALL_TOKENS = 512
+# Inference passes added on CPU, each exact (max difference 0.0 on the tiny export, bench/infer.py):
+# eval-mode dropout (an identity) removed, and matmul + bias [+ relu/gelu] fused into one fc op;
+# one sentence then runs 72 ops instead of 90, at ~3 us of executor time each.
+CPU_PASSES = ["identity_op_clean_pass", "matmul_add_act_fuse_pass"]
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -114,7 +119,7 @@ class Encoder:
         self.max_len = self.folder.max_len
         self.threads, self.onednn, self.verbose = threads, onednn, verbose
         self.trt, self.precision, self.max_batch = trt, precision, max_batch
-        self.backend = choose_backend(backend, device, self.folder.path)
+        self.backend = choose_backend(backend, device, self.folder.path, precision)
         self._predictors: dict[tuple[str, str], tuple] = {}
         if self.backend == "onnxruntime":
             self.device = "cpu"
@@ -140,11 +145,15 @@ class Encoder:
         config.disable_gpu()
         cores = available_cores()
         small = regime == "small"
-        use_onednn = {"on": True, "off": False}.get(self.onednn, not small)
+        bf16 = self.precision == "bf16"  # oneDNN's bf16 kernels: Paddle's plain CPU kernels have no bf16 matmul
+        use_onednn = bf16 or {"on": True, "off": False}.get(self.onednn, not small)
         config.set_cpu_math_library_num_threads(self.threads or (1 if small else cores))
+        config.enable_custom_passes(CPU_PASSES)
         if use_onednn:
             config.enable_mkldnn()
             config.set_mkldnn_cache_capacity(16)  # bounded cache of shape-specialised kernels
+            if bf16:
+                config.enable_mkldnn_bfloat16()
         else:
             config.disable_mkldnn()
         return config
@@ -271,17 +280,20 @@ class OnnxEncoder:
         return session.run(None, {name: arrays[name] for name in input_names()})
 
 
-def choose_backend(backend: str, device: str, folder: Path) -> str:
+def choose_backend(backend: str, device: str, folder: Path, precision: str = "fp32") -> str:
     """paddle or onnxruntime for `backend` (paddle, onnxruntime or auto). Auto picks ONNX Runtime on CPU
-    where the export carries encoder.onnx: 7x faster for one sentence, 1.3x for a 64 x 64 batch on these
-    CPUs (bench/infer.py); otherwise, and on a GPU, Paddle Inference."""
+    where the export carries encoder.onnx: faster for one sentence and about even for a 64 x 64 batch on
+    these CPUs (bench/infer.py); otherwise, on a GPU and in bf16/fp16, Paddle Inference."""
     import importlib.util
 
     if backend not in ("paddle", "onnxruntime", "auto"):
         raise UserError(f"--backend must be paddle, onnxruntime or auto, got {backend!r}")
+    if backend == "onnxruntime" and precision != "fp32":
+        raise UserError(f"--precision {precision} runs on the Paddle backend only (--backend paddle)")
     if backend != "auto":
         return backend
-    if not (folder / ONNX_FILE).is_file() or importlib.util.find_spec("onnxruntime") is None or device == "gpu":
+    if (precision != "fp32" or not (folder / ONNX_FILE).is_file() or importlib.util.find_spec("onnxruntime") is None
+            or device == "gpu"):
         return "paddle"
     if device == "auto":
         import paddle
@@ -314,8 +326,18 @@ def resolve_device(device: str, trt: bool, precision: str) -> str:
             raise UserError("--trt needs a CUDA GPU; this machine or PaddlePaddle build has none")
         if tuple(inference.get_trt_compile_version()) == (0, 0, 0):
             raise UserError("--trt: this PaddlePaddle build was compiled without TensorRT")
-    if precision not in ("fp32", "fp16"):
-        raise UserError(f"--precision must be fp32 or fp16, got {precision!r}")
-    if precision == "fp16" and chosen != "gpu":
-        raise UserError("--precision fp16 needs a GPU; on CPU the predictor runs in fp32")
+    check_precision(precision, chosen)
     return chosen
+
+
+def check_precision(precision: str, device: str) -> None:
+    """Refuse a precision that `device` cannot run: fp16 is for GPUs, bf16 for CPUs with bf16 units."""
+    if precision not in PRECISIONS:
+        raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "fp16" and device != "gpu":
+        raise UserError("--precision fp16 needs a GPU; on CPU use fp32, or bf16 where the CPU has bf16 units")
+    if precision == "bf16" and device != "cpu":
+        raise UserError("--precision bf16 is the CPU (oneDNN) path; on a GPU use --precision fp16")
+    if precision == "bf16" and not cpu_has_bf16():
+        raise UserError("--precision bf16: this CPU has no bf16 units (no avx512_bf16 or amx_bf16 in its flags); "
+                        "use fp32")

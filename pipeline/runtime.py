@@ -57,6 +57,23 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def cpu_flags() -> set[str]:
+    """The feature flags of this machine's CPU (Linux /proc/cpuinfo; empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    return set(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_has_bf16() -> bool:
+    """True where the CPU has bf16 dot-product units (AVX512-BF16 or AMX), which oneDNN's bf16 kernels use."""
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
 def set_cpu_threads(requested: int, local_ranks: int = 1) -> int:
     """Give Paddle's CPU math `requested` threads, or (0) this process's share of the cores."""
     import paddle

@@ -1,6 +1,8 @@
 """infer/serve.py as a real server on a loopback port: answers equal to Encoder.encode, dynamic batching
-under concurrent clients with mixed lengths, one-line 4xx errors, 503 when full, SIGTERM drains."""
+under concurrent clients with mixed lengths, one-line 4xx errors (also for bodies hypothesis builds),
+503 when full, the API key, SIGTERM drains."""
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -13,8 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from infer.predictor import Encoder
+from infer.serve import API_KEY_VARIABLE, POOLINGS
 from tests.conftest import ROOT
 
 WORDS = "a crane is flying the driver came he just left over river bank".split()
@@ -26,10 +30,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(model_dir, *flags):
+def start(model_dir, *flags, env: dict | None = None):
     port = free_port()
     proc = subprocess.Popen([sys.executable, "infer/serve.py", "--model-dir", str(model_dir), "--port", str(port), *flags],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})})
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -49,9 +54,9 @@ def stop(proc) -> tuple[int, str]:
     return proc.returncode, err
 
 
-def request(url, body: bytes | None = None, timeout: float = 30):
+def request(url, body: bytes | None = None, timeout: float = 30, headers: dict | None = None):
     """(status, parsed JSON, headers) of a GET (no body) or a POST."""
-    req = urllib.request.Request(url, data=body, method="POST" if body is not None else "GET")
+    req = urllib.request.Request(url, data=body, method="POST" if body is not None else "GET", headers=headers or {})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as response:
             return response.status, json.loads(response.read()), dict(response.headers)
@@ -113,6 +118,10 @@ def test_health_and_metadata(server):
     (b'{"texts": ["a"], "pooling": "max"}', 400, "pooling"),
     (b'{"texts": ["a"], "truncate": "yes"}', 400, "truncate"),
     (b'{"texts": ["a"], "colour": 1}', 400, "unknown field"),
+    (b'{"texts": ' + b"[" * 1500 + b"]" * 1500 + b"}", 400, "nested too deeply"),  # a RecursionError: 500 before
+    (b"[" * 2000 + b"]" * 2000, 400, "nested too deeply"),
+    (b'{"texts": ["a \\ud800 b"]}', 400, "lone surrogate"),
+    (b'{"texts": ["a"], "pooling": ["cls"]}', 400, "pooling"),
     (b'{"texts": ["   "]}', 422, "empty text"),
     (json.dumps({"texts": [" ".join(["crane"] * 40)]}).encode(), 422, "over the model's max_len"),
     (json.dumps({"texts": ["a"] * 17}).encode(), 413, "over the limit of 16"),
@@ -120,9 +129,67 @@ def test_health_and_metadata(server):
 ])
 def test_bad_requests_get_a_one_line_4xx_and_the_server_lives_on(server, body, status, fragment):
     got, answer, _ = request(server + "/encode", body)
-    assert got == status and set(answer) == {"error"}, answer
+    assert got == status and set(answer) == {"error", "error_type"}, answer
     assert fragment in answer["error"] and "\n" not in answer["error"]
     assert encode(server, ["a crane is flying"])[0] == 200
+
+
+def test_unknown_paths_and_methods_get_the_same_one_line_errors(server):
+    assert request(server + "/nothing")[:2] == (404, {"error": "GET /nothing: Not Found", "error_type": "not_found"})
+    status, answer, _ = request(server + "/health", b"{}")
+    assert status == 405 and answer["error_type"] == "method_not_allowed"
+
+
+def json_values():
+    """Any JSON value: deep nesting, every type at every level, huge and odd numbers, odd Unicode."""
+    scalars = (st.none() | st.booleans() | st.integers(-10**30, 10**30) | st.floats(allow_nan=False)
+               | st.text(max_size=60) | st.sampled_from(["", " ", "\u0000", "\ud83d\ude00", "a" * 500, "<mask>"]))
+    return st.recursive(scalars, lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                           max_size=4), max_leaves=30)
+
+
+def request_bodies():
+    """Bodies shaped like requests, with wrong pieces: texts of every type and arity, odd fields."""
+    text = st.text(max_size=80) | st.sampled_from(["a crane is flying", "   ", " ".join(["crane"] * 40)])
+    texts = st.lists(text | st.lists(text, max_size=3) | json_values(), max_size=20) | json_values()
+    fields = st.fixed_dictionaries({"texts": texts}, optional={
+        "pooling": st.sampled_from(list(POOLINGS)) | json_values(), "truncate": st.booleans() | json_values(),
+        "extra": json_values()})
+    return (fields | json_values()).map(lambda value: json.dumps(value).encode())
+
+
+def test_no_body_gets_a_5xx_and_the_service_is_unchanged_after(exported):
+    """Structural fuzzing of the running service (bodies hypothesis builds, random bytes, nesting up to 90,000
+    deep): every one answers 2xx or a one-line 4xx; afterwards good requests are answered, memory is as
+    before and the log holds no traceback."""
+    proc, url = start(exported)
+
+    @settings(max_examples=150, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(body=request_bodies() | st.binary(max_size=300))
+    def answered_without_5xx(body):
+        status, answer, _ = request(url + "/encode", body)
+        assert status == 200 or (400 <= status < 500 and "\n" not in answer["error"]), (status, answer, body[:200])
+
+    try:
+        encode(url, ["warm up"])
+        before = rss_kb(proc.pid)
+        answered_without_5xx()
+        depths = np.random.default_rng(1).integers(900, 90000, 40)
+        nested = [b'{"texts": ' + b"[" * int(d) + b"]" * int(d) + b"}" for d in depths]
+        huge_number = b'{"texts": [' + b"9" * 5000 + b"]}"  # over Python's 4,300-digit limit for int()
+        assert {request(url + "/encode", body)[0] for body in nested + [huge_number]} == {400}
+        assert encode(url, ["a crane is flying"])[0] == 200
+        assert rss_kb(proc.pid) < before * 1.2, (before, rss_kb(proc.pid))
+    finally:
+        code, err = stop(proc)
+    assert code == 0 and "Traceback" not in err, err
+
+
+def rss_kb(pid: int) -> int:
+    from pathlib import Path
+
+    return int(next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                    if line.startswith("VmRSS")).split()[1])
 
 
 def test_long_text_is_cut_when_asked(server):
@@ -174,13 +241,10 @@ def test_sigterm_lets_requests_in_flight_finish_then_exits_0(exported):
 def test_hostile_clients_do_not_stop_the_service(exported):
     """1,000 bodies of random bytes, a client that hangs up mid-request and a slow client holding its
     connection open: every other request is still answered, no worker dies, memory stays bounded."""
-    from pathlib import Path
-
     proc, url = start(exported)
     port = int(url.rsplit(":", 1)[1])
     try:
-        rss = lambda: int(next(l for l in Path(f"/proc/{proc.pid}/status").read_text().splitlines()  # noqa: E731
-                               if l.startswith("VmRSS")).split()[1])
+        rss = lambda: rss_kb(proc.pid)  # noqa: E731
         rng = np.random.default_rng(0)
         encode(url, ["warm up"])
         before = rss()
@@ -201,3 +265,35 @@ def test_hostile_clients_do_not_stop_the_service(exported):
         assert rss() < before * 1.5, (before, rss())
     finally:
         assert stop(proc)[0] == 0
+
+
+KEY = "k3y-for-the-test-0123456789"
+
+
+def test_with_an_api_key_every_endpoint_but_health_wants_it(exported):
+    proc, url = start(exported, env={API_KEY_VARIABLE: KEY})
+    try:
+        body = json.dumps({"texts": ["a crane is flying"]}).encode()
+        assert request(url + "/health")[0] == 200
+        for headers in ({}, {"Authorization": "Bearer wrong-key-of-some-length"}, {"Authorization": KEY},
+                        {"Authorization": f"Basic {KEY}"}):
+            for path, data in (("/encode", body), ("/metadata", None)):
+                status, answer, reply_headers = request(url + path, data, headers=headers)
+                assert (status, answer["error_type"]) == (401, "unauthorized"), (path, headers, answer)
+                assert reply_headers.get("www-authenticate") == "Bearer"
+        good = {"Authorization": f"Bearer {KEY}"}
+        assert request(url + "/encode", body, headers=good)[0] == 200
+        assert request(url + "/metadata", headers=good)[0] == 200
+    finally:
+        assert stop(proc)[0] == 0
+
+
+@pytest.mark.parametrize("flags, env, fragment", [
+    (["--host", "0.0.0.0"], {}, "opens the service beyond this machine"),
+    (["--host", "0.0.0.0", "--api-key", "short"], {}, "at least 16 characters"),
+    (["--host", "::"], {}, "set an API key"),
+])
+def test_listening_beyond_loopback_without_a_key_is_refused_before_binding(exported, flags, env, fragment):
+    result = subprocess.run([sys.executable, "infer/serve.py", "--model-dir", str(exported), "--port", str(free_port()),
+                             *flags], cwd=ROOT, capture_output=True, text=True, timeout=60, env={**os.environ, **env})
+    assert result.returncode == 2 and fragment in result.stderr and "Traceback" not in result.stderr, result.stderr
