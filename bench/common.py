@@ -65,9 +65,26 @@ def print_table(title: str, header: list[str], rows: list[list]) -> None:
             print("  ".join("-" * w for w in widths))
 
 
+def cpu_name() -> str:
+    """The CPU the figures come from: model, cores this process may use, and its vector units."""
+    from pipeline.runtime import available_cores, cpu_flags
+
+    model = "unknown CPU"
+    try:
+        model = next(line.partition(":")[2].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    flags = cpu_flags()
+    units = [name for flag, name in (("avx2", "AVX2"), ("avx512f", "AVX-512"), ("avx512_bf16", "AVX512-BF16"),
+                                     ("amx_bf16", "AMX-BF16")) if flag in flags]
+    return f"{model}, {available_cores()} cores, {' + '.join(units) or 'no AVX2'}"
+
+
 def write_json(name: str, payload: dict) -> Path:
+    """bench/results/NAME.json, with the CPU the figures were measured on."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps(payload, indent=1), encoding="utf-8")
-    print(f"\nwrote {path.relative_to(ROOT)}")
+    path.write_text(json.dumps({"cpu": cpu_name(), **payload}, indent=1), encoding="utf-8")
+    print(f"\nmeasured on {cpu_name()}; wrote {path.relative_to(ROOT)}")
     return path

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,13 +28,14 @@ prepare_process_for_paddle()
 import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 
-from bench.common import print_table, run_measured, write_json  # noqa: E402
+from bench.common import ROOT, print_table, run_measured, write_json  # noqa: E402
 from export.save import export  # noqa: E402
+import infer.predictor as predictor_module  # noqa: E402
 from infer.predictor import Encoder  # noqa: E402
 from pipeline import checkpoint  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 from pipeline.model import BertForPretraining, encoder_input_spec  # noqa: E402
-from pipeline.runtime import set_cpu_threads  # noqa: E402
+from pipeline.runtime import cpu_has_bf16, set_cpu_threads  # noqa: E402
 from pipeline.tokenizer import WhitespaceTokenizer  # noqa: E402
 from pipeline.vocab import SPECIAL_TOKENS, Vocab  # noqa: E402
 
@@ -133,7 +135,11 @@ def bench_size(size: str, calls: int, folder: Path) -> list[dict]:
         tensors = [paddle.to_tensor(arrays[k]) for k in ("input_ids", "token_type_ids", "valid_length")]
         runners = {"dygraph (eval, no_grad)": lambda: model.encoder(*tensors).numpy(),
                    "to_static in-process": lambda: static(*tensors).numpy()}
-        encoders = {"predictor (auto config)": Encoder(model_dir, device="cpu")}
+        encoders = {"predictor (auto config)": Encoder(model_dir, device="cpu"),
+                    "predictor (auto config) without CPU_PASSES": without_cpu_passes(Encoder(model_dir, device="cpu"),
+                                                                                     arrays)}
+        if cpu_has_bf16():
+            encoders["predictor bf16 (oneDNN, auto threads)"] = Encoder(model_dir, device="cpu", precision="bf16")
         for onednn in ("off", "on") if size == "tiny" else ():  # the fixed configurations, tiny only
             for threads in (1, 2):
                 encoders[f"predictor oneDNN {onednn}, {threads} thread(s)"] = Encoder(
@@ -152,6 +158,42 @@ def bench_size(size: str, calls: int, folder: Path) -> list[dict]:
             rows.append({"size": size, "shape": shape, "runner": name, **r, "speedup_vs_dygraph": base / r["median_ms"],
                          "sequences_per_sec": batch / r["median_ms"] * 1e3})
     return rows
+
+
+def without_cpu_passes(encoder: Encoder, arrays: dict) -> Encoder:
+    """`encoder` with its predictors built before infer.predictor.CPU_PASSES was added (for the comparison)."""
+    saved, predictor_module.CPU_PASSES = predictor_module.CPU_PASSES, []
+    try:
+        encoder.run(arrays)
+    finally:
+        predictor_module.CPU_PASSES = saved
+    return encoder
+
+
+OPS_PROBE = """
+import sys, numpy as np
+from pipeline.runtime import prepare_process_for_paddle; prepare_process_for_paddle()
+import infer.predictor as p
+if sys.argv[2] == "none": p.CPU_PASSES = []
+enc = p.Encoder(sys.argv[1], device="cpu", backend="paddle")
+ids = np.array([[3, 10, 11, 12, 13, 4]])
+arrays = {"input_ids": ids, "token_type_ids": np.zeros_like(ids), "valid_length": np.array([6])}
+enc.run(arrays)
+predictor, inputs, outputs = enc._predictor("encoder", ids.size)
+cfg = enc._config("encoder", "small"); cfg.enable_profile()
+enc._predictors[("encoder", "small")] = p._with_handles(enc._inference.create_predictor(cfg))
+for _ in range(10): enc.run(arrays)
+"""
+
+
+def ops_per_call(model_dir: Path, passes: str) -> float:
+    """Ops the predictor executes for one sentence (1 x 6, the small-call configuration), from Paddle's own
+    profiler report (printed at exit, summed over 10 calls)."""
+    result = subprocess.run([sys.executable, "-c", OPS_PROBE, str(model_dir), passes], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300)
+    calls = [int(line.split()[1]) for line in (result.stdout + result.stderr).splitlines()
+             if line.startswith("thread0::pd_op.")]
+    return sum(calls) / 10
 
 
 def bench_cli(model_dir: Path, runs: int = 5) -> list[dict]:
@@ -183,12 +225,30 @@ def main() -> None:
                 ["size", "shape", "runner", "median ms", "p90 ms", "x dygraph", "seq/s"],
                 [[r["size"], r["shape"], r["runner"], r["median_ms"], r["p90_ms"], r["speedup_vs_dygraph"],
                   r["sequences_per_sec"]] for r in rows])
+    ops = {}
+    if (folder / "tiny").exists():
+        ops = {"without CPU_PASSES": ops_per_call(folder / "tiny", "none"), "with CPU_PASSES": ops_per_call(folder / "tiny", "")}
+        sentence = {r["runner"]: r["median_ms"] for r in rows if r["size"] == "tiny" and r["shape"].startswith("sentence")}
+        table = []
+        for name, runner in (("without CPU_PASSES", "predictor (auto config) without CPU_PASSES"),
+                             ("with CPU_PASSES", "predictor (auto config)")):
+            table.append([name, ops[name], sentence[runner], sentence[runner] / ops[name] * 1e3])
+        print_table("One sentence (tiny, 1 x 6) through Paddle Inference: ops executed per call",
+                    ["inference passes", "ops per call", "median ms", "us per op"], table)
+        reference = next((v for k, v in sentence.items() if k.startswith("reference")), None)
+        if reference:
+            print(f"predictor / Hugging Face BertModel in ONNX Runtime: {sentence['predictor (auto config)'] / reference:.2f}x")
+    for size in args.sizes.split(","):
+        batch = {r["runner"]: r["median_ms"] for r in rows if r["size"] == size and r["shape"].startswith("batch")}
+        if "predictor bf16 (oneDNN, auto threads)" in batch:
+            print(f"{size} 64 x 64: bf16 takes {batch['predictor bf16 (oneDNN, auto threads)'] / batch['predictor (auto config)']:.2f}x "
+                  f"the time of fp32 oneDNN")
     cli = bench_cli(folder / "tiny") if (folder / "tiny").exists() else []
     if cli:
         print_table("One-shot command line (median of 5 runs)", ["command", "wall s", "peak RSS MB", "x import paddle"],
                     [[c["command"], c["median_wall_s"], c["peak_rss_mb"], c["median_wall_s"] / cli[0]["median_wall_s"]]
                      for c in cli])
-    write_json("infer", {"latency": rows, "cli": cli})
+    write_json("infer", {"latency": rows, "ops_per_sentence": ops, "cli": cli})
 
 
 if __name__ == "__main__":

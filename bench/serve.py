@@ -1,6 +1,7 @@
 """The HTTP service under load, on the loopback address: throughput, latency, batch sizes, memory.
 
     python bench/serve.py [--model-dir output/inference] [--seconds 8] [--soak 60] [--backend paddle]
+    python bench/serve.py --precision fp32,bf16 --soak 0     # bf16 against fp32 (CPUs with bf16 units)
 
 Starts infer/serve.py on a free 127.0.0.1 port (with --model-dir, or a tiny model of random weights
 exported for the run), then for concurrency 1, 8 and 32, sends single sentences and 16-sentence
@@ -39,12 +40,12 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def start_server(model_dir: str, backend: str) -> tuple[subprocess.Popen, int]:
+def start_server(model_dir: str, backend: str, precision: str = "fp32") -> tuple[subprocess.Popen, int]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen([sys.executable, "infer/serve.py", "--model-dir", model_dir, "--port", str(port),
-                             "--backend", backend], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                             "--backend", backend, "--precision", precision], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     for _ in range(600):
         try:
             get(port, "/health")
@@ -135,39 +136,54 @@ def random_model() -> str:
     return str(make_export("tiny", folder)[1])
 
 
+def measure(model_dir: str, backend: str, precision: str, args) -> tuple[list[dict], dict]:
+    """Every scenario, then the soak, against one server started with `precision`."""
+    proc, port = start_server(model_dir, backend, precision)
+    try:
+        rows = [run_scenario(port, c, kind, args.seconds, args.requests)
+                for kind in ("single", "16 mixed") for c in (1, 8, 32)]
+        for r in rows:
+            r["rss_mb"], r["precision"] = rss_mb(proc.pid), precision
+        memory = soak(port, proc.pid, args.soak) if args.soak > 0 else {}
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    return rows, memory
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-dir", help="exported model (default: a tiny model of random weights)")
     parser.add_argument("--backend", default="paddle", choices=("paddle", "onnxruntime", "auto"))
+    parser.add_argument("--precision", default="fp32", help="fp32, bf16 or a comma-separated list (default fp32)")
     parser.add_argument("--seconds", type=float, default=8.0, help="time bound of each scenario (default 8)")
     parser.add_argument("--requests", type=int, default=3000, help="request bound of each scenario (default 3000)")
     parser.add_argument("--soak", type=float, default=60.0, help="memory soak seconds (default 60; 0 = skip)")
     args = parser.parse_args()
     model_dir = args.model_dir or random_model()
-    proc, port = start_server(model_dir, args.backend)
-    try:
-        rows = [run_scenario(port, c, kind, args.seconds, args.requests)
-                for kind in ("single", "16 mixed") for c in (1, 8, 32)]
-        for r in rows:
-            r["rss_mb"] = rss_mb(proc.pid)
-        memory = soak(port, proc.pid, args.soak) if args.soak > 0 else {}
-    finally:
-        proc.terminate()
-        proc.wait(60)
+    rows, memory = [], {}
+    for precision in args.precision.split(","):
+        measured, memory[precision] = measure(model_dir, args.backend, precision, args)
+        rows += measured
     print_table(f"infer/serve.py under load ({args.backend} backend; clients on the same 2 cores)",
-                ["requests of", "concurrency", "sentences/s", "p50 ms", "p99 ms", "p99/p50", "mean batch",
-                 "largest", "errors"],
-                [[r["kind"], r["concurrency"], round(r["sentences_per_sec"], 1), round(r["p50_ms"], 2),
+                ["precision", "requests of", "concurrency", "sentences/s", "p50 ms", "p99 ms", "p99/p50",
+                 "mean batch", "largest", "errors"],
+                [[r["precision"], r["kind"], r["concurrency"], round(r["sentences_per_sec"], 1), round(r["p50_ms"], 2),
                   round(r["p99_ms"], 2), round(r["p99_ms"] / r["p50_ms"], 2), round(r["mean_batch"], 1),
                   r["largest_batch"], r["errors"]] for r in rows])
-    for kind in ("single", "16 mixed"):
-        by = {r["concurrency"]: r for r in rows if r["kind"] == kind}
-        print(f"{kind}: throughput at concurrency 32 is {by[32]['sentences_per_sec'] / by[1]['sentences_per_sec']:.2f}x "
-              f"that at concurrency 1")
-    if memory:
-        print(f"memory over a {args.soak:g} s soak: {memory['rss_start_mb']:.0f} MB at start, highest "
-              f"{memory['rss_first_third_max_mb']:.0f} MB in the first third and "
-              f"{memory['rss_last_third_max_mb']:.0f} MB in the last third")
+    by = {(r["precision"], r["kind"], r["concurrency"]): r["sentences_per_sec"] for r in rows}
+    for precision in args.precision.split(","):
+        for kind in ("single", "16 mixed"):
+            print(f"{precision} {kind}: throughput at concurrency 32 is "
+                  f"{by[precision, kind, 32] / by[precision, kind, 1]:.2f}x that at concurrency 1")
+            if precision != "fp32" and ("fp32", kind, 32) in by:
+                print(f"{precision} {kind}: {by[precision, kind, 32] / by['fp32', kind, 32]:.2f}x fp32's throughput "
+                      f"at concurrency 32")
+    for precision, m in memory.items():
+        if m:
+            print(f"{precision}: memory over a {args.soak:g} s soak: {m['rss_start_mb']:.0f} MB at start, highest "
+                  f"{m['rss_first_third_max_mb']:.0f} MB in the first third and "
+                  f"{m['rss_last_third_max_mb']:.0f} MB in the last third")
     write_json("serve", {"backend": args.backend, "scenarios": rows, "soak": memory})
 
 

@@ -145,7 +145,9 @@ class Encoder:
         config.disable_gpu()
         cores = available_cores()
         small = regime == "small"
-        bf16 = self.precision == "bf16"  # oneDNN's bf16 kernels: Paddle's plain CPU kernels have no bf16 matmul
+        # bf16 runs through oneDNN's bf16 kernels (Paddle's plain CPU kernels have no bf16 matmul), on calls
+        # above SMALL_CALL_TOKENS only: below, fp32 on one thread without oneDNN is 4x faster (bench/infer.py)
+        bf16 = self.precision == "bf16" and not small
         use_onednn = bf16 or {"on": True, "off": False}.get(self.onednn, not small)
         config.set_cpu_math_library_num_threads(self.threads or (1 if small else cores))
         config.enable_custom_passes(CPU_PASSES)

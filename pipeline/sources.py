@@ -24,7 +24,7 @@ from pipeline.prepare import FORMAT as PREPARE_FORMAT, MappedCorpus, prepare_cor
 from pipeline.tokenizer import (TOKENIZER_FILE, Tokenizer, WhitespaceTokenizer, encode_documents, learn_tokenizer,
                                 load_tokenizer)
 from pipeline.vocab import Vocab
-from pipeline.wikitext import cache_home, find_split, read_sentences
+from pipeline.wikitext import ARCHIVE_URL, SAMPLE_ARCHIVE, cache_home, find_split, official_or_sample, read_sentences
 
 log = logging.getLogger(__name__)
 Documents = list[list[str]]  # documents, each a list of sentences
@@ -55,6 +55,27 @@ def documents_to_pairs(documents: Documents, tokenizer: Tokenizer, max_len: int,
         raise UserError(f"{what} has no document with two sentences: next-sentence pairs need them "
                         f"(separate documents by blank lines, sentences by . ! ? or 。！？)")
     return make_pairs(ids, index, tokenizer.vocab, max_len, np.random.default_rng([seed, 0]))
+
+
+def use_sample_without_network(cfg: Config) -> str | None:
+    """With no data given, WikiText-2 is downloaded; where it cannot be (no internet), train on the sample
+    shipped with the package instead: its validation split, evaluated on its test split. Returns the line
+    that says so, or None when the official corpus (or the user's own data) is used."""
+    d = cfg.data
+    if d.data_dir or d.corpus or d.prepared:
+        return None
+    folder, is_sample = official_or_sample(Path(d.cache_dir) if d.cache_dir else None)
+    if not is_sample:
+        d.data_dir = str(folder)
+        return None
+    d.data_dir = str(SAMPLE_ARCHIVE)
+    if d.split == "train":
+        d.split = "valid"
+    if d.eval_split is None or d.eval_split == "train":
+        d.eval_split = "test" if d.split != "test" else "valid"
+    return (f"no internet (cannot download {ARCHIVE_URL}): training on the WikiText-2 sample shipped with this "
+            f"package (split {d.split}, evaluated on {d.eval_split}; CC BY-SA 3.0, {SAMPLE_ARCHIVE.parent.name}/README.md). "
+            f"For the full corpus, run once with internet or pass --data-dir DIR holding wiki.train.tokens")
 
 
 def example_cache(cfg: Config) -> Path:

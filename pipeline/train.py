@@ -36,7 +36,7 @@ from pipeline.evaluate import evaluate, format_metrics  # noqa: E402
 from pipeline.files import FolderLock, write_text_atomic  # noqa: E402
 from pipeline.progress import keep_metrics_until, plot_losses  # noqa: E402
 from pipeline.runtime import set_cpu_threads  # noqa: E402
-from pipeline.sources import held_out_pairs, prepare_data  # noqa: E402
+from pipeline.sources import held_out_pairs, prepare_data, use_sample_without_network  # noqa: E402
 from pipeline.tokenizer import Tokenizer  # noqa: E402
 from pipeline.trainer import LoopResult, Trainer, run_loop  # noqa: E402
 from pipeline.wikitext import find_split  # noqa: E402
@@ -153,10 +153,13 @@ def main(argv: list[str] | None = None) -> int:
     check_writable(output)
     # rank 0 (or a lone process) holds the output folder until the end; the kernel frees it if we die
     lock = FolderLock(output, "training run") if os.environ.get("PADDLE_TRAINER_ID", "0") == "0" else None
+    sample_notice = use_sample_without_network(cfg)
     check_data(cfg)  # a wrong data folder fails before fleet starts
     rank, world, devices = init_distributed(cfg, args.verbose)
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    if sample_notice:
+        log.warning(sample_notice)
     local_ranks = int(os.environ.get("PADDLE_LOCAL_SIZE", world))
     threads = set_cpu_threads(cfg.train.threads, local_ranks) if paddle.get_device() == "cpu" else 0
     existing = checkpoint.latest(output)

@@ -21,6 +21,14 @@ ARCHIVE_SHA1 = "3c914d17d80b1459be871a5039ac23e752a53cbe"
 ARCHIVE_NAME = "wikitext-2-v1.zip"
 SPLITS = ("train", "valid", "test")
 CACHE_ENV = "BERT_PIPELINE_CACHE"
+# Shipped inside the package for machines without internet: the validation and test splits, unchanged
+# (CC BY-SA 3.0; see pipeline/sample/README.md and LICENSE).
+SAMPLE_ARCHIVE = Path(__file__).resolve().parent / "sample" / "wikitext-2-sample.zip"
+SAMPLE_SPLITS = ("valid", "test")
+
+
+class DownloadError(UserError):
+    """The official archive could not be fetched (no network, a refused connection, a timeout)."""
 
 
 def cache_home() -> Path:
@@ -61,7 +69,7 @@ def download(url: str, dest: Path, sha1: str) -> Path:
             raise UserError(f"download of {url} is corrupt: SHA-1 {actual}, expected {sha1}")
         os.replace(tmp, dest)
     except (urllib.error.URLError, OSError) as err:
-        raise UserError(f"cannot download {url} ({getattr(err, 'reason', err)}); without internet, "
+        raise DownloadError(f"cannot download {url} ({getattr(err, 'reason', err)}); without internet, "
                         f"pass --data-dir DIR holding wiki.train.tokens or {ARCHIVE_NAME}") from None
     finally:
         tmp.unlink(missing_ok=True)
@@ -103,6 +111,15 @@ def fetch_official(cache_dir: Path | None = None, url: str = ARCHIVE_URL, sha1: 
     if not archive.is_file() or sha1_of(archive) != sha1:
         download(url, archive, sha1)
     return _split_folder(extract(archive, unpacked))
+
+
+def official_or_sample(cache_dir: Path | None = None) -> tuple[Path, bool]:
+    """The official WikiText-2 (downloaded once), or, where it cannot be downloaded, the sample shipped
+    with the package; and whether it is the sample."""
+    try:
+        return fetch_official(cache_dir), False
+    except DownloadError:
+        return SAMPLE_ARCHIVE, True
 
 
 def _split_folder(folder: Path) -> Path:

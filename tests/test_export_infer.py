@@ -65,9 +65,12 @@ BF16_MAX_ABS = 0.1  # on LayerNorm-scaled encodings; measured 0.054 at hidden 12
 
 @pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no bf16 units (avx512_bf16 / amx_bf16)")
 def test_bf16_encodings_stay_close_to_fp32(exported):
-    """oneDNN's bf16 kernels on the trained model: every encoding within cosine 0.999 of fp32's."""
+    """oneDNN's bf16 kernels on the trained model: every encoding within cosine 0.999 of fp32's (on calls
+    above SMALL_CALL_TOKENS; smaller ones run in fp32, the faster choice there)."""
     fp32, bf16 = Encoder(exported, device="cpu"), Encoder(exported, device="cpu", precision="bf16")
-    for rows, length, seed in ((1, 6, 0), (8, 32, 1), (64, 32, 2)):  # both regimes: one sentence, batches
+    small = random_inputs(len(fp32.vocab), 1, 6, 0)
+    np.testing.assert_array_equal(fp32.run(small)[0], bf16.run(small)[0])
+    for rows, length, seed in ((17, 32, 1), (64, 32, 2)):
         arrays = random_inputs(len(fp32.vocab), rows, length, seed)
         (want,), (got,) = fp32.run(arrays), bf16.run(arrays)
         for row, n in enumerate(arrays["valid_length"]):

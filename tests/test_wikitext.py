@@ -83,3 +83,53 @@ def test_missing_folder_missing_split_and_unknown_split(tmp_path, corpus_dir):
     not_zip.write_text("hello")
     with pytest.raises(UserError, match="neither a folder nor a zip"):
         wikitext.find_split(not_zip, "train")
+
+
+SAMPLE_SHA1 = {"wiki.valid.tokens": "0418625c8b4da6e4b5c7a0b9e78d4ae8f7ee5422",  # the official splits, unchanged
+               "wiki.test.tokens": "c7b8ce0aa086fb34dab808c5c49224211eb2b172"}
+
+
+def test_the_shipped_sample_is_the_official_validation_and_test_splits_with_its_licence():
+    with zipfile.ZipFile(wikitext.SAMPLE_ARCHIVE) as zf:
+        digests = {Path(name).name: hashlib.sha1(zf.read(name)).hexdigest() for name in zf.namelist()}
+    assert digests == SAMPLE_SHA1
+    assert wikitext.SAMPLE_ARCHIVE.stat().st_size < 2 << 20
+    licence = (wikitext.SAMPLE_ARCHIVE.parent / "LICENSE").read_text()
+    assert "CC BY-SA 3.0" in licence and "Merity" in licence
+
+
+def test_without_network_the_sample_is_used_but_a_corrupt_download_still_fails(tmp_path, monkeypatch):
+    def no_network(url, dest, sha1):
+        raise wikitext.DownloadError(f"cannot download {url} (Name or service not known)")
+
+    monkeypatch.setattr(wikitext, "download", no_network)
+    assert wikitext.official_or_sample(tmp_path) == (wikitext.SAMPLE_ARCHIVE, True)
+    assert wikitext.find_split(wikitext.SAMPLE_ARCHIVE, "test", tmp_path).name == "wiki.test.tokens"
+
+    def corrupt(url, dest, sha1):
+        raise UserError(f"download of {url} is corrupt: SHA-1 0000, expected {sha1}")
+
+    monkeypatch.setattr(wikitext, "download", corrupt)
+    with pytest.raises(UserError, match="corrupt"):
+        wikitext.official_or_sample(tmp_path)
+
+
+BLOCKED_NETWORK = {"https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",  # the discard port:
+                   "no_proxy": "", "NO_PROXY": ""}  # refused at once, like a machine without internet
+
+
+def test_the_main_command_trains_on_the_sample_without_internet(tmp_path):
+    """`python pipeline/train.py` with no data given and the download failing: one line says what is used,
+    then training, the seed's lines and held-out figures on the sample's test split."""
+    from tests.conftest import TINY, run_script
+
+    out = tmp_path / "out"
+    result = run_script("pipeline/train.py", "--output-dir", str(out), "--steps", "3", *TINY,
+                        env={**BLOCKED_NETWORK, "BERT_PIPELINE_CACHE": str(tmp_path / "cache")})
+    assert result.returncode == 0, result.stderr
+    notices = [line for line in result.stderr.splitlines() if "no internet" in line]
+    assert len(notices) == 1 and "sample shipped with this package" in notices[0] and "--data-dir" in notices[0]
+    assert "MLM loss" in result.stdout and "sentence pairs/sec" in result.stdout
+    assert "held-out MLM accuracy" in result.stdout
+    saved = (out / "config.yaml").read_text()
+    assert "split: valid" in saved and "eval_split: test" in saved
