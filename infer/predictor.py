@@ -28,9 +28,10 @@ from pipeline.vocab import MASK, Vocab
 # Below this many tokens per call (batch x length) one thread without oneDNN is fastest on CPU;
 # above it oneDNN with every core wins (bench/infer.py measures both regimes).
 SMALL_CALL_TOKENS = 512
-# Inference passes added on CPU, each exact (max difference 0.0 on the tiny export, bench/infer.py):
-# eval-mode dropout (an identity) removed, and matmul + bias [+ relu/gelu] fused into one fc op;
-# one sentence then runs 72 ops instead of 90, at ~3 us of executor time each.
+# Inference passes added for small CPU calls (no oneDNN), each exact (max difference 0.0, bench/infer.py):
+# eval-mode dropout (an identity) removed, and matmul + bias [+ relu/gelu] fused into one fc op; one
+# sentence then runs 72 ops instead of 90, at ~3.5 us of executor time each. Not for oneDNN batches,
+# where the fused fc was slower than matmul + add at BERT-base size.
 CPU_PASSES = ["identity_op_clean_pass", "matmul_add_act_fuse_pass"]
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -150,7 +151,6 @@ class Encoder:
         bf16 = self.precision == "bf16" and not small
         use_onednn = bf16 or {"on": True, "off": False}.get(self.onednn, not small)
         config.set_cpu_math_library_num_threads(self.threads or (1 if small else cores))
-        config.enable_custom_passes(CPU_PASSES)
         if use_onednn:
             config.enable_mkldnn()
             config.set_mkldnn_cache_capacity(16)  # bounded cache of shape-specialised kernels
@@ -158,6 +158,7 @@ class Encoder:
                 config.enable_mkldnn_bfloat16()
         else:
             config.disable_mkldnn()
+            config.enable_custom_passes(CPU_PASSES)
         return config
 
     def _enable_tensorrt(self, config, program: str) -> None:

@@ -59,6 +59,8 @@ class DataConfig:
     tokenizer: str = setting("whitespace", "whitespace (the seed's words) or wordpiece (trained on the corpus)",
                              choices=("whitespace", "wordpiece"))
     vocab_size: int = setting(8000, "WordPiece vocabulary size, special tokens included", at_least=64)
+    tokenizer_sample_mb: float = setting(64.0, "WordPiece: learn the vocabulary from this many MB of the corpus, "
+                                               "sampled (0 = all of it)", at_least=0.0)
     lowercase: bool = setting(True, "WordPiece: lower-case and strip accents first")
     whole_word_mask: bool = setting(False, "mask every piece of a chosen word together (WordPiece)")
     split: str = setting("train", "split to train on", choices=SPLITS)

@@ -51,28 +51,47 @@ def split_sentences(line: str) -> list[str]:
     return [s.strip() for s in SENTENCE_END.split(line) if s and s.strip()]
 
 
-def file_documents(path: Path) -> Iterator[list[str]]:
-    """The documents of one file, read line by line (memory bounded by a document, not the file);
-    a binary or non-UTF-8 file is refused, naming it and the line."""
+def file_lines(path: Path, start: int = 0, end: int | None = None) -> Iterator[str]:
+    """The lines of `path` (or of its bytes start..end, which begin at a line start), decoded strictly
+    as UTF-8; a binary or non-UTF-8 file is refused, naming it and the line."""
     try:
         with open(path, "rb") as f:
-            if b"\0" in f.read(8192):
+            if start == 0 and b"\0" in f.read(8192):
                 raise UserError(f"{path} looks binary (it holds NUL bytes): the corpus must be UTF-8 text")
-        number, document = 0, []
-        with open(path, encoding="utf-8-sig") as f:
-            for number, line in enumerate(f, 1):
-                if line.strip():
-                    document.extend(split_sentences(line))
-                elif document:
-                    yield document
-                    document = []
-        if document:
-            yield document
-    except UnicodeDecodeError:
-        raise UserError(f"{path} is not UTF-8 text (invalid byte at line {number + 1}); convert it, e.g. "
-                        f"iconv -f GB18030 -t UTF-8") from None
+            f.seek(start)
+            position, number = start, 0
+            for number, raw in enumerate(f, 1):
+                if end is not None and position >= end:
+                    return
+                position += len(raw)
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise UserError(f"{path} is not UTF-8 text (invalid byte at line {line_number(path, start, number)}); "
+                                    f"convert it, e.g. iconv -f GB18030 -t UTF-8") from None
+                yield line.lstrip("\ufeff") if position == len(raw) else line  # a BOM opens the file only
     except OSError as err:
         raise UserError(f"cannot read {path}: {err.strerror}") from None
+
+
+def line_number(path: Path, start: int, number_in_range: int) -> int:
+    """The line number in the file of line `number_in_range` of the bytes from `start` (errors only)."""
+    with open(path, "rb") as f:
+        return f.read(start).count(b"\n") + number_in_range
+
+
+def file_documents(path: Path, start: int = 0, end: int | None = None) -> Iterator[list[str]]:
+    """The documents of one file (or of its bytes start..end, which begin at a document start), read
+    line by line: memory bounded by a document, not the file."""
+    document: list[str] = []
+    for line in file_lines(path, start, end):
+        if line.strip():
+            document.extend(split_sentences(line))
+        elif document:
+            yield document
+            document = []
+    if document:
+        yield document
 
 
 def read_documents(files: Sequence[Path]) -> Iterator[list[str]]:
