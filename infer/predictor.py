@@ -18,6 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
+from infer.tensorrt import converted_program
 from pipeline.errors import UserError
 from pipeline.files import file_digest
 from pipeline.export_format import ENCODER, HEADS, MANIFEST, ONNX_FILE, PRED_POSITIONS, VOCAB, input_names
@@ -135,13 +136,18 @@ class Encoder:
     # -- configuration ------------------------------------------------------------------------
     def _config(self, program: str, regime: str):
         model, params = self.folder.program_files(program)
+        if self.device == "gpu" and self.trt and program == ENCODER and model.suffix == ".json":
+            model, params = converted_program(self.folder.path, self.folder.manifest, self.vocab, self.precision,
+                                              self.max_batch)  # PIR-TRT: the program converted ahead of time
         config = self._inference.Config(str(model), str(params))
         if not self.verbose:
             config.disable_glog_info()
         if self.device == "gpu":
-            config.enable_use_gpu(256, 0)
-            if self.trt:
-                self._enable_tensorrt(config, program)
+            half = self.precision == "fp16" and not self.trt  # with TensorRT the conversion set the precision
+            config.enable_use_gpu(256, 0, self._inference.PrecisionType.Half if half else
+                                  self._inference.PrecisionType.Float32)
+            if self.trt and model.suffix == ".pdmodel":
+                self._enable_legacy_tensorrt(config, program)
             return config
         config.disable_gpu()
         cores = available_cores()
@@ -161,7 +167,8 @@ class Encoder:
             config.enable_custom_passes(CPU_PASSES)
         return config
 
-    def _enable_tensorrt(self, config, program: str) -> None:
+    def _enable_legacy_tensorrt(self, config, program: str) -> None:
+        """TensorRT for a legacy (old-IR) .pdmodel export: a subgraph engine built at load time."""
         precision = {"fp32": self._inference.PrecisionType.Float32,
                      "fp16": self._inference.PrecisionType.Half}[self.precision]
         config.enable_tensorrt_engine(workspace_size=1 << 30, max_batch_size=self.max_batch, min_subgraph_size=3,
