@@ -89,6 +89,9 @@ class TrainConfig:
     accumulate_steps: int = setting(1, "micro-batches per step", at_least=1)
     amp: str = setting("none", "mixed precision (GPU only)", choices=("none", "fp16", "bf16"))
     to_static: bool = setting(True, "static graph (false: dygraph)")
+    dropout_masks: str = setting("auto", "auto: drawn by the data pipeline on CPU (~10x cheaper), Paddle's dropout "
+                                         "on GPU; paddle: Paddle's dropout everywhere (the GPU graph, also on CPU)",
+                                 choices=("auto", "data", "paddle"))
     threads: int = setting(0, "CPU threads per process; 0 = its share of the cores", at_least=0)
     max_minutes: float = setting(0.0, "end the run (with a checkpoint) after this long; 0 = no limit", at_least=0.0)
     log_every: int = setting(100, "steps between progress lines", at_least=1)

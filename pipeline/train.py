@@ -68,8 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", help="where config, vocab, metrics, loss.png and checkpoints go "
                                         "(train.output_dir, default output)")
     p.add_argument("--steps", type=int, help="total optimizer steps (train.steps, default 800)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue from the newest checkpoint in the output folder")
+    p.add_argument("--resume", nargs="?", const="yes", choices=("yes", "auto"),
+                   help="continue from the newest checkpoint in the output folder; --resume auto: continue if "
+                        "there is one, else start fresh (for a job that is simply run again after a failure)")
     p.add_argument("--verbose", action="store_true",
                    help="also show PaddlePaddle's own log lines and warnings (fleet set-up, flags, internals)")
     return p
@@ -164,15 +165,14 @@ def main(argv: list[str] | None = None) -> int:
     threads = set_cpu_threads(cfg.train.threads, local_ranks) if paddle.get_device() == "cpu" else 0
     existing = checkpoint.latest(output)
     if existing is not None and not args.resume:
-        raise UserError(f"{output} already holds checkpoints (newest {existing.name}): pass --resume to "
-                        f"continue, or choose another --output-dir")
-    ckpt = None
-    if args.resume:
-        if existing is None:
-            raise UserError(f"--resume: no checkpoint in {output / 'checkpoints'}")
-        ckpt = checkpoint.load(existing)
+        raise UserError(f"{output} already holds checkpoints (newest {existing.name}): pass --resume (or "
+                        f"--resume auto) to continue, or choose another --output-dir")
+    if existing is None and args.resume == "yes":
+        raise UserError(f"--resume: no checkpoint in {output / 'checkpoints'} (--resume auto starts fresh then)")
+    resume = existing is not None and args.resume is not None
+    ckpt = checkpoint.load(existing) if resume else None
 
-    tokenizer, data = prepare_data(cfg, output, args.resume)
+    tokenizer, data = prepare_data(cfg, output, resume)
     if ckpt is not None:
         checkpoint.check_compatible(ckpt, cfg)
     steps_per_epoch = data.steps_per_epoch(cfg.train.batch_size)

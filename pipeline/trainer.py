@@ -86,7 +86,8 @@ class Trainer:
         paddle.seed(cfg.train.seed)  # the same initial weights on every rank and every run
         self.model = BertForPretraining(cfg.model)
         self.optimizer, self.scheduler = build_optimizer(cfg, self.model)
-        host_dropout = paddle.get_device() == "cpu" and cfg.model.dropout > 0
+        host_dropout = cfg.model.dropout > 0 and (cfg.train.dropout_masks == "data" or (
+            cfg.train.dropout_masks == "auto" and paddle.get_device() == "cpu"))
         if host_dropout:  # numpy's random bytes are ~10x cheaper than Paddle's CPU dropout
             data.use_host_dropout(2 * cfg.model.num_layers, cfg.model.hidden_size, cfg.model.dropout)
         self.input_spec = step_input_spec(host_dropout)
@@ -129,7 +130,8 @@ class Trainer:
         """Forward, backward (over accumulation micro-batches) and update; the losses and stop flags
         are averaged over all ranks, so every rank takes the same decision."""
         tc = self.cfg.train
-        paddle.seed(tc.seed * 1_000_003 + self.step)  # randomness depends on (seed, step) only: resumable
+        # Paddle's randomness (its dropout) depends on (seed, step, rank) only: resumable, and ranks differ
+        paddle.seed((tc.seed * 1_000_003 + self.step) * 1024 + self.rank)
         parts = tc.accumulate_steps
         amp = (paddle.amp.auto_cast(dtype="float16" if tc.amp == "fp16" else "bfloat16")
                if tc.amp != "none" else contextlib.nullcontext())

@@ -1,7 +1,10 @@
-"""Data parallel under the fleet launcher on CPU (gloo): two ranks stay identical and match one process;
-a rank killed mid-run ends the job, which resumes from its last complete checkpoint."""
+"""Data parallel under the fleet launcher on CPU (gloo): two ranks stay identical and match one process, also
+as two nodes (two launchers on the loopback address); a rank killed mid-run ends the job (Paddle 3.3's
+launcher restarts nothing without etcd), and the same command run again with --resume auto finishes with
+the weights of an unbroken run."""
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -65,12 +68,83 @@ def rank_process(rank: int, marker: str) -> int | None:
     return None
 
 
-def test_sigkill_of_one_rank_ends_the_job_and_it_resumes_from_the_last_complete_checkpoint(corpus_dir, tmp_path):
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def final_weights(out: Path) -> dict:
+    return checkpoint.load(checkpoint.latest(out)).model_state
+
+
+@pytest.fixture(scope="module")
+def prepared(corpus_dir, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("nodes") / "prepared"
+    result = run_script("pipeline/prepare.py", "--corpus", str(corpus_dir / "wiki.train.tokens"), "--output-dir",
+                        str(folder), "-o", "data.max_len=32", "-o", "data.min_freq=1")
+    assert result.returncode == 0, result.stderr
+    return folder
+
+
+def test_two_nodes_on_the_loopback_address_match_one_process(prepared, tmp_path):
+    """Two launchers (--nnodes 2 --master 127.0.0.1:PORT --rank 0|1), one process each, from one prepared
+    folder into one output folder (shared storage): the same weights as one process with the same global batch."""
+    master, out = f"127.0.0.1:{free_port()}", tmp_path / "two-nodes"
+    train_args = ["pipeline/train.py", "--prepared", str(prepared), "--output-dir", str(out), *FLAGS]
+    nodes = [subprocess.Popen([sys.executable, "-m", "paddle.distributed.launch", "--nnodes", "2", "--master", master,
+                               "--rank", str(rank), "--nproc_per_node", "1", "--log_dir", str(tmp_path / f"log{rank}"),
+                               *train_args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              env={**os.environ, "PYTHONWARNINGS": "ignore"}) for rank in (0, 1)]
+    try:
+        codes = [node.wait(300) for node in nodes]
+    finally:
+        for node in nodes:
+            node.kill()
+    logs = "\n".join(p.read_text(errors="replace")[-2000:] for p in sorted(tmp_path.glob("log*/workerlog.*")))
+    assert codes == [0, 0], logs
+    single = run_script("pipeline/train.py", "--prepared", str(prepared), "--output-dir", str(tmp_path / "one"), *FLAGS)
+    assert single.returncode == 0, single.stderr[-2000:]
+    two, one = final_weights(out), final_weights(tmp_path / "one")
+    assert two.keys() == one.keys()
+    for name in one:
+        np.testing.assert_allclose(two[name], one[name], rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_a_node_that_cannot_reach_the_master_says_so_within_seconds(tmp_path):
+    """Paddle's launcher waits for an unreachable master indefinitely, printing "master not ready" every 5 s
+    (the README says to bound it with timeout); 127.0.0.2 is a loopback address where nothing listens."""
+    node = subprocess.Popen([sys.executable, "-m", "paddle.distributed.launch", "--nnodes", "2", "--master",
+                             f"127.0.0.2:{free_port()}", "--rank", "1", "--nproc_per_node", "1", "--log_dir",
+                             str(tmp_path / "log"), "pipeline/train.py"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        output, _ = node.communicate(timeout=12)
+    except subprocess.TimeoutExpired:
+        node.kill()
+        output, _ = node.communicate()
+    assert "master not ready" in output
+
+
+def test_resume_auto_starts_fresh_without_a_checkpoint_and_continues_with_one(corpus_dir, tmp_path):
+    out = tmp_path / "auto"
+    for steps in (2, 4):
+        result = run_script("pipeline/train.py", "--data-dir", str(corpus_dir), "--output-dir", str(out), *TINY,
+                            "--steps", str(steps), "--resume", "auto")
+        assert result.returncode == 0, result.stderr
+        assert checkpoint.load(checkpoint.latest(out)).step == steps
+    refused = run_script("pipeline/train.py", "--data-dir", str(corpus_dir), "--output-dir", str(tmp_path / "new"),
+                         *TINY, "--resume")
+    assert refused.returncode == 2 and "no checkpoint" in refused.stderr and "--resume auto" in refused.stderr
+
+
+def test_sigkill_of_one_rank_ends_the_job_and_resume_auto_finishes_it_as_if_unbroken(corpus_dir, tmp_path):
     out = tmp_path / "job"
-    args = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir", str(tmp_path / "log"),
-            "pipeline/train.py", "--data-dir", str(corpus_dir), "--output-dir", str(out), *TINY,
-            "-o", "train.save_every=1", "--steps", "100000"]
-    launcher = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    launch = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2"]
+    job = ["pipeline/train.py", "--data-dir", str(corpus_dir), "--output-dir", str(out), *TINY,
+           "-o", "train.save_every=1", "--resume", "auto"]
+    launcher = subprocess.Popen([*launch, "--log_dir", str(tmp_path / "log"), *job, "--steps", "100000"], cwd=ROOT,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 120
         while checkpoint.latest(out) is None or checkpoint.load(checkpoint.latest(out)).step < 3:
@@ -87,8 +161,15 @@ def test_sigkill_of_one_rank_ends_the_job_and_it_resumes_from_the_last_complete_
     print(f"launcher exit code {code}, {took:.1f} s after the kill")
     assert code != 0 and took < 60, (code, took)
     newest = checkpoint.load(checkpoint.latest(out))  # complete: it loads and its hashes match
-    resumed = run_script("-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir", str(tmp_path / "log2"),
-                         "pipeline/train.py", "--data-dir", str(corpus_dir), "--output-dir", str(out), *TINY,
-                         "--resume", "--steps", str(newest.step + 2))
-    assert resumed.returncode == 0, resumed.stdout[-2000:]
+    steps = str(newest.step + 2)
+    again = run_script("-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir", str(tmp_path / "log2"),
+                       *job, "--steps", steps)  # the same command, run again
+    assert again.returncode == 0, again.stdout[-2000:]
     assert checkpoint.load(checkpoint.latest(out)).step == newest.step + 2
+    unbroken = run_script("-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir",
+                          str(tmp_path / "log3"), *[str(tmp_path / "unbroken") if a == str(out) else a for a in job],
+                          "--steps", steps)
+    assert unbroken.returncode == 0, unbroken.stdout[-2000:]
+    resumed, whole = final_weights(out), final_weights(tmp_path / "unbroken")
+    for name in whole:
+        np.testing.assert_allclose(resumed[name], whole[name], rtol=1e-4, atol=1e-6, err_msg=name)

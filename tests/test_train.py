@@ -7,6 +7,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 from pipeline import checkpoint
 from tests.conftest import ROOT, TINY, run_script
@@ -66,13 +67,47 @@ def test_checkpoint_loads_without_pickle(trained):
     assert any(k.startswith("encoder.layers.0.attention.query.weight::moment1") for k in ckpt.optimizer_state)
 
 
-def test_resume_gives_the_same_losses_as_an_unbroken_run(corpus_dir, tmp_path):
+@pytest.mark.parametrize("masks", ["auto", "paddle"])
+def test_resume_gives_the_same_losses_as_an_unbroken_run(corpus_dir, tmp_path, masks):
+    """Also with Paddle's own dropout (train.dropout_masks=paddle), the graph every GPU run uses."""
     whole, parts = tmp_path / "whole", tmp_path / "parts"
-    assert train(corpus_dir, whole, steps=6).returncode == 0
-    assert train(corpus_dir, parts, steps=3).returncode == 0
-    resumed = train(corpus_dir, parts, "--resume", steps=6)
+    flags = ["-o", f"train.dropout_masks={masks}", "-o", "model.dropout=0.3"]
+    assert train(corpus_dir, whole, *flags, steps=6).returncode == 0
+    assert train(corpus_dir, parts, *flags, steps=3).returncode == 0
+    resumed = train(corpus_dir, parts, "--resume", *flags, steps=6)
     assert resumed.returncode == 0, resumed.stderr
     np.testing.assert_allclose(np.array(losses(parts)), np.array(losses(whole)), rtol=1e-4)
+
+
+def test_paddles_own_dropout_trains_and_exports_with_parity(corpus_dir, tmp_path):
+    """train.dropout_masks=paddle on CPU: F.dropout in the static graph (not the host masks); the loss falls,
+    the dropout really drops (other losses than with dropout 0), and the export equals the trained model."""
+    import paddle
+
+    from infer.predictor import Encoder
+    from pipeline.model import BertForPretraining
+    from tests.test_export_infer import random_inputs
+
+    out, plain = tmp_path / "gpu-form", tmp_path / "no-dropout"
+    result = train(corpus_dir, out, "-o", "train.dropout_masks=paddle", "-o", "model.dropout=0.2", steps=12)
+    assert result.returncode == 0, result.stderr
+    assert train(corpus_dir, plain, "-o", "model.dropout=0", steps=12).returncode == 0
+    records = losses(out)
+    assert np.mean([r[1] for r in records[-3:]]) < np.mean([r[1] for r in records[:3]])
+    assert not np.allclose([r[1] for r in records], [r[1] for r in losses(plain)])
+    exported = run_script("export/save.py", "--output-dir", str(out), "--export-dir", str(out / "inference"))
+    assert exported.returncode == 0, exported.stderr
+    ckpt = checkpoint.load(checkpoint.latest(out))
+    model = BertForPretraining(ckpt.config.model)
+    checkpoint.apply_model_state(model, ckpt.model_state, ckpt.path)
+    model.eval()
+    encoder = Encoder(out / "inference", device="cpu")
+    arrays = random_inputs(len(encoder.vocab), 4, 20, 0)
+    with paddle.no_grad():
+        want = model.encoder(*(paddle.to_tensor(arrays[k]) for k in ("input_ids", "token_type_ids", "valid_length")))
+    (got,) = encoder.run(arrays)
+    for row, n in enumerate(arrays["valid_length"]):
+        assert np.abs(got[row, :n] - want.numpy()[row, :n]).max() < 1e-5
 
 
 def test_sigterm_stops_at_a_step_boundary_with_a_checkpoint_that_resumes(corpus_dir, tmp_path):
