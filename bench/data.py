@@ -24,7 +24,8 @@ from pathlib import Path
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from bench.common import DEFAULT_DATA, RESULTS, print_table, write_json  # noqa: E402
-from pipeline.dataset import PretrainingData, prepare  # noqa: E402
+from pipeline.dataset import PretrainingData  # noqa: E402
+from pipeline.wikitext_cache import wikitext_examples  # noqa: E402
 
 MAX_LEN = 64
 
@@ -71,9 +72,9 @@ def make_big_corpus(data_dir: Path, tokens: int, folder: Path) -> Path:
 def measure(path: Path, train_pairs_per_sec: float) -> dict:
     tokens = len(path.read_text(encoding="utf-8").split())
     def cold_run(cache: Path):
-        prepared = prepare(path, MAX_LEN, 5, 0, cache)
-        data = PretrainingData(prepared.pairs, len(prepared.vocab), MAX_LEN)
-        return prepared, data, data.masks(0)
+        examples = wikitext_examples(path, MAX_LEN, 5, 0, cache)
+        data = PretrainingData(examples.pairs, len(examples.vocab), MAX_LEN)
+        return examples, data, data.masks(0)
 
     tracemalloc.start()  # memory on a run of its own: tracing slows Python allocations several-fold
     cold_run(Path(tempfile.mkdtemp(prefix="bench-data-cache-")))
@@ -81,18 +82,18 @@ def measure(path: Path, train_pairs_per_sec: float) -> dict:
     tracemalloc.stop()
     cache = Path(tempfile.mkdtemp(prefix="bench-data-cache-"))
     start = time.perf_counter()
-    prepared, data, masks = cold_run(cache)
+    examples, data, masks = cold_run(cache)
     cold = time.perf_counter() - start
-    arrays = sum(a.nbytes for a in (*vars(prepared.pairs).values(), *vars(masks).values()))
+    arrays = sum(a.nbytes for a in (*vars(examples.pairs).values(), *vars(masks).values()))
     start = time.perf_counter()
-    warm_prepared = prepare(path, MAX_LEN, 5, 0, cache)
-    PretrainingData(warm_prepared.pairs, len(warm_prepared.vocab), MAX_LEN).masks(0)
+    warm_examples = wikitext_examples(path, MAX_LEN, 5, 0, cache)
+    PretrainingData(warm_examples.pairs, len(warm_examples.vocab), MAX_LEN).masks(0)
     warm = time.perf_counter() - start
     start = time.perf_counter()
     data.masks(1)
     remask = time.perf_counter() - start
     epoch_train = data.steps_per_epoch(512) * 512 / train_pairs_per_sec
-    return {"corpus": path.name, "tokens": tokens, "pairs": len(prepared.pairs), "cold_s": cold, "warm_s": warm,
+    return {"corpus": path.name, "tokens": tokens, "pairs": len(examples.pairs), "cold_s": cold, "warm_s": warm,
             "tokens_per_sec_cold": tokens / cold, "peak_traced_mb": peak / 2**20, "arrays_mb": arrays / 2**20,
             "peak_over_arrays": peak / arrays, "remask_epoch_s": remask, "epoch_train_s": epoch_train,
             "remask_share_of_epoch": remask / epoch_train}

@@ -21,9 +21,9 @@ from pathlib import Path
 
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from pipeline.runtime import prepare_process_for_paddle  # noqa: E402
+from pipeline.runtime import setup_process_for_paddle  # noqa: E402
 
-prepare_process_for_paddle()
+setup_process_for_paddle()
 
 import numpy as np  # noqa: E402
 import paddle  # noqa: E402
@@ -172,7 +172,7 @@ def without_cpu_passes(encoder: Encoder, arrays: dict) -> Encoder:
 
 OPS_PROBE = """
 import sys, numpy as np
-from pipeline.runtime import prepare_process_for_paddle; prepare_process_for_paddle()
+from pipeline.runtime import setup_process_for_paddle; setup_process_for_paddle()
 import infer.predictor as p
 if sys.argv[2] == "none": p.CPU_PASSES = []
 enc = p.Encoder(sys.argv[1], device="cpu", backend="paddle")

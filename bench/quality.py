@@ -29,10 +29,10 @@ POINTS = 10  # evaluations per run
 
 
 def held_out(cfg, data_dir: str, vocab):
-    from pipeline.dataset import prepare
+    from pipeline.wikitext_cache import wikitext_examples
     from pipeline.wikitext import find_split
 
-    return prepare(find_split(data_dir, "test"), cfg.data.max_len, cfg.data.min_freq, cfg.data.seed, None,
+    return wikitext_examples(find_split(data_dir, "test"), cfg.data.max_len, cfg.data.min_freq, cfg.data.seed, None,
                    vocab=vocab).pairs
 
 
@@ -54,9 +54,9 @@ def run_paddle(data_dir: str, minutes: float) -> list[dict]:
 
 
 def evaluate_checkpoints(out: Path, data_dir: str, elapsed: dict[int, float]) -> list[dict]:
-    from pipeline.runtime import prepare_process_for_paddle
+    from pipeline.runtime import setup_process_for_paddle
 
-    prepare_process_for_paddle()
+    setup_process_for_paddle()
     from pipeline import checkpoint
     from pipeline.evaluate import evaluate
     from pipeline.model import BertForPretraining
@@ -78,58 +78,92 @@ def evaluate_checkpoints(out: Path, data_dir: str, elapsed: dict[int, float]) ->
     return points
 
 
-def run_huggingface(data_dir: str, minutes: float) -> list[dict]:
-    """BertForPreTraining (PyTorch) on the same batches, schedule and budget; evaluated every tenth."""
-    import numpy as np
+def huggingface_training(cfg):
+    """BertForPreTraining (PyTorch) of cfg's size, with the pipeline's AdamW groups and lr_factor schedule."""
     import torch
     import transformers
 
     from export.huggingface import bert_config
-    from pipeline.config import load_config
-    from pipeline.dataset import PretrainingData, prepare
-    from pipeline.evaluate import mlm_nsp_figures, encoding_figures
-    from pipeline.tokenizer import WhitespaceTokenizer
-    from pipeline.wikitext import find_split
+    from pipeline.trainer import lr_factor
 
-    cfg = load_config(CONFIG)
     tc = cfg.train
-    prepared = prepare(find_split(data_dir, "valid"), cfg.data.max_len, cfg.data.min_freq, cfg.data.seed, None)
-    vocab = prepared.vocab
-    cfg.model.vocab_size = len(vocab)
-    data = PretrainingData(prepared.pairs, len(vocab), cfg.data.max_len, cfg.data.mask_prob,
-                           cfg.data.dynamic_masking, cfg.data.seed)
-    pairs = held_out(cfg, data_dir, vocab)
     torch.manual_seed(tc.seed)
     model = transformers.BertForPreTraining(transformers.BertConfig(**bert_config(cfg)))
     no_decay = [p for n, p in model.named_parameters() if n.endswith("bias") or "LayerNorm" in n]
     decay = [p for n, p in model.named_parameters() if not (n.endswith("bias") or "LayerNorm" in n)]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": tc.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=tc.lr)
+    return model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, tc))
 
-    def factor(step: int) -> float:  # the pipeline's warm-up + linear decay
-        if step < tc.warmup_steps:
-            return (step + 1) / tc.warmup_steps
-        return max(0.0, (tc.steps - step) / max(1, tc.steps - tc.warmup_steps)) if tc.lr_decay == "linear" else 1.0
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+def attention_mask(lens, width: int):
+    import numpy as np
+    import torch
+
+    return torch.from_numpy((np.arange(width)[None, :] < lens[:, None]).astype(np.int64))
+
+
+def huggingface_functions(model):
+    """numpy-in, numpy-out views of the model for pipeline.evaluate's figures."""
+    import numpy as np
+    import torch
 
     def pretraining(ids, token_type_ids, lens, positions):
-        attention = (np.arange(ids.shape[1])[None, :] < lens[:, None]).astype(np.int64)
         with torch.no_grad():
             out = model(input_ids=torch.from_numpy(ids), token_type_ids=torch.from_numpy(token_type_ids),
-                        attention_mask=torch.from_numpy(attention))
+                        attention_mask=attention_mask(lens, ids.shape[1]))
         mlm = np.take_along_axis(out.prediction_logits.numpy(), positions[..., None], axis=1)
         return mlm, out.seq_relationship_logits.numpy()
 
     def encoder(ids, token_type_ids, lens):
-        attention = (np.arange(ids.shape[1])[None, :] < lens[:, None]).astype(np.int64)
         with torch.no_grad():
             return model.bert(input_ids=torch.from_numpy(ids), token_type_ids=torch.from_numpy(token_type_ids),
-                              attention_mask=torch.from_numpy(attention)).last_hidden_state.numpy()
+                              attention_mask=attention_mask(lens, ids.shape[1])).last_hidden_state.numpy()
+    return pretraining, encoder
+
+
+def huggingface_step(model, optimizer, scheduler, b: dict, grad_clip: float) -> None:
+    """One update on the pipeline's batch `b` (MLM labels -100 where nothing is predicted)."""
+    import numpy as np
+    import torch
+
+    labels = np.full(b["input_ids"].shape, -100, dtype=np.int64)
+    rows, cols = np.nonzero(b["mlm_weights"])
+    labels[rows, b["pred_positions"][rows, cols]] = b["mlm_labels"][rows, cols]
+    out = model(input_ids=torch.from_numpy(b["input_ids"]), token_type_ids=torch.from_numpy(b["token_type_ids"]),
+                attention_mask=attention_mask(b["valid_length"], b["input_ids"].shape[1]),
+                labels=torch.from_numpy(labels), next_sentence_label=torch.from_numpy(b["nsp_labels"]))
+    out.loss.backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    optimizer.zero_grad()
+    scheduler.step()
+
+
+def run_huggingface(data_dir: str, minutes: float) -> list[dict]:
+    """BertForPreTraining (PyTorch) on the same batches, schedule and budget; evaluated every tenth."""
+    from pipeline.config import load_config
+    from pipeline.dataset import PretrainingData
+    from pipeline.wikitext_cache import wikitext_examples
+    from pipeline.evaluate import encoding_figures, mlm_nsp_figures
+    from pipeline.tokenizer import WhitespaceTokenizer
+    from pipeline.wikitext import find_split
+
+    cfg = load_config(CONFIG)
+    tc, d = cfg.train, cfg.data
+    examples = wikitext_examples(find_split(data_dir, "valid"), d.max_len, d.min_freq, d.seed, None)
+    vocab = examples.vocab
+    cfg.model.vocab_size = len(vocab)
+    data = PretrainingData(examples.pairs, len(vocab), d.max_len, d.mask_prob, d.dynamic_masking, d.seed)
+    pairs = held_out(cfg, data_dir, vocab)
+    model, optimizer, scheduler = huggingface_training(cfg)
+    pretraining, encoder = huggingface_functions(model)
 
     def evaluate_now(step: int, seconds: float) -> dict:
         model.eval()
-        metrics = mlm_nsp_figures(pretraining, pairs, len(vocab), cfg.data.max_len, mask_prob=cfg.data.mask_prob)
-        metrics.update(encoding_figures(encoder, pairs, WhitespaceTokenizer(vocab), cfg.data.max_len))
+        metrics = mlm_nsp_figures(pretraining, pairs, len(vocab), d.max_len, mask_prob=d.mask_prob)
+        metrics.update(encoding_figures(encoder, pairs, WhitespaceTokenizer(vocab), d.max_len))
         model.train()
         print(f"  huggingface step {step:5d} at {seconds / 60:5.2f} min: known-word accuracy "
               f"{metrics['mlm_accuracy_known']:.3f}, perplexity {metrics['mlm_perplexity']:.1f}", flush=True)
@@ -140,21 +174,9 @@ def run_huggingface(data_dir: str, minutes: float) -> list[dict]:
     next_eval = budget / POINTS
     model.train()
     while trained < budget and step < tc.steps:
-        b = data.batch(step, tc.batch_size)
+        batch = data.batch(step, tc.batch_size)
         start = time.perf_counter()
-        labels = np.full(b["input_ids"].shape, -100, dtype=np.int64)
-        rows, cols = np.nonzero(b["mlm_weights"])
-        labels[rows, b["pred_positions"][rows, cols]] = b["mlm_labels"][rows, cols]
-        attention = (np.arange(b["input_ids"].shape[1])[None, :] < b["valid_length"][:, None]).astype(np.int64)
-        out = model(input_ids=torch.from_numpy(b["input_ids"]), token_type_ids=torch.from_numpy(b["token_type_ids"]),
-                    attention_mask=torch.from_numpy(attention), labels=torch.from_numpy(labels),
-                    next_sentence_label=torch.from_numpy(b["nsp_labels"]))
-        out.loss.backward()
-        if tc.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad()
-        scheduler.step()
+        huggingface_step(model, optimizer, scheduler, batch, tc.grad_clip)
         step += 1
         trained += time.perf_counter() - start
         if trained >= next_eval or trained >= budget or step == tc.steps:

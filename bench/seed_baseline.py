@@ -18,7 +18,8 @@ sys.path[0] = str(Path(__file__).resolve().parent.parent)
 import paddle  # noqa: E402  (deliberately without pipeline.runtime's settings: the seed had none)
 from paddle import nn  # noqa: E402
 
-from pipeline.dataset import PretrainingData, prepare  # noqa: E402
+from pipeline.dataset import PretrainingData  # noqa: E402
+from pipeline.wikitext_cache import wikitext_examples  # noqa: E402
 from pipeline.wikitext import find_split  # noqa: E402
 
 
@@ -88,10 +89,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         paddle.base.core.set_num_threads(args.threads)
-    prepared = prepare(find_split(args.data_dir, args.split), 64, 5, 0, None)
-    data = PretrainingData(prepared.pairs, len(prepared.vocab), 64, dynamic_masking=False)
+    examples = wikitext_examples(find_split(args.data_dir, args.split), 64, 5, 0, None)
+    data = PretrainingData(examples.pairs, len(examples.vocab), 64, dynamic_masking=False)
     paddle.seed(0)
-    net = SeedBert(len(prepared.vocab))
+    net = SeedBert(len(examples.vocab))
     loss = nn.CrossEntropyLoss()
     trainer = paddle.optimizer.Adam(parameters=net.parameters(), learning_rate=0.01)
     times, first_done = [], 0.0

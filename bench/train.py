@@ -2,8 +2,9 @@
 
     python bench/train.py [--data-dir ../shared/data/wikitext-2] [--steps 12] [-o section.key=value ...]
 
-Every run trains the seed's tiny BERT (batch 512, max_len 64) on `--split` (default valid) in its own
-process. Reports sentence pairs/s (steady state, and including the first steps), seconds from process
+Every run trains the default config (configs/bert_tiny.yaml: the seed's tiny BERT; batch and sizes read back
+from each run's own config.yaml, so -o overrides are counted right) on `--split` (default valid) in its own
+process; the seed's code runs its own recipe (batch 512). Reports sentence pairs/s (steady state, and including the first steps), seconds from process
 start to the first finished step, peak resident memory, and achieved GFLOP/s next to a measured fp32
 matmul ceiling. Writes bench/results/train.json.
 """
@@ -16,14 +17,17 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from bench.common import DEFAULT_DATA, print_table, run_measured, write_json  # noqa: E402
+from pipeline.examples import max_predictions  # noqa: E402
 
 MATMUL_PROBE = """
 import time, numpy as np
-from pipeline.runtime import prepare_process_for_paddle, set_cpu_threads
-prepare_process_for_paddle()
+from pipeline.runtime import setup_process_for_paddle, set_cpu_threads
+setup_process_for_paddle()
 import paddle
 set_cpu_threads(0)
 n = 1024
@@ -57,13 +61,14 @@ def run_pipeline(name: str, data_dir: str, split: str, steps: int, overrides: li
     started = time.time()
     _, wall, peak = run_measured(cmd)
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    batch = 512
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    batch = cfg["train"]["batch_size"]
     warm = min(2, len(records) - 1)
     steady = (len(records) - warm) * batch / (records[-1]["elapsed"] - records[warm - 1]["elapsed"])
     return {"name": name, "pairs_per_sec_steady": steady,
             "pairs_per_sec_all": len(records) * batch / records[-1]["elapsed"],
             "start_to_first_step_s": records[0]["time"] - started, "peak_rss_mb": peak / 2**20, "wall_s": wall,
-            "final_mlm_loss": records[-1]["mlm_loss"]}
+            "final_mlm_loss": records[-1]["mlm_loss"], "config": cfg}
 
 
 def run_seed(data_dir: str, split: str, steps: int) -> dict:
@@ -93,14 +98,15 @@ def main() -> None:
                              args.override + ["train.to_static=false"]))
     runs.append(run_pipeline("pipeline, static, 2 ranks", args.data_dir, args.split, args.steps, args.override, 2))
 
-    from pipeline.dataset import prepare
-    from pipeline.wikitext import find_split
-    vocab = len(prepare(find_split(args.data_dir, args.split), 64, 5, 0, None).vocab)
-    flops = flops_per_pair(128, 2, 256, 64, vocab, 10)
+    m, d = runs[-1]["config"]["model"], runs[-1]["config"]["data"]
+    batch = runs[-1]["config"]["train"]["batch_size"]
+    flops = flops_per_pair(m["hidden_size"], m["num_layers"], m["ffn_size"], d["max_len"], m["vocab_size"],
+                           max_predictions(d["max_len"], d["mask_prob"]))
     base = runs[0]["pairs_per_sec_steady"]
     rows = [[r["name"], r["pairs_per_sec_steady"], r["pairs_per_sec_all"], r["pairs_per_sec_steady"] / base,
              r["pairs_per_sec_steady"] * flops / 1e9, r["start_to_first_step_s"], r["peak_rss_mb"]] for r in runs]
-    print_table(f"Training, tiny BERT, batch 512, max_len 64, {args.steps} steps on wiki.{args.split} "
+    print_table(f"Training, hidden {m['hidden_size']} x {m['num_layers']} layers, batch {batch} (the seed's code: 512), "
+                f"max_len {d['max_len']}, {args.steps} steps on wiki.{args.split} "
                 f"({flops / 1e6:.0f} MFLOP per pair; fp32 matmul ceiling: Paddle {paddle_ceiling:.0f}, "
                 f"numpy {numpy_ceiling:.0f} GFLOP/s)",
                 ["run", "pairs/s steady", "pairs/s all", f"x {runs[0]['name'].split(' (')[0]}", "GFLOP/s",

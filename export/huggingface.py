@@ -98,10 +98,13 @@ def bert_config(cfg: Config) -> dict:
 
 def tokenizer_files(tokenizer: Tokenizer, max_len: int) -> dict[str, str]:
     """vocab.txt and a tokenizer config with this vocabulary's special tokens: BertTokenizerFast over the
-    WordPiece tokenizer.json when there is one, else a lower-casing BertTokenizer over the words."""
+    WordPiece tokenizer.json when there is one, else a lower-casing BertTokenizer over the words.
+    `do_lower_case` is the tokenizer's own: BertTokenizerFast rebuilds tokenizer.json's normalizer from it,
+    so a wrong value would silently lower-case (or not) every transformers user's text."""
     special = {"unk_token": UNK, "pad_token": PAD, "mask_token": MASK, "cls_token": CLS, "sep_token": SEP}
     fast = tokenizer.kind == "wordpiece"
-    config = {"tokenizer_class": "BertTokenizerFast" if fast else "BertTokenizer", "do_lower_case": True,
+    config = {"tokenizer_class": "BertTokenizerFast" if fast else "BertTokenizer",
+              "do_lower_case": tokenizer.lowercase, "strip_accents": None, "tokenize_chinese_chars": True,
               "model_max_length": max_len, **special}
     files = {"vocab.txt": "\n".join(tokenizer.vocab.idx_to_token) + "\n",
              "tokenizer_config.json": json.dumps(config, indent=1),

@@ -17,9 +17,9 @@ from pathlib import Path
 if __name__ == "__main__" and not __package__:
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from pipeline.runtime import prepare_process_for_paddle
+from pipeline.runtime import setup_process_for_paddle
 
-prepare_process_for_paddle()
+setup_process_for_paddle()
 
 import paddle  # noqa: E402
 from paddle.static import InputSpec  # noqa: E402

@@ -16,14 +16,15 @@ from pathlib import Path
 if __name__ == "__main__" and not __package__:
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from pipeline.runtime import prepare_process_for_paddle
+from pipeline.runtime import setup_process_for_paddle
 
-prepare_process_for_paddle()
+setup_process_for_paddle()
 
 import numpy as np  # noqa: E402
 
 from infer.predictor import Encoder, Encoding, Text  # noqa: E402
 from pipeline.errors import UserError, run_cli  # noqa: E402
+from pipeline.tokenizer import Tokenizer, word_position  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,12 +97,14 @@ def show(encoding: Encoding, as_json: bool) -> str:
     return "\n".join(lines)
 
 
-def cosine_of_word(first: Encoding, second: Encoding, word: str) -> float:
+def cosine_of_word(tokenizer: Tokenizer, first: Encoding, second: Encoding, word: str) -> float:
+    """Cosine of `word`'s vectors (its first piece's, as pipeline/evaluate.py's crane test) in two encodings."""
     vectors = []
     for enc in (first, second):
-        if word not in enc.tokens:
-            raise UserError(f"--word {word!r} is not among the tokens {enc.tokens}")
-        vectors.append(enc.vectors[enc.tokens.index(word)])
+        position = word_position(tokenizer, enc.tokens, word)
+        if position is None:
+            raise UserError(f"--word {word!r} ({' '.join(tokenizer.tokens(word))}) is not among the tokens {enc.tokens}")
+        vectors.append(enc.vectors[position])
     a, b = vectors
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
@@ -129,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     encodings = encoder.encode(texts, args.batch_size, args.truncate)
     if args.compare is not None:
         *encodings, other = encodings
-        similarity = cosine_of_word(encodings[0], other, args.word.lower())
+        similarity = cosine_of_word(encoder.tokenizer, encodings[0], other, args.word)
     for encoding in encodings:
         print(show(encoding, args.json))
     if args.compare is not None:

@@ -1,12 +1,14 @@
-"""BERT encodings from an exported model through the Paddle Inference predictor.
+"""BERT encodings from an exported model: Paddle Inference (GPU, TensorRT, CPU with oneDNN fp32/bf16) or
+ONNX Runtime on CPU (`backend`).
 
     from infer.predictor import Encoder
     encodings = Encoder("output/inference").encode(["a crane is flying"])
     encodings[0].vectors.shape   # (6, 128): <cls> a crane is flying <sep>
 
 Preprocess (tokenise like training, pad, sort by length) / infer (predictor) / postprocess (unpad,
-restore input order), as in Paddle's own deploy code. Imports no training code: only the vocabulary,
-the error type and the CPU-core count from `pipeline`.
+restore input order), as in Paddle's own deploy code. Imports no training code (a test checks that
+pipeline.examples, model, trainer and dataset stay unloaded): from `pipeline` only the tokenizer, the
+vocabulary, the export format, file digests, errors and CPU facts.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from infer.tensorrt import converted_program
 from pipeline.errors import UserError
 from pipeline.files import file_digest
 from pipeline.export_format import ENCODER, HEADS, MANIFEST, ONNX_FILE, PRED_POSITIONS, VOCAB, input_names
-from pipeline.runtime import available_cores, cpu_has_bf16
+from pipeline.runtime import available_cores, cpu_has_bf16, has_cuda_gpu
 from pipeline.tokenizer import Text, load_tokenizer, pad_batch, tokenize
 from pipeline.vocab import MASK, Vocab
 
@@ -305,11 +307,8 @@ def choose_backend(backend: str, device: str, folder: Path, precision: str = "fp
     if (precision != "fp32" or not (folder / ONNX_FILE).is_file() or importlib.util.find_spec("onnxruntime") is None
             or device == "gpu"):
         return "paddle"
-    if device == "auto":
-        import paddle
-
-        if paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0:
-            return "paddle"
+    if device == "auto" and has_cuda_gpu():
+        return "paddle"
     return "onnxruntime"
 
 
@@ -321,10 +320,9 @@ def _with_handles(predictor) -> tuple:
 
 def resolve_device(device: str, trt: bool, precision: str) -> str:
     """'gpu' or 'cpu' for `device` (auto/gpu/cpu); a GPU or TensorRT request that cannot be met is an error."""
-    import paddle
     from paddle import inference
 
-    has_gpu = paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
+    has_gpu = has_cuda_gpu()
     if device not in ("auto", "gpu", "cpu"):
         raise UserError(f"--device must be auto, gpu or cpu, got {device!r}")
     if device == "gpu" and not has_gpu:

@@ -1,4 +1,4 @@
-"""Serve BERT encodings over HTTP: FastAPI + uvicorn around the Paddle Inference predictor.
+"""Serve BERT encodings over HTTP: FastAPI + uvicorn around `Encoder` (Paddle Inference or ONNX Runtime).
 
     python infer/serve.py --model-dir output/inference [--host 127.0.0.1] [--port 8000]
     curl -s localhost:8000/encode -d '{"texts": ["a crane is flying"], "pooling": "cls"}'
@@ -31,9 +31,9 @@ from pathlib import Path
 if __name__ == "__main__" and not __package__:
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from pipeline.runtime import prepare_process_for_paddle
+from pipeline.runtime import setup_process_for_paddle
 
-prepare_process_for_paddle()
+setup_process_for_paddle()
 
 import numpy as np  # noqa: E402
 from fastapi import Depends, FastAPI, Request  # noqa: E402
@@ -226,8 +226,8 @@ async def read_body(request, limit: int) -> bytes:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Serve BERT encodings over HTTP (FastAPI + uvicorn, Paddle Inference, "
-                                            "dynamic batching). POST /encode, GET /health, GET /metadata.")
+    p = argparse.ArgumentParser(description="Serve BERT encodings over HTTP (FastAPI + uvicorn, Paddle Inference or "
+                                            "ONNX Runtime, dynamic batching). POST /encode, GET /health, GET /metadata.")
     p.add_argument("--model-dir", default="output/inference", help="exported model (default: output/inference)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
@@ -269,8 +269,8 @@ def api_key_of(args: argparse.Namespace) -> str | None:
     """The API key from --api-key or the environment; refuses an open port without one."""
     key = args.api_key or os.environ.get(API_KEY_VARIABLE) or None
     if key is not None and (len(key) < 16 or key != key.strip()):
-        raise UserError(f"the API key must be at least 16 characters, without surrounding spaces "
-                        f"(make one with: python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+        raise UserError("the API key must be at least 16 characters, without surrounding spaces "
+                        "(make one with: python -c 'import secrets; print(secrets.token_urlsafe(32))')")
     if key is None and not is_loopback(args.host) and not args.allow_unauthenticated:
         raise UserError(f"--host {args.host} opens the service beyond this machine: set an API key "
                         f"({API_KEY_VARIABLE}=... or --api-key), or pass --allow-unauthenticated")

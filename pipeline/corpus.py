@@ -7,6 +7,7 @@ the file; empty files are skipped and counted.
 from __future__ import annotations
 
 import glob
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Iterator, Sequence
 
 from pipeline.errors import UserError
 
+log = logging.getLogger(__name__)
 TEXT_SUFFIXES = (".txt", ".md")
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[。！？])\s*")
 
@@ -45,6 +47,17 @@ def find_files(paths: Sequence[str | Path]) -> CorpusFiles:
         raise UserError(f"--corpus {' '.join(map(str, paths))}: no *.txt or *.md file found")
     empty = [f for f in files if f.stat().st_size == 0]
     return CorpusFiles([f for f in files if f not in empty], empty)
+
+
+def text_files(paths: Sequence[str | Path]) -> list[Path]:
+    """The non-empty files of a --corpus list (`find_files`); empty ones are skipped with a count, and a
+    list of nothing but empty files is refused."""
+    found = find_files(paths)
+    if found.empty:
+        log.warning("skipped %d empty file(s), e.g. %s", len(found.empty), found.empty[0])
+    if not found.files:
+        raise UserError(f"--corpus {' '.join(map(str, paths))}: every file is empty")
+    return found.files
 
 
 def split_sentences(line: str) -> list[str]:

@@ -1,103 +1,18 @@
-"""Prepared pretraining arrays (cached on disk) and the sharded, re-masked batch stream."""
+"""The sharded, re-masked batch streams: in-memory pairs (PretrainingData) or a prepared folder's memory
+maps (MappedPretrainingData), and the fixed-mask evaluation batches."""
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
-import os
 import queue
-import tempfile
 import threading
-import zipfile
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
 from pipeline.errors import UserError
-from pipeline.examples import MaskedTokens, Pairs, make_pairs, mask_tokens, max_predictions
-from pipeline.vocab import Vocab
-from pipeline.wikitext import read_sentences
+from pipeline.examples import MaskedTokens, Pairs, mask_tokens, max_predictions
 
-log = logging.getLogger(__name__)
-CACHE_FORMAT = 3
-
-
-@dataclass
-class Prepared:
-    vocab: Vocab
-    pairs: Pairs
-
-
-def _cache_key(corpus: bytes, settings: dict) -> str:
-    digest = hashlib.sha256(corpus)
-    digest.update(json.dumps({**settings, "format": CACHE_FORMAT}, sort_keys=True).encode())
-    return digest.hexdigest()
-
-
-def _load_cache(path: Path, key: str, max_len: int) -> Prepared | None:
-    """The cached arrays if the file is intact and was made from the same corpus and settings."""
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {name: f[name] for name in f.files}
-        if str(arrays["key"]) != key:
-            return None
-        n = len(arrays["valid_length"])
-        shapes_ok = (arrays["input_ids"].shape == (n, max_len) and arrays["token_type_ids"].shape == (n, max_len)
-                     and arrays["nsp_labels"].shape == (n,))
-        if not shapes_ok:
-            return None
-        pairs = Pairs(arrays["input_ids"], arrays["token_type_ids"], arrays["valid_length"], arrays["nsp_labels"])
-        return Prepared(Vocab(arrays["vocab"].tolist()), pairs)
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
-        log.warning("ignoring damaged example cache %s (%s); rebuilding it", path, err)
-        return None
-
-
-def _save_cache(path: Path, key: str, prepared: Prepared) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            p = prepared.pairs
-            np.savez(f, key=np.array(key), vocab=np.array(prepared.vocab.idx_to_token),
-                     input_ids=p.input_ids, token_type_ids=p.token_type_ids, valid_length=p.valid_length,
-                     nsp_labels=p.nsp_labels)
-        os.replace(tmp, path)
-    except OSError as err:
-        log.warning("could not write the example cache %s (%s); continuing without it", path, err)
-
-
-def prepare(corpus_path: Path, max_len: int, min_freq: int, seed: int, cache_dir: Path | None,
-            vocab: Vocab | None = None) -> Prepared:
-    """Text -> vocabulary and unmasked NSP pairs; served from `cache_dir` when already made.
-
-    Pass the training `vocab` to prepare a held-out split with the same ids.
-    """
-    try:
-        corpus = corpus_path.read_bytes()
-    except OSError as err:
-        raise UserError(f"cannot read {corpus_path}: {err.strerror}") from None
-    settings = {"max_len": max_len, "min_freq": min_freq, "seed": seed,
-                "vocab": None if vocab is None else hashlib.sha256("\n".join(vocab.idx_to_token).encode()).hexdigest()}
-    key = _cache_key(corpus, settings)
-    cache_file = None if cache_dir is None else cache_dir / f"{corpus_path.stem}-{key[:16]}.npz"
-    if cache_file is not None:
-        cached = _load_cache(cache_file, key, max_len)
-        if cached is not None:
-            return cached
-    sentences = read_sentences(corpus_path)
-    vocab = vocab or Vocab.from_counts(sentences.counts, min_freq)
-    ids = vocab.ids_of(sentences.forms)[sentences.token_ids]
-    pairs = make_pairs(ids, sentences, vocab, max_len, np.random.default_rng([seed, 0]))
-    prepared = Prepared(vocab, pairs)
-    if cache_file is not None:
-        _save_cache(cache_file, key, prepared)
-    return prepared
-
+if TYPE_CHECKING:
+    from pipeline.prepare import MappedCorpus
 
 def _gather(pairs: Pairs, masked: MaskedTokens, rows: np.ndarray | slice, mlm_norm: float) -> dict[str, np.ndarray]:
     """The model's inputs and targets for `rows`, as int64 / float32 arrays."""
@@ -123,6 +38,19 @@ def compact_predictions(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     out["mlm_positions"] = flat[real].astype(np.int64)
     out["mlm_labels"] = batch["mlm_labels"][real]
     return out
+
+
+def rows_per_part(batch_size: int, ranks: int, accumulate_steps: int = 1) -> int:
+    """Rows of one rank's micro-batch: the global batch must split evenly over ranks x accumulation steps."""
+    if batch_size % (ranks * accumulate_steps):
+        raise UserError(f"train.batch_size={batch_size} is not divisible by the {ranks} ranks x "
+                        f"train.accumulate_steps={accumulate_steps}")
+    return batch_size // (ranks * accumulate_steps)
+
+
+def epoch_order(seed: int, epoch: int, count: int) -> np.ndarray:
+    """The order in which epoch `epoch` visits `count` pairs, from (seed, epoch) only: resumable."""
+    return np.random.default_rng([seed, epoch, 1]).permutation(count)
 
 
 class PretrainingData:
@@ -165,9 +93,19 @@ class PretrainingData:
 
     def _epoch_state(self, epoch: int) -> tuple[np.ndarray, MaskedTokens]:
         if self._epoch is None or self._epoch[0] != epoch:
-            order = np.random.default_rng([self.seed, epoch, 1]).permutation(len(self.pairs))
-            self._epoch = (epoch, order, self.masks(epoch))
+            self._epoch = (epoch, epoch_order(self.seed, epoch, len(self)), self.masks(epoch))
         return self._epoch[1], self._epoch[2]
+
+    def _order_of(self, epoch: int) -> np.ndarray:
+        return self._epoch_state(epoch)[0]
+
+    def _rows(self, step: int, batch_size: int, rank: int, world: int) -> tuple[int, int, np.ndarray, slice]:
+        """(epoch, batch index in it, the global batch's rows, this rank's slice of them): the one row
+        selection of both data classes."""
+        per_rank = rows_per_part(batch_size, world)
+        epoch, index = divmod(step, self.steps_per_epoch(batch_size))
+        rows = self._order_of(epoch)[index * batch_size:(index + 1) * batch_size]
+        return epoch, index, rows, slice(rank * per_rank, (rank + 1) * per_rank)
 
     def batch(self, step: int, batch_size: int, rank: int = 0, world: int = 1) -> dict[str, np.ndarray]:
         """Rank `rank`'s shard of global batch `step` (0-based), as int64 / float32 arrays.
@@ -175,13 +113,9 @@ class PretrainingData:
         `mlm_norm` is the number of real masked positions in the whole global batch divided by the
         world size, so that averaging the ranks' gradients equals one process on the global batch.
         """
-        if batch_size % world:
-            raise UserError(f"train.batch_size={batch_size} is not divisible by the {world} ranks")
-        per_rank = batch_size // world
-        epoch, index = divmod(step, self.steps_per_epoch(batch_size))
-        order, masked = self._epoch_state(epoch)
-        global_rows = order[index * batch_size:(index + 1) * batch_size]
-        rows = global_rows[rank * per_rank:(rank + 1) * per_rank]
+        epoch, _, global_rows, mine = self._rows(step, batch_size, rank, world)
+        masked = self._epoch_state(epoch)[1]
+        rows = global_rows[mine]
         norm = masked.mlm_weights[global_rows].sum() / world
         out = _gather(self.pairs, masked, rows, norm)
         if self.host_dropout is not None:
@@ -233,30 +167,29 @@ class PretrainingData:
 
 
 class MappedPretrainingData(PretrainingData):
-    """The same global batches and shards, built from a prepared folder's memory maps as each batch is
-    needed (pipeline/prepare.py), so the corpus may be larger than memory. Masks are drawn per batch
-    from (seed, epoch, batch): dynamic masking, and a resumed run sees the same batches."""
+    """The same global batches and shards, built from a prepared folder's memory maps (pipeline/prepare.py)
+    as each batch is needed, so the corpus may be larger than memory. Masks are drawn per batch from
+    (seed, epoch, batch): always dynamic masking, and a resumed run sees the same batches."""
 
-    def __init__(self, corpus, max_len: int, mask_prob: float = 0.15, seed: int = 0,
+    def __init__(self, corpus: MappedCorpus, max_len: int, mask_prob: float = 0.15, seed: int = 0,
                  continuation: np.ndarray | None = None):
-        super().__init__(corpus, len(corpus.tokenizer.vocab), max_len, mask_prob, True, seed, continuation)
+        super().__init__(corpus.pairs, len(corpus.tokenizer.vocab), max_len, mask_prob, True, seed, continuation)
+        self.corpus = corpus
         self._order: tuple[int, np.ndarray] | None = None
 
-    def batch(self, step: int, batch_size: int, rank: int = 0, world: int = 1) -> dict[str, np.ndarray]:
-        if batch_size % world:
-            raise UserError(f"train.batch_size={batch_size} is not divisible by the {world} ranks")
-        per_rank = batch_size // world
-        epoch, index = divmod(step, self.steps_per_epoch(batch_size))
+    def _order_of(self, epoch: int) -> np.ndarray:
         if self._order is None or self._order[0] != epoch:
-            self._order = (epoch, np.random.default_rng([self.seed, epoch, 1]).permutation(len(self.pairs)))
-        global_rows = self._order[1][index * batch_size:(index + 1) * batch_size]
-        pairs = self.pairs.take(global_rows, self.max_len)  # every rank builds the global batch: same masks
+            self._order = (epoch, epoch_order(self.seed, epoch, len(self)))
+        return self._order[1]
+
+    def batch(self, step: int, batch_size: int, rank: int = 0, world: int = 1) -> dict[str, np.ndarray]:
+        epoch, index, global_rows, mine = self._rows(step, batch_size, rank, world)
+        pairs = self.corpus.take(global_rows, self.max_len)  # every rank builds the global batch: same masks
         masked = mask_tokens(pairs.input_ids, self.vocab_size, self.max_preds, self.mask_prob,
                              np.random.default_rng([self.seed, epoch, index, 2]), self.continuation)
-        mine = slice(rank * per_rank, (rank + 1) * per_rank)
         out = _gather(pairs, masked, mine, masked.mlm_weights.sum() / world)
         if self.host_dropout is not None:
-            out["drop_masks"] = self._dropout_masks(step, rank, per_rank)
+            out["drop_masks"] = self._dropout_masks(step, rank, mine.stop - mine.start)
         return out
 
 

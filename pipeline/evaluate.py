@@ -25,7 +25,7 @@ import numpy as np
 from pipeline.dataset import eval_batches
 from pipeline.examples import Pairs
 from pipeline.export_format import input_names
-from pipeline.tokenizer import Tokenizer, load_tokenizer, pad_batch, tokenize
+from pipeline.tokenizer import Tokenizer, load_tokenizer, pad_batch, tokenize, word_position
 from pipeline.vocab import SPECIAL_TOKENS, Vocab
 
 # (input ids, token_type_ids, valid lengths, [B, P] positions) -> (MLM logits [B, P, V], NSP logits [B, 2])
@@ -106,8 +106,7 @@ def crane_cosine(encoder: EncoderFn, tokenizer: Tokenizer, max_len: int, word: s
     items = [tokenize(tokenizer, text, max_len) for text in CRANE_TEXTS]
     arrays = pad_batch(tokenizer.vocab, items)
     encodings = encoder(*(arrays[name] for name in input_names()))
-    piece = tokenizer.tokens(word)[0]
-    return cosine(*(encodings[row, tokens.index(piece)] for row, (tokens, _) in enumerate(items)))
+    return cosine(*(encodings[row, word_position(tokenizer, tokens, word)] for row, (tokens, _) in enumerate(items)))
 
 
 def encoding_figures(encoder: EncoderFn, pairs: Pairs, tokenizer: Tokenizer, max_len: int,
@@ -168,36 +167,51 @@ def format_metrics(metrics: dict[str, float]) -> str:
     ])
 
 
-def main(argv: list[str] | None = None) -> int:
-    from pipeline.runtime import prepare_process_for_paddle
-
-    prepare_process_for_paddle()
-    from pipeline import checkpoint
-    from pipeline.dataset import prepare
-    from pipeline.errors import UserError
-    from pipeline.model import BertForPretraining
-    from pipeline.wikitext import find_split
-
-    parser = argparse.ArgumentParser(description="Evaluate a pretraining checkpoint on a held-out split.")
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Evaluate a pretraining checkpoint on held-out text, tokenized by the checkpoint's own "
+                    "tokenizer (as training's --eval-split/--eval-corpus): a WikiText split, your own files, or "
+                    "a prepared folder. Prints the figures next to their baselines, then them as JSON.")
     parser.add_argument("--output-dir", default="output", help="training output folder (default: output)")
     parser.add_argument("--checkpoint", help="checkpoint folder (default: the newest in --output-dir)")
-    parser.add_argument("--data-dir", help="folder with wiki.*.tokens (default: download WikiText-2)")
-    parser.add_argument("--split", default="test", help="split to evaluate: train, valid or test (default: test)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--split", help="WikiText split to evaluate: train, valid or test (default: test)")
+    source.add_argument("--corpus", action="append", metavar="PATH", help="your own held-out text: files, folders, "
+                                                                         "globs (repeatable)")
+    source.add_argument("--prepared", metavar="DIR", help="a folder made by pipeline/prepare.py with the same tokenizer")
+    parser.add_argument("--data-dir", help="with --split: folder or zip with wiki.*.tokens (default: the "
+                                           "checkpoint's data.data_dir, else download WikiText-2)")
     parser.add_argument("--batch-size", type=int, default=256, help="pairs per forward pass (default: 256)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pipeline.runtime import setup_process_for_paddle
+
+    setup_process_for_paddle()
+    from pipeline import checkpoint
+    from pipeline.errors import UserError
+    from pipeline.model import BertForPretraining
+    from pipeline.sources import held_out_pairs, prepared_pairs
+
+    args = build_parser().parse_args(argv)
+    if args.batch_size < 1:
+        raise UserError("--batch-size must be at least 1")
     output = Path(args.output_dir)
     path = Path(args.checkpoint) if args.checkpoint else checkpoint.latest(output)
     if path is None:
         raise UserError(f"no checkpoint in {output / 'checkpoints'}; train first or pass --checkpoint")
     ckpt = checkpoint.load(path)
     cfg = ckpt.config
-    vocab = Vocab.load(path.parent.parent / "vocab.json")
-    tokenizer = load_tokenizer(path.parent.parent, vocab)
-    prepared = prepare(find_split(args.data_dir or cfg.data.data_dir, args.split), cfg.data.max_len,
-                       cfg.data.min_freq, cfg.data.seed, None, vocab=vocab)
+    run_folder = path.parent.parent
+    tokenizer = load_tokenizer(run_folder, Vocab.load(run_folder / "vocab.json"))
+    d = cfg.data
+    d.eval_corpus, d.eval_split = args.corpus, None if args.corpus or args.prepared else (args.split or "test")
+    d.data_dir = args.data_dir or d.data_dir
+    pairs = prepared_pairs(Path(args.prepared), tokenizer, d.max_len) if args.prepared else held_out_pairs(cfg, tokenizer)
     model = BertForPretraining(cfg.model)
     checkpoint.apply_model_state(model, ckpt.model_state, path)
-    metrics = evaluate(model, prepared.pairs, tokenizer, cfg.data.max_len, args.batch_size, cfg.data.mask_prob)
+    metrics = evaluate(model, pairs, tokenizer, d.max_len, args.batch_size, d.mask_prob)
     print(format_metrics(metrics))
     print(json.dumps(metrics))
     return 0

@@ -5,13 +5,17 @@ each batch to int64. Every draw comes from a numpy Generator the caller seeds.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from pipeline.errors import UserError
 from pipeline.vocab import SPECIAL_TOKENS, Vocab
+
+if TYPE_CHECKING:
+    from pipeline.tokenizer import Tokenizer
 
 CHUNK_ROWS = 1 << 16  # rows built at a time, so temporaries stay small next to the result
 
@@ -27,10 +31,6 @@ class Pairs:
 
     def __len__(self) -> int:
         return len(self.valid_length)
-
-    def take(self, index: np.ndarray) -> "Pairs":
-        return Pairs(self.input_ids[index], self.token_type_ids[index], self.valid_length[index],
-                     self.nsp_labels[index])
 
 
 @dataclass
@@ -48,36 +48,49 @@ def max_predictions(max_len: int, mask_prob: float = 0.15) -> int:
 
 
 class SentenceBounds(Protocol):
-    """Where sentences and paragraphs (documents) start in a flat array of token ids."""
+    """Where sentences and documents start in a flat array of token ids."""
 
     sentence_starts: np.ndarray  # [sentences + 1], offsets into the ids
-    paragraph_starts: np.ndarray  # [paragraphs + 1], offsets into the sentences
+    document_starts: np.ndarray  # [documents + 1], offsets into the sentences
 
 
 @dataclass
 class SentenceIndex:
-    """A SentenceBounds of token ids made from text (`tokenizer.encode_documents`)."""
+    """A SentenceBounds of token ids made from text (`encode_documents`)."""
 
     sentence_starts: np.ndarray
-    paragraph_starts: np.ndarray
+    document_starts: np.ndarray
 
 
-def choose_pairs(sentence_starts: np.ndarray, paragraph_starts: np.ndarray, max_len: int, rng: np.random.Generator,
-                 paragraphs: slice = slice(None)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(first, second, is_next) sentence indices of the NSP pairs of `paragraphs` (all by default): each
-    sentence with a successor in its paragraph is a first sentence; half the time B is that successor,
-    otherwise a random sentence of a random paragraph of the whole corpus. Pairs over max_len are skipped.
-    Only the index arrays are read, so a corpus on disk can be paired paragraph range by range."""
-    para_starts = np.asarray(paragraph_starts)
-    lo, hi, _ = paragraphs.indices(len(para_starts) - 1)
-    first_sentence = int(para_starts[lo])
-    local_sizes = np.diff(para_starts[lo:hi + 1])
-    para_of = np.repeat(np.arange(len(local_sizes)), local_sizes)
-    first = first_sentence + np.flatnonzero(para_of[:-1] == para_of[1:])
-    all_sizes = np.diff(para_starts)
+def encode_documents(documents: list[list[str]], tokenizer: "Tokenizer") -> tuple[np.ndarray, SentenceIndex]:
+    """Flat int32 ids of every sentence of `documents` (each a list of sentences), and where sentences and
+    documents start; sentences with no token (a line of control characters) and emptied documents are dropped."""
+    ids = tokenizer.ids_batch([s for doc in documents for s in doc])
+    lengths = np.array([len(x) for x in ids], dtype=np.int64)
+    doc_of = np.repeat(np.arange(len(documents)), [len(d) for d in documents])
+    kept = lengths > 0
+    per_document = np.bincount(doc_of[kept], minlength=len(documents))
+    flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int32, count=int(lengths.sum()))
+    return flat, SentenceIndex(np.concatenate([[0], np.cumsum(lengths[kept])]),
+                               np.concatenate([[0], np.cumsum(per_document[per_document > 0])]))
+
+
+def choose_pairs(sentence_starts: np.ndarray, document_starts: np.ndarray, max_len: int, rng: np.random.Generator,
+                 documents: slice = slice(None)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(first, second, is_next) sentence indices of the NSP pairs of `documents` (all by default): each
+    sentence with a successor in its document is a first sentence; half the time B is that successor,
+    otherwise a random sentence of a random document of the whole corpus. Pairs over max_len are skipped.
+    Only the index arrays are read, so a corpus on disk can be paired document range by range."""
+    doc_starts = np.asarray(document_starts)
+    lo, hi, _ = documents.indices(len(doc_starts) - 1)
+    first_sentence = int(doc_starts[lo])
+    local_sizes = np.diff(doc_starts[lo:hi + 1])
+    doc_of = np.repeat(np.arange(len(local_sizes)), local_sizes)
+    first = first_sentence + np.flatnonzero(doc_of[:-1] == doc_of[1:])
+    all_sizes = np.diff(doc_starts)
     is_next = rng.random(len(first)) < 0.5
-    other_para = rng.integers(0, len(all_sizes), len(first))
-    other = para_starts[other_para] + (rng.random(len(first)) * all_sizes[other_para]).astype(np.int64)
+    other_doc = rng.integers(0, len(all_sizes), len(first))
+    other = doc_starts[other_doc] + (rng.random(len(first)) * all_sizes[other_doc]).astype(np.int64)
     second = np.where(is_next, first + 1, other)
     starts = np.asarray(sentence_starts)
     lengths_first = starts[first + 1] - starts[first]
@@ -116,7 +129,7 @@ def build_pairs(ids: np.ndarray, sentence_starts: np.ndarray, first: np.ndarray,
 def make_pairs(ids: np.ndarray, sentences: SentenceBounds, vocab: Vocab, max_len: int,
                rng: np.random.Generator) -> Pairs:
     """Every NSP pair of a corpus in memory: `choose_pairs`, then `build_pairs`."""
-    first, second, is_next = choose_pairs(sentences.sentence_starts, sentences.paragraph_starts, max_len, rng)
+    first, second, is_next = choose_pairs(sentences.sentence_starts, sentences.document_starts, max_len, rng)
     if not len(first):
         lengths = np.diff(sentences.sentence_starts)
         raise UserError(f"no sentence pair fits in data.max_len={max_len} "

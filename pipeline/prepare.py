@@ -33,12 +33,12 @@ if __name__ == "__main__" and not __package__:
 import numpy as np
 
 from pipeline.config import Config, load_config
-from pipeline.corpus import file_documents, file_lines, find_files
+from pipeline.corpus import file_documents, file_lines, text_files
 from pipeline.errors import UserError
-from pipeline.examples import Pairs, build_pairs, choose_pairs
+from pipeline.examples import Pairs, build_pairs, choose_pairs, encode_documents
 from pipeline.files import atomic_folder
 from pipeline.runtime import available_cores
-from pipeline.tokenizer import Tokenizer, encode_documents, learn_tokenizer, load_tokenizer
+from pipeline.tokenizer import Tokenizer, learn_tokenizer, load_tokenizer
 from pipeline.vocab import Vocab
 
 log = logging.getLogger("pipeline.prepare")
@@ -46,11 +46,11 @@ FORMAT = 1
 INDEX = "index.json"
 CHUNK_SENTENCES = 20000  # sentences tokenized and written at a time
 CHUNK_DOCUMENTS = 50000  # documents paired at a time
-SAMPLE_BLOCK = 1 << 20  # bytes read at each sampled place of the corpus (tokenizer_sample_mb)
+SAMPLE_BLOCK = 1 << 20  # most bytes read at each sampled place of the corpus (tokenizer_sample_mb)
 PART_BYTES = 8 << 20  # bytes of text per worker job in pass 2
 
 
-def progress(total_bytes: int, what: str):
+def byte_progress(total_bytes: int, what: str):
     from tqdm import tqdm
 
     return tqdm(total=total_bytes, unit="B", unit_scale=True, desc=what, disable=None)
@@ -68,7 +68,7 @@ def tokenizer_from_files(files: list[Path], cfg: Config) -> Tokenizer:
         log.info("learning WordPiece from a %.1f MB sample of the %.1f MB corpus (data.tokenizer_sample_mb)",
                  sum(map(len, lines)) / 1e6, total / 1e6)
         return learn_tokenizer(lines, d.tokenizer, d.vocab_size, d.lowercase, d.min_freq, len(lines))
-    with progress(total, "learning the tokenizer") as bar:
+    with byte_progress(total, "learning the tokenizer") as bar:
         def lines() -> Iterator[str]:
             for path in files:
                 yield from (line for line in file_lines(path) if line.strip())
@@ -77,9 +77,10 @@ def tokenizer_from_files(files: list[Path], cfg: Config) -> Tokenizer:
         return learn_tokenizer(lines(), d.tokenizer, d.vocab_size, d.lowercase, d.min_freq)
 
 
-def sample_lines(files: list[Path], size: int, seed: int, block: int = SAMPLE_BLOCK) -> list[str]:
-    """About `size` bytes of whole non-empty lines of `files`: blocks of `block` bytes at seeded random
-    places, each cut to whole lines (reads only the sample, not the corpus)."""
+def sample_lines(files: list[Path], size: int, seed: int, block: int | None = None) -> list[str]:
+    """About `size` bytes of whole non-empty lines of `files`: blocks of `block` bytes (default: a 16th of
+    `size`, within 64 KiB..1 MiB) at seeded random places, each cut to whole lines (reads only the sample)."""
+    block = block or min(SAMPLE_BLOCK, max(64 << 10, size // 16))
     blocks = [(f, offset) for f in files for offset in range(0, f.stat().st_size, block)]
     rng = np.random.default_rng([seed, 1])
     chosen = sorted(rng.choice(len(blocks), size=min(len(blocks), -(-size // block)), replace=False))
@@ -143,10 +144,10 @@ def tokenize_part(part: Part, tokenizer_folder: Path, dtype: str, out: Path) -> 
             ids, index = encode_documents(chunk, tokenizer)
             tok_out.write(ids.astype(dtype).tobytes())
             sent_out.write((tokens + index.sentence_starts[1:]).astype(np.int64).tobytes())
-            doc_out.write((sentences + index.paragraph_starts[1:]).astype(np.int64).tobytes())
+            doc_out.write((sentences + index.document_starts[1:]).astype(np.int64).tobytes())
             tokens += len(ids)
             sentences += len(index.sentence_starts) - 1
-            documents += len(index.paragraph_starts) - 1
+            documents += len(index.document_starts) - 1
     return tokens, sentences, documents
 
 
@@ -179,7 +180,7 @@ def write_ids(files: list[Path], folder: Path, dtype: np.dtype, workers: int = 0
     workers = min(len(parts), workers or available_cores())
     outs = [folder / f"part-{i:05d}" for i in range(len(parts))]
     jobs = [(part, folder, dtype.name, out) for part, out in zip(parts, outs)]
-    with progress(sum(f.stat().st_size for f in files), "tokenizing") as bar:
+    with byte_progress(sum(f.stat().st_size for f in files), "tokenizing") as bar:
         if workers == 1:
             counts = [tokenize_part(*job) for job in jobs]
             bar.update(bar.total)
@@ -229,17 +230,13 @@ def write_pairs(folder: Path, max_len: int, seed: int) -> int:
 
 def prepare_corpus(paths: list[str], cfg: Config, output: Path, tokenizer: Tokenizer | None = None) -> Path:
     """The whole preparation of `paths` into `output` (written to a temporary folder, renamed at the end)."""
-    found = find_files(paths)
-    if found.empty:
-        log.warning("skipped %d empty file(s), e.g. %s", len(found.empty), found.empty[0])
-    if not found.files:
-        raise UserError(f"--corpus {' '.join(paths)}: every file is empty")
+    files = text_files(paths)
     start = time.perf_counter()
-    tokenizer = tokenizer or tokenizer_from_files(found.files, cfg)
+    tokenizer = tokenizer or tokenizer_from_files(files, cfg)
     dtype = np.dtype(np.uint16 if len(tokenizer.vocab) <= 1 << 16 else np.int32)
     with atomic_folder(output) as tmp:
         tokenizer.save(tmp)
-        tokens, sentences, docs = write_ids(found.files, tmp, dtype)
+        tokens, sentences, docs = write_ids(files, tmp, dtype)
         pairs = write_pairs(tmp, cfg.data.max_len, cfg.data.seed)
         if pairs == 0:
             raise UserError(f"--corpus {' '.join(paths)} makes no sentence pair of at most data.max_len="
@@ -247,10 +244,10 @@ def prepare_corpus(paths: list[str], cfg: Config, output: Path, tokenizer: Token
         index = {"format": FORMAT, "tokens": tokens, "sentences": sentences, "documents": docs, "pairs": pairs,
                  "token_dtype": dtype.name, "tokenizer": tokenizer.kind, "vocab_size": len(tokenizer.vocab),
                  "max_len": cfg.data.max_len, "seed": cfg.data.seed,
-                 "files": [{"path": str(f), "bytes": f.stat().st_size} for f in found.files],
+                 "files": [{"path": str(f), "bytes": f.stat().st_size} for f in files],
                  "seconds": round(time.perf_counter() - start, 2)}
         (tmp / INDEX).write_text(json.dumps(index, indent=1), encoding="utf-8")
-    log.info("%d files, %d documents, %d sentences, %d tokens, %d pairs in %.1f s -> %s", len(found.files), docs,
+    log.info("%d files, %d documents, %d sentences, %d tokens, %d pairs in %.1f s -> %s", len(files), docs,
              sentences, tokens, pairs, index["seconds"], output)
     return output
 
@@ -303,7 +300,7 @@ class MappedCorpus:
                            self.tokenizer.vocab, max_len)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Prepare your own text for pretraining, streaming: tokenizer, token "
                                             "ids and NSP pairs as memory-mapped arrays (then train.py --prepared DIR).")
     p.add_argument("--corpus", action="append", required=True, metavar="PATH",
@@ -312,7 +309,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-c", "--config", help="YAML config (default: configs/bert_tiny.yaml): data.* settings apply")
     p.add_argument("-o", "--override", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="e.g. -o data.tokenizer=wordpiece -o data.vocab_size=30000 -o data.max_len=128")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     cfg = load_config(args.config, args.override)
     prepare_corpus(args.corpus, cfg, Path(args.output_dir))

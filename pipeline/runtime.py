@@ -9,7 +9,7 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
 PADDLE_MODULES = r"paddle(\.|$)"
 
 
-def prepare_process_for_paddle() -> None:
+def setup_process_for_paddle() -> None:
     """Set up this process for Paddle, before the first `import paddle`: quiet imports (no warnings from
     Paddle's internals, no executor info lines), fast CPU math (MKL's AVX2 kernels on AMD, a serial static
     executor, glibc keeping freed blocks).
@@ -30,7 +30,7 @@ def prepare_process_for_paddle() -> None:
 
 
 def show_paddle_warnings() -> None:
-    """Show the warnings that `prepare_process_for_paddle` hid (the --verbose flags)."""
+    """Show the warnings that `setup_process_for_paddle` hid (the --verbose flags)."""
     warnings.filterwarnings("default", module=PADDLE_MODULES)
 
 
@@ -55,6 +55,13 @@ def available_cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return max(1, os.cpu_count() or 1)
+
+
+def has_cuda_gpu() -> bool:
+    """True where this PaddlePaddle build has CUDA and the machine at least one GPU (imports paddle)."""
+    import paddle
+
+    return paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
 
 
 def cpu_flags() -> set[str]:

@@ -16,12 +16,13 @@ from typing import Sequence
 import numpy as np
 
 from pipeline.config import Config
-from pipeline.corpus import find_files, read_documents
-from pipeline.dataset import MappedPretrainingData, PretrainingData, prepare
+from pipeline.corpus import find_files, read_documents, text_files
+from pipeline.dataset import MappedPretrainingData, PretrainingData
+from pipeline.wikitext_cache import wikitext_examples
 from pipeline.errors import UserError
-from pipeline.examples import Pairs, make_pairs
+from pipeline.examples import Pairs, encode_documents, make_pairs
 from pipeline.prepare import FORMAT as PREPARE_FORMAT, MappedCorpus, prepare_corpus
-from pipeline.tokenizer import (TOKENIZER_FILE, Tokenizer, WhitespaceTokenizer, encode_documents, learn_tokenizer,
+from pipeline.tokenizer import (TOKENIZER_FILE, Tokenizer, WhitespaceTokenizer, learn_tokenizer,
                                 load_tokenizer)
 from pipeline.vocab import Vocab
 from pipeline.wikitext import ARCHIVE_URL, SAMPLE_ARCHIVE, cache_home, find_split, official_or_sample, read_sentences
@@ -32,12 +33,7 @@ Documents = list[list[str]]  # documents, each a list of sentences
 
 def corpus_documents(paths: Sequence[str]) -> Documents:
     """Every document of the --corpus files; empty files are skipped with a count."""
-    found = find_files(paths)
-    if found.empty:
-        log.warning("skipped %d empty file(s), e.g. %s", len(found.empty), found.empty[0])
-    if not found.files:
-        raise UserError(f"--corpus {' '.join(paths)}: every file is empty")
-    return list(read_documents(found.files))
+    return list(read_documents(text_files(paths)))
 
 
 def wikitext_documents(path: Path) -> Documents:
@@ -45,13 +41,13 @@ def wikitext_documents(path: Path) -> Documents:
     s = read_sentences(path)
     words = np.array(s.words, dtype=object)
     sentences = [" ".join(words[s.token_ids[a:b]]) for a, b in zip(s.sentence_starts[:-1], s.sentence_starts[1:])]
-    return [sentences[a:b] for a, b in zip(s.paragraph_starts[:-1], s.paragraph_starts[1:])]
+    return [sentences[a:b] for a, b in zip(s.document_starts[:-1], s.document_starts[1:])]
 
 
 def documents_to_pairs(documents: Documents, tokenizer: Tokenizer, max_len: int, seed: int, what: str) -> Pairs:
     """NSP pairs (unmasked) of `documents`, drawn within documents as for WikiText."""
     ids, index = encode_documents(documents, tokenizer)
-    if not (np.diff(index.paragraph_starts) >= 2).any():
+    if not (np.diff(index.document_starts) >= 2).any():
         raise UserError(f"{what} has no document with two sentences: next-sentence pairs need them "
                         f"(separate documents by blank lines, sentences by . ! ? or 。！？)")
     return make_pairs(ids, index, tokenizer.vocab, max_len, np.random.default_rng([seed, 0]))
@@ -82,22 +78,25 @@ def example_cache(cfg: Config) -> Path:
     return Path(cfg.data.cache_dir) if cfg.data.cache_dir else cache_home() / "examples"
 
 
-def prepare_data(cfg: Config, output: Path, resume: bool) -> tuple[Tokenizer, PretrainingData]:
+def training_data(cfg: Config, output: Path, resume: bool) -> tuple[Tokenizer, PretrainingData]:
     """The tokenizer and the training batches: a prepared folder (memory-mapped), your own corpus
     (prepared into the cache first, the same way), WikiText-2 with WordPiece, or WikiText-2 with the
     seed's whitespace words (cached arrays)."""
     d = cfg.data
     mapped = None
     if d.prepared or d.corpus:
-        folder = Path(d.prepared) if d.prepared else prepared_in_cache(cfg)
+        folder = Path(d.prepared) if d.prepared else corpus_in_cache(cfg)
         mapped = MappedCorpus.open(folder)
         if mapped.index["max_len"] > d.max_len:
             raise UserError(f"{folder} was prepared for data.max_len={mapped.index['max_len']}, longer than "
                             f"data.max_len={d.max_len}: prepare it again with -o data.max_len={d.max_len}")
         tokenizer = mapped.tokenizer
+        if not d.dynamic_masking:
+            raise UserError("data.dynamic_masking=false (the seed's fixed masks) needs in-memory data: a prepared "
+                            "corpus draws new masks for every batch")
     elif d.tokenizer == "whitespace":
-        prepared = prepare(find_split(d.data_dir, d.split), d.max_len, d.min_freq, d.seed, example_cache(cfg))
-        tokenizer, pairs = WhitespaceTokenizer(prepared.vocab), prepared.pairs
+        examples = wikitext_examples(find_split(d.data_dir, d.split), d.max_len, d.min_freq, d.seed, example_cache(cfg))
+        tokenizer, pairs = WhitespaceTokenizer(examples.vocab), examples.pairs
     else:
         documents = wikitext_documents(find_split(d.data_dir, d.split))
         if resume and (output / TOKENIZER_FILE).is_file():  # WordPiece training is not deterministic
@@ -117,17 +116,29 @@ def prepare_data(cfg: Config, output: Path, resume: bool) -> tuple[Tokenizer, Pr
                                       d.seed, continuation=continuation)
 
 
-def prepared_in_cache(cfg: Config) -> Path:
+def corpus_in_cache(cfg: Config) -> Path:
     """--corpus: prepare.py's preparation into the cache, keyed by the files (path, size, time) and the
     settings it depends on; an unchanged corpus is prepared once."""
     d = cfg.data
     files = find_files(d.corpus).files
     key = {"files": [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files],
-           "settings": [d.tokenizer, d.vocab_size, d.lowercase, d.min_freq, d.max_len, d.seed, PREPARE_FORMAT]}
+           "settings": [d.tokenizer, d.vocab_size, d.tokenizer_sample_mb, d.lowercase, d.min_freq, d.max_len, d.seed,
+                        PREPARE_FORMAT]}
     folder = example_cache(cfg) / f"corpus-{hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]}"
     if not (folder / "index.json").is_file():
         prepare_corpus(d.corpus, cfg, folder)
     return folder
+
+
+def prepared_pairs(folder: Path, tokenizer: Tokenizer, max_len: int) -> Pairs:
+    """Every NSP pair of a prepared folder, which must hold `tokenizer`'s vocabulary."""
+    mapped = MappedCorpus.open(folder)
+    if mapped.tokenizer.vocab.idx_to_token != tokenizer.vocab.idx_to_token:
+        raise UserError(f"{folder} was prepared with another tokenizer than the model's: prepare the text again "
+                        f"with the model's tokenizer, or pass it with --corpus")
+    if mapped.index["max_len"] > max_len:
+        raise UserError(f"{folder} was prepared for data.max_len={mapped.index['max_len']}, over the model's {max_len}")
+    return mapped.take(np.arange(len(mapped)), max_len)
 
 
 def held_out_pairs(cfg: Config, tokenizer: Tokenizer) -> Pairs | None:
@@ -139,5 +150,5 @@ def held_out_pairs(cfg: Config, tokenizer: Tokenizer) -> Pairs | None:
         return None
     path = find_split(d.data_dir, d.eval_split)
     if d.tokenizer == "whitespace" and not (d.corpus or d.prepared):
-        return prepare(path, d.max_len, d.min_freq, d.seed, example_cache(cfg), vocab=tokenizer.vocab).pairs
+        return wikitext_examples(path, d.max_len, d.min_freq, d.seed, example_cache(cfg), vocab=tokenizer.vocab).pairs
     return documents_to_pairs(wikitext_documents(path), tokenizer, d.max_len, d.seed, str(path))

@@ -11,7 +11,6 @@ reads it back.
 """
 from __future__ import annotations
 
-import itertools
 from collections import Counter
 from pathlib import Path
 from typing import Iterable, Protocol, Union
@@ -19,7 +18,6 @@ from typing import Iterable, Protocol, Union
 import numpy as np
 
 from pipeline.errors import UserError
-from pipeline.examples import SentenceIndex
 from pipeline.export_format import input_names
 from pipeline.vocab import CLS, SEP, SPECIAL_TOKENS, UNK, Vocab
 
@@ -30,6 +28,7 @@ TOKENIZER_FILE = "tokenizer.json"  # a WordPiece tokenizer in Hugging Face `toke
 class Tokenizer(Protocol):
     kind: str
     vocab: Vocab
+    lowercase: bool
 
     def tokens(self, text: str) -> list[str]: ...
 
@@ -38,16 +37,22 @@ class Tokenizer(Protocol):
     def save(self, folder: Path) -> None: ...
 
 
+def whitespace_words(text: str) -> list[str]:
+    """The seed's WikiText tokenisation: lower-cased, whitespace-separated words."""
+    return text.lower().split()
+
+
 class WhitespaceTokenizer:
-    """Lower-cased, whitespace-separated words (the seed's WikiText tokenisation)."""
+    """Words as `whitespace_words` makes them, over a vocabulary counted from the corpus."""
 
     kind = "whitespace"
+    lowercase = True
 
     def __init__(self, vocab: Vocab):
         self.vocab = vocab
 
     def tokens(self, text: str) -> list[str]:
-        return text.lower().split()
+        return whitespace_words(text)
 
     def ids_batch(self, texts: list[str]) -> list[list[int]]:
         """Ids of many texts; a literal special token in the text (say "<mask>") is `<unk>`, as in training."""
@@ -91,6 +96,11 @@ class WordPieceTokenizer:
         except Exception as err:  # noqa: BLE001 - the Rust side raises a plain Exception
             raise UserError(f"{path} is not a tokenizer file ({str(err).splitlines()[0]})") from None
 
+    @property
+    def lowercase(self) -> bool:
+        """Whether the text is lower-cased (and its accents stripped) before the pieces are found."""
+        return bool(self.backend.normalizer.lowercase)
+
     def tokens(self, text: str) -> list[str]:
         return self.backend.encode(text, add_special_tokens=False).tokens
 
@@ -110,20 +120,7 @@ def learn_tokenizer(sentences: Iterable[str], kind: str, vocab_size: int, lowerc
     words seen at least `min_freq` times."""
     if kind == "wordpiece":
         return WordPieceTokenizer.train(sentences, vocab_size, lowercase, total=total)
-    return WhitespaceTokenizer(Vocab.from_counts(Counter(w for s in sentences for w in s.lower().split()), min_freq))
-
-
-def encode_documents(documents: list[list[str]], tokenizer: Tokenizer) -> tuple[np.ndarray, SentenceIndex]:
-    """Flat int32 ids of every sentence of `documents` (each a list of sentences), and where sentences and
-    documents start; sentences with no token (a line of control characters) and emptied documents are dropped."""
-    ids = tokenizer.ids_batch([s for doc in documents for s in doc])
-    lengths = np.array([len(x) for x in ids], dtype=np.int64)
-    doc_of = np.repeat(np.arange(len(documents)), [len(d) for d in documents])
-    kept = lengths > 0
-    per_document = np.bincount(doc_of[kept], minlength=len(documents))
-    flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int32, count=int(lengths.sum()))
-    return flat, SentenceIndex(np.concatenate([[0], np.cumsum(lengths[kept])]),
-                               np.concatenate([[0], np.cumsum(per_document[per_document > 0])]))
+    return WhitespaceTokenizer(Vocab.from_counts(Counter(w for s in sentences for w in whitespace_words(s)), min_freq))
 
 
 def load_tokenizer(folder: Path, vocab: Vocab) -> Tokenizer:
@@ -162,6 +159,13 @@ def tokenize(tokenizer: Tokenizer, text: Text, max_len: int, truncate: bool = Fa
         tokens += [*tokens_b, SEP]
         segments += [1] * (len(tokens_b) + 1)
     return tokens, segments
+
+
+def word_position(tokenizer: Tokenizer, tokens: list[str], word: str) -> int | None:
+    """Where `word` is in `tokens` (a tokenized text): the index of its first piece, which stands for the
+    whole word (a WordPiece word may be several pieces); None when it is not there."""
+    pieces = tokenizer.tokens(word)
+    return tokens.index(pieces[0]) if pieces and pieces[0] in tokens else None
 
 
 def pad_batch(vocab: Vocab, items: list[tuple[list[str], list[int]]]) -> dict:

@@ -20,23 +20,24 @@ from pathlib import Path
 if __name__ == "__main__" and not __package__:
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from pipeline.runtime import prepare_process_for_paddle, show_paddle_warnings
+from pipeline.runtime import setup_process_for_paddle, show_paddle_warnings
 
-prepare_process_for_paddle()
+setup_process_for_paddle()
 
 import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 from paddle.distributed import fleet  # noqa: E402
 
 from pipeline import checkpoint  # noqa: E402
-from pipeline.config import Config, load_config, save_config  # noqa: E402
+from pipeline.config import SPLITS, Config, load_config, save_config  # noqa: E402
 from pipeline.corpus import find_files  # noqa: E402
+from pipeline.dataset import rows_per_part  # noqa: E402
 from pipeline.errors import UserError, run_cli  # noqa: E402
 from pipeline.evaluate import evaluate, format_metrics  # noqa: E402
 from pipeline.files import FolderLock, write_text_atomic  # noqa: E402
 from pipeline.progress import keep_metrics_until, plot_losses  # noqa: E402
-from pipeline.runtime import set_cpu_threads  # noqa: E402
-from pipeline.sources import held_out_pairs, prepare_data, use_sample_without_network  # noqa: E402
+from pipeline.runtime import has_cuda_gpu, set_cpu_threads  # noqa: E402
+from pipeline.sources import held_out_pairs, training_data, use_sample_without_network  # noqa: E402
 from pipeline.tokenizer import Tokenizer  # noqa: E402
 from pipeline.trainer import LoopResult, Trainer, run_loop  # noqa: E402
 from pipeline.wikitext import find_split  # noqa: E402
@@ -45,6 +46,7 @@ log = logging.getLogger("pipeline.train")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    default = load_config()  # the defaults shown below are the default config's, not written here by hand
     p = argparse.ArgumentParser(
         description="Pretrain BERT (masked LM + next sentence prediction) on WikiText-2 or your own text with "
                     "PaddlePaddle: static graph (paddle.jit.to_static), data parallel under fleet.",
@@ -63,11 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train on a corpus prepared by pipeline/prepare.py (memory-mapped; data.prepared)")
     p.add_argument("--eval-corpus", action="append", metavar="PATH",
                    help="held-out text of your own, evaluated at the end (data.eval_corpus)")
-    p.add_argument("--split", help="split to train on: train, valid or test (data.split, default train)")
+    p.add_argument("--split", help=f"split to train on: {', '.join(SPLITS)} (data.split, default {default.data.split})")
     p.add_argument("--eval-split", help="split to evaluate on at the end, e.g. test (data.eval_split)")
-    p.add_argument("--output-dir", help="where config, vocab, metrics, loss.png and checkpoints go "
-                                        "(train.output_dir, default output)")
-    p.add_argument("--steps", type=int, help="total optimizer steps (train.steps, default 800)")
+    p.add_argument("--output-dir", help=f"where config, vocab, metrics, loss.png and checkpoints go "
+                                        f"(train.output_dir, default {default.train.output_dir})")
+    p.add_argument("--steps", type=int, help=f"total optimizer steps (train.steps, default {default.train.steps})")
     p.add_argument("--resume", nargs="?", const="yes", choices=("yes", "auto"),
                    help="continue from the newest checkpoint in the output folder; --resume auto: continue if "
                         "there is one, else start fresh (for a job that is simply run again after a failure)")
@@ -92,7 +94,7 @@ def resolve_config(args: argparse.Namespace) -> Config:
 def init_distributed(cfg: Config, verbose: bool = False) -> tuple[int, int, str]:
     """fleet collective init; returns (rank, world size, device description). Unless `verbose`, fleet's
     INFO lines and the "Modified FLAGS" banner it writes to stderr are not shown."""
-    use_gpu = paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
+    use_gpu = has_cuda_gpu()
     if cfg.train.amp != "none" and not use_gpu:
         raise UserError(f"train.amp={cfg.train.amp} needs a GPU: PaddlePaddle ignores AMP on CPU without a "
                         f"word, so it is refused here (use train.amp=none)")
@@ -108,9 +110,7 @@ def init_distributed(cfg: Config, verbose: bool = False) -> tuple[int, int, str]
         sys.stderr.write(banner.getvalue())
         raise
     rank, world = fleet.worker_index(), fleet.worker_num()
-    if cfg.train.batch_size % (world * cfg.train.accumulate_steps):
-        raise UserError(f"train.batch_size={cfg.train.batch_size} is not divisible by {world} ranks x "
-                        f"train.accumulate_steps={cfg.train.accumulate_steps}")
+    rows_per_part(cfg.train.batch_size, world, cfg.train.accumulate_steps)  # refuses an uneven split
     devices = [f"gpu:{i}" for i in range(world)] if use_gpu else ["cpu"] * world
     return rank, world, "[" + ", ".join(f"Place({d})" for d in devices) + "]"
 
@@ -138,6 +138,18 @@ def check_writable(folder: Path) -> None:
         raise UserError(f"output folder {folder} is not writable ({err.strerror})") from None
 
 
+def checkpoint_to_resume(output: Path, resume: str | None) -> checkpoint.Checkpoint | None:
+    """The newest checkpoint to continue from: with --resume it must exist, with --resume auto it may,
+    without either there must be none (a new run never overwrites an old one)."""
+    existing = checkpoint.latest(output)
+    if existing is not None and resume is None:
+        raise UserError(f"{output} already holds checkpoints (newest {existing.name}): pass --resume (or "
+                        f"--resume auto) to continue, or choose another --output-dir")
+    if existing is None and resume == "yes":
+        raise UserError(f"--resume: no checkpoint in {output / 'checkpoints'} (--resume auto starts fresh then)")
+    return checkpoint.load(existing) if existing is not None else None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Pretrain BERT in five steps:
     1. settings: YAML config + overrides, fleet collective init, CPU threads;
@@ -163,16 +175,9 @@ def main(argv: list[str] | None = None) -> int:
         log.warning(sample_notice)
     local_ranks = int(os.environ.get("PADDLE_LOCAL_SIZE", world))
     threads = set_cpu_threads(cfg.train.threads, local_ranks) if paddle.get_device() == "cpu" else 0
-    existing = checkpoint.latest(output)
-    if existing is not None and not args.resume:
-        raise UserError(f"{output} already holds checkpoints (newest {existing.name}): pass --resume (or "
-                        f"--resume auto) to continue, or choose another --output-dir")
-    if existing is None and args.resume == "yes":
-        raise UserError(f"--resume: no checkpoint in {output / 'checkpoints'} (--resume auto starts fresh then)")
-    resume = existing is not None and args.resume is not None
-    ckpt = checkpoint.load(existing) if resume else None
+    ckpt = checkpoint_to_resume(output, args.resume)
 
-    tokenizer, data = prepare_data(cfg, output, resume)
+    tokenizer, data = training_data(cfg, output, ckpt is not None)
     if ckpt is not None:
         checkpoint.check_compatible(ckpt, cfg)
     steps_per_epoch = data.steps_per_epoch(cfg.train.batch_size)

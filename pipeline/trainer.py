@@ -17,7 +17,7 @@ import paddle
 from paddle.distributed import fleet
 
 from pipeline import checkpoint
-from pipeline.config import Config
+from pipeline.config import Config, TrainConfig
 from pipeline.dataset import PretrainingData, compact_predictions
 from pipeline.errors import UserError
 from pipeline.model import BertForPretraining, PretrainingStep, step_input_spec
@@ -48,18 +48,22 @@ class LoopResult:
     out_of_time: bool  # by train.max_minutes: the run is finished, at fewer steps than train.steps
 
 
+def lr_factor(step: int, tc: TrainConfig) -> float:
+    """The learning rate at `step` (0-based) as a fraction of train.lr: linear warm-up over
+    train.warmup_steps, then constant or linear decay to 0 at train.steps."""
+    if step < tc.warmup_steps:
+        return (step + 1) / tc.warmup_steps
+    if tc.lr_decay == "linear":
+        return max(0.0, (tc.steps - step) / max(1, tc.steps - tc.warmup_steps))
+    return 1.0
+
+
 def build_optimizer(cfg: Config, model: BertForPretraining):
-    """Adam (the seed) or AdamW with linear warm-up/decay; clipping by global norm when asked."""
+    """Adam (the seed) or AdamW with the lr_factor schedule; clipping by global norm when asked."""
     tc = cfg.train
     lr: float | paddle.optimizer.lr.LRScheduler = tc.lr
     if tc.warmup_steps or tc.lr_decay == "linear":
-        def factor(step: int) -> float:
-            if step < tc.warmup_steps:
-                return (step + 1) / tc.warmup_steps
-            if tc.lr_decay == "linear":
-                return max(0.0, (tc.steps - step) / max(1, tc.steps - tc.warmup_steps))
-            return 1.0
-        lr = paddle.optimizer.lr.LambdaDecay(tc.lr, factor)
+        lr = paddle.optimizer.lr.LambdaDecay(tc.lr, lambda step: lr_factor(step, tc))
     clip = paddle.nn.ClipGradByGlobalNorm(tc.grad_clip) if tc.grad_clip > 0 else None
     if tc.optimizer == "adamw":
         no_decay = {p.name for n, p in model.named_parameters() if n.endswith("bias") or "norm" in n}

@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import json
-from collections import Counter
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -26,10 +25,6 @@ class Vocab:
         self.unk, self.pad, self.mask, self.cls, self.sep = range(len(SPECIAL_TOKENS))
 
     @classmethod
-    def build(cls, tokens: Iterable[str], min_freq: int = 5) -> "Vocab":
-        return cls.from_counts(Counter(tokens), min_freq)
-
-    @classmethod
     def from_counts(cls, counts: Mapping[str, int], min_freq: int = 5) -> "Vocab":
         kept = [t for t, n in counts.items() if n >= min_freq and t not in SPECIAL_TOKENS]
         kept.sort(key=lambda t: (-counts[t], t))
@@ -46,9 +41,6 @@ class Vocab:
         special token (say a literal "<mask>"), become `<unk>`."""
         get = self.token_to_idx.get
         return np.array([0 if f in SPECIAL_TOKENS else get(f, 0) for f in forms], dtype=np.int32)
-
-    def to_tokens(self, ids: Iterable[int]) -> list[str]:
-        return [self.idx_to_token[i] for i in ids]
 
     def save(self, path: Path) -> None:
         """Write JSON atomically (temporary file + rename)."""

@@ -13,18 +13,17 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.config import SPLITS
 from pipeline.errors import UserError
 from pipeline.files import atomic_folder, file_digest
 
 ARCHIVE_URL = "https://s3.amazonaws.com/research.metamind.io/wikitext/wikitext-2-v1.zip"
 ARCHIVE_SHA1 = "3c914d17d80b1459be871a5039ac23e752a53cbe"
 ARCHIVE_NAME = "wikitext-2-v1.zip"
-SPLITS = ("train", "valid", "test")
 CACHE_ENV = "BERT_PIPELINE_CACHE"
 # Shipped inside the package for machines without internet: the validation and test splits, unchanged
 # (CC BY-SA 3.0; see pipeline/sample/README.md and LICENSE).
 SAMPLE_ARCHIVE = Path(__file__).resolve().parent / "sample" / "wikitext-2-sample.zip"
-SAMPLE_SPLITS = ("valid", "test")
 
 
 class DownloadError(UserError):
@@ -156,7 +155,8 @@ def find_split(data_dir: str | Path | None, split: str, cache_dir: Path | None =
 
 @dataclass
 class Sentences:
-    """A corpus as flat token ids plus sentence and paragraph boundaries (no nested lists).
+    """A corpus as flat token ids plus sentence and document boundaries (no nested lists); a WikiText
+    document is a paragraph (a line of two or more sentences).
 
     `token_ids` index `words`, the distinct tokens as written; `forms` holds their lower-cased forms
     and `counts` counts the forms. Lower-casing the ~10^4 distinct words instead of every line is what
@@ -168,11 +168,7 @@ class Sentences:
     forms: list[str]
     counts: Counter
     sentence_starts: np.ndarray  # [num_sentences + 1] offsets into token_ids
-    paragraph_starts: np.ndarray  # [num_paragraphs + 1] offsets into sentences
-
-    @property
-    def num_paragraphs(self) -> int:
-        return len(self.paragraph_starts) - 1
+    document_starts: np.ndarray  # [documents + 1] offsets into sentences
 
 
 class _TokenIds:
@@ -198,7 +194,7 @@ def read_sentences(path: Path, batch_tokens: int = 1 << 20) -> Sentences:
     numbering = _TokenIds()
     pending: list[str] = []
     sentence_lengths: list[int] = []
-    paragraph_sizes: list[int] = []
+    document_sizes: list[int] = []
     number = 0
     try:
         with open(path, encoding="utf-8") as f:
@@ -212,7 +208,7 @@ def read_sentences(path: Path, batch_tokens: int = 1 << 20) -> Sentences:
                     words = sentence.split()
                     pending.extend(words)
                     sentence_lengths.append(len(words))
-                paragraph_sizes.append(len(sentences))
+                document_sizes.append(len(sentences))
                 if len(pending) >= batch_tokens:
                     numbering.add(pending)
                     pending = []
@@ -221,7 +217,7 @@ def read_sentences(path: Path, batch_tokens: int = 1 << 20) -> Sentences:
     except OSError as err:
         raise UserError(f"cannot read {path}: {err.strerror}") from None
     numbering.add(pending)
-    if not paragraph_sizes:
+    if not document_sizes:
         raise UserError(f"{path} holds no paragraph of two or more sentences (' . ' separated)")
     token_ids, words = numbering.result()
     forms = [w.lower() for w in words]
@@ -230,6 +226,6 @@ def read_sentences(path: Path, batch_tokens: int = 1 << 20) -> Sentences:
         counts[form] += n
     sentence_starts = np.zeros(len(sentence_lengths) + 1, dtype=np.int64)
     np.cumsum(sentence_lengths, out=sentence_starts[1:])
-    paragraph_starts = np.zeros(len(paragraph_sizes) + 1, dtype=np.int64)
-    np.cumsum(paragraph_sizes, out=paragraph_starts[1:])
-    return Sentences(token_ids, words, forms, counts, sentence_starts, paragraph_starts)
+    document_starts = np.zeros(len(document_sizes) + 1, dtype=np.int64)
+    np.cumsum(document_sizes, out=document_starts[1:])
+    return Sentences(token_ids, words, forms, counts, sentence_starts, document_starts)

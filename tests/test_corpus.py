@@ -7,9 +7,9 @@ import pytest
 
 from pipeline.corpus import file_documents, find_files, split_sentences
 from pipeline.errors import UserError
-from pipeline.examples import mask_tokens
+from pipeline.examples import encode_documents, mask_tokens
 from pipeline.sources import documents_to_pairs
-from pipeline.tokenizer import encode_documents, learn_tokenizer
+from pipeline.tokenizer import learn_tokenizer
 from pipeline.tokenizer import TOKENIZER_FILE, WordPieceTokenizer, load_tokenizer
 from pipeline.vocab import SPECIAL_TOKENS
 from tests.conftest import TINY, run_script
@@ -164,7 +164,7 @@ def test_prepare_writes_maps_an_index_and_the_tokenizer(prepared_folder):
     texts = (folder / "a.txt").read_text(encoding="utf-8") + (folder / "b.md").read_text(encoding="utf-8")
     for row in range(3):
         n = pairs.valid_length[row]
-        tokens = vocab.to_tokens(pairs.input_ids[row, :n])
+        tokens = [vocab.idx_to_token[i] for i in pairs.input_ids[row, :n]]
         first = tokens[1:tokens.index("<sep>")]
         assert tokens[0] == "<cls>" and tokens[-1] == "<sep>" and first
         assert corpus.tokenizer.backend.decode([vocab[t] for t in first]).replace(" ", "")[:4] in \
@@ -220,8 +220,8 @@ def test_parts_tokenized_by_several_processes_give_the_ids_of_the_one_in_memory_
     ids, index = encode_documents(list(read_documents(files)), tokenizer)
     np.testing.assert_array_equal(np.fromfile(out / "tokens.bin", dtype=np.uint16), ids)
     np.testing.assert_array_equal(np.fromfile(out / "sentence_starts.bin", dtype=np.int64), index.sentence_starts)
-    np.testing.assert_array_equal(np.fromfile(out / "document_starts.bin", dtype=np.int64), index.paragraph_starts)
-    assert counts == (len(ids), len(index.sentence_starts) - 1, len(index.paragraph_starts) - 1)
+    np.testing.assert_array_equal(np.fromfile(out / "document_starts.bin", dtype=np.int64), index.document_starts)
+    assert counts == (len(ids), len(index.sentence_starts) - 1, len(index.document_starts) - 1)
     assert sorted(p.name for p in out.iterdir()) == ["document_starts.bin", "sentence_starts.bin", "tokenizer.json",
                                                       "tokens.bin", "vocab.json"]  # no part files left
 
@@ -260,7 +260,7 @@ def test_the_tokenizer_sample_is_bounded_seeded_and_made_of_whole_lines(tmp_path
 def test_prepare_learns_wordpiece_from_a_sample_of_a_large_corpus(tmp_path):
     import re
 
-    write_english(tmp_path / "big.txt", documents=30000, seed=9)  # ~3 MB: three 1 MiB sampling blocks
+    write_english(tmp_path / "big.txt", documents=30000, seed=9)  # ~2.5 MB; the 1 MB sample is 16 blocks of 64 KiB
     out = tmp_path / "prepared"
     result = run_script("pipeline/prepare.py", "--corpus", str(tmp_path / "big.txt"), "--output-dir", str(out),
                         "-o", "data.tokenizer=wordpiece", "-o", "data.vocab_size=200", "-o", "data.tokenizer_sample_mb=1")

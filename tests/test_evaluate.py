@@ -1,10 +1,13 @@
 """Held-out figures on models with a known answer: a constant model scores exactly its baseline."""
+import json
 import math
 
 import numpy as np
 import pytest
 
-from pipeline.dataset import eval_batches, prepare
+from pipeline.dataset import eval_batches
+
+from pipeline.wikitext_cache import wikitext_examples
 from pipeline.evaluate import encoding_figures, mean_token_cosine, mlm_nsp_figures
 from pipeline.tokenizer import WhitespaceTokenizer
 from pipeline.vocab import SPECIAL_TOKENS
@@ -15,8 +18,8 @@ UNK = SPECIAL_TOKENS.index("<unk>")
 
 @pytest.fixture(scope="module")
 def held_out(corpus_dir):
-    train = prepare(corpus_dir / "wiki.train.tokens", MAX_LEN, 3, 0, None)  # min_freq 3: some <unk> targets
-    return train.vocab, prepare(corpus_dir / "wiki.test.tokens", MAX_LEN, 3, 0, None, vocab=train.vocab).pairs
+    train = wikitext_examples(corpus_dir / "wiki.train.tokens", MAX_LEN, 3, 0, None)  # min_freq 3: some <unk> targets
+    return train.vocab, wikitext_examples(corpus_dir / "wiki.test.tokens", MAX_LEN, 3, 0, None, vocab=train.vocab).pairs
 
 
 def targets(pairs, vocab_size):
@@ -128,3 +131,35 @@ def test_encoding_figures_tell_collapsed_context_free_and_contextual_encoders_ap
     x = encoding_figures(contextual, pairs, tokenizer, MAX_LEN)
     assert x["encoding_mean_cosine"] < 0.9 and x["crane_cosine"] < 0.98
     assert not math.isnan(x["crane_cosine"])
+
+
+def test_standalone_evaluation_uses_the_models_tokenizer_and_equals_the_end_of_training(corpus_dir, tmp_path):
+    """A WordPiece model: evaluate.py on the same held-out text (a WikiText split, or --corpus) gives exactly
+    the end-of-training eval.json; WikiText is tokenized into pieces, not looked up as whole words."""
+    from tests.conftest import TINY, run_script
+
+    wordpiece = ["-o", "data.tokenizer=wordpiece", "-o", "data.vocab_size=200", *TINY]
+    out = tmp_path / "wp"
+    result = run_script("pipeline/train.py", "--data-dir", str(corpus_dir), "--split", "valid", "--eval-split", "test",
+                        "--output-dir", str(out), "--steps", "3", *wordpiece)
+    assert result.returncode == 0, result.stderr
+    at_the_end = json.loads((out / "eval.json").read_text())
+    alone = run_script("pipeline/evaluate.py", "--output-dir", str(out), "--data-dir", str(corpus_dir), "--split", "test")
+    assert alone.returncode == 0, alone.stderr
+    assert json.loads(alone.stdout.strip().splitlines()[-1]) == at_the_end
+    assert at_the_end["mlm_unk_share"] < 0.05  # pieces, not whole words missing from the vocabulary
+
+    own = tmp_path / "own"
+    (tmp_path / "held_out.txt").write_text("The crane is flying. It came back!\n\nA driver came. He just left.\n" * 20)
+    result = run_script("pipeline/train.py", "--corpus", str(corpus_dir / "wiki.train.tokens"), "--eval-corpus",
+                        str(tmp_path / "held_out.txt"), "--output-dir", str(own), "--steps", "2", *wordpiece)
+    assert result.returncode == 0, result.stderr
+    alone = run_script("pipeline/evaluate.py", "--output-dir", str(own), "--corpus", str(tmp_path / "held_out.txt"))
+    assert alone.returncode == 0, alone.stderr
+    assert json.loads(alone.stdout.strip().splitlines()[-1]) == json.loads((own / "eval.json").read_text())
+
+    prepared = tmp_path / "prepared"
+    assert run_script("pipeline/prepare.py", "--corpus", str(tmp_path / "held_out.txt"), "--output-dir", str(prepared),
+                      "-o", "data.max_len=32").returncode == 0
+    refused = run_script("pipeline/evaluate.py", "--output-dir", str(own), "--prepared", str(prepared))
+    assert refused.returncode == 2 and "another tokenizer" in refused.stderr, refused.stderr

@@ -11,7 +11,7 @@ from pipeline.errors import UserError
 from pipeline.runtime import cpu_has_bf16
 from pipeline import checkpoint
 from pipeline.model import BertForPretraining
-from tests.conftest import run_script
+from tests.conftest import ROOT, run_script
 
 
 @pytest.fixture(scope="module")
@@ -202,16 +202,6 @@ def test_export_errors_and_a_failed_export_keeps_the_old_model(trained, exported
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
-def test_help_of_export_and_encode():
-    for script, flags in (("export/save.py", ("--output-dir", "--checkpoint", "--export-dir", "--with-heads")),
-                          ("infer/encode.py", ("--text", "--text-b", "--file", "--json", "--compare", "--fill-mask",
-                                               "--model-dir", "--device", "--trt", "--precision", "--threads"))):
-        result = run_script(script, "--help")
-        assert result.returncode == 0
-        for flag in flags:
-            assert flag in result.stdout, (script, flag)
-
-
 @pytest.fixture(scope="module")
 def exported_onnx(trained, tmp_path_factory):
     pytest.importorskip("paddle2onnx")
@@ -246,3 +236,15 @@ def test_onnxruntime_backend_needs_the_onnx_file(exported):
 def test_auto_backend_picks_onnxruntime_only_where_the_export_has_it(exported, exported_onnx):
     assert Encoder(exported_onnx, device="cpu", backend="auto").backend == "onnxruntime"
     assert Encoder(exported, device="cpu", backend="auto").backend == "paddle"
+
+
+def test_inference_imports_no_training_code():
+    """infer/ runs where only the export is: importing it loads none of the training modules."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, infer.predictor, infer.serve, infer.tensorrt; "
+             "print(sorted(m for m in sys.modules if m in ('pipeline.examples', 'pipeline.model', "
+             "'pipeline.trainer', 'pipeline.dataset', 'pipeline.sources', 'pipeline.prepare')))")
+    result = subprocess.run([sys.executable, "-W", "ignore", "-c", probe], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr

@@ -73,3 +73,38 @@ def test_transformers_loads_the_export_and_matches(corpus_dir, tmp_path, tied):
         worst["mlm"] = max(worst["mlm"], np.abs(out.prediction_logits[row, :n].numpy() - mlm[row, :n]).max())
     worst["nsp"] = np.abs(out.seq_relationship_logits.numpy() - nsp).max()
     assert max(worst.values()) < TOLERANCE, worst
+
+
+@pytest.mark.parametrize("lowercase", [True, False])
+def test_the_exported_tokenizer_gives_the_projects_ids_cased_and_uncased(tmp_path, lowercase):
+    """AutoTokenizer over a --format huggingface export of a WordPiece model, cased and uncased: the same
+    ids as this project's tokenizer on 300 varied lines (English, Chinese, punctuation, accents, mixed case)."""
+    transformers = pytest.importorskip("transformers")
+    from pipeline.tokenizer import TOKENIZER_FILE, WordPieceTokenizer
+    from tests.test_corpus import EN_WORDS, ZH_CHARS, write_chinese, write_english
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    write_english(corpus / "en.txt", documents=300, seed=1)
+    write_chinese(corpus / "zh.txt", documents=100, seed=2)
+    (corpus / "mixed.txt").write_text("The Crane is Flying over Berlin. Ünïcödé café naïve!\n\nÉcole ÉTÉ, Straße. "
+                                      "İstanbul? Señor Müller's crane.\n", encoding="utf-8")
+    trained = tmp_path / "trained"
+    result = run_script("pipeline/train.py", "--corpus", str(corpus), "--output-dir", str(trained), "--steps", "1",
+                        *TINY, "-o", "data.tokenizer=wordpiece", "-o", "data.vocab_size=400",
+                        "-o", f"data.lowercase={str(lowercase).lower()}")
+    assert result.returncode == 0, result.stderr
+    folder = tmp_path / "hf"
+    result = run_script("export/save.py", "--output-dir", str(trained), "--format", "huggingface",
+                        "--export-dir", str(folder))
+    assert result.returncode == 0, result.stderr
+    ours = WordPieceTokenizer.load(trained / TOKENIZER_FILE)
+    theirs = transformers.AutoTokenizer.from_pretrained(str(folder))
+    rng = np.random.default_rng(3)
+    pool = EN_WORDS + ZH_CHARS + ["The", "CRANE", "Berlin", "École", "Ünïcödé", "!", "?", ",", "'s", "Straße", "ÉTÉ"]
+    lines = ["The Crane is Flying over Berlin"] + [" ".join(rng.choice(pool, rng.integers(1, 12))) for _ in range(299)]
+    for line in lines:
+        want = [ours.vocab[t] for t in ours.tokens(line)]
+        assert theirs(line, add_special_tokens=False)["input_ids"] == want, line
+    crane = ours.tokens("The Crane is Flying over Berlin")
+    assert (crane[0] == "the") == lowercase

@@ -32,11 +32,6 @@ def server(archive):
     httpd.shutdown()
 
 
-def test_official_location_and_checksum_are_the_real_ones():
-    assert wikitext.ARCHIVE_URL == "https://s3.amazonaws.com/research.metamind.io/wikitext/wikitext-2-v1.zip"
-    assert wikitext.ARCHIVE_SHA1 == "3c914d17d80b1459be871a5039ac23e752a53cbe"
-
-
 def test_folder_subfolder_and_zip_are_all_accepted(corpus_dir, archive, tmp_path):
     assert wikitext.find_split(corpus_dir, "valid") == corpus_dir / "wiki.valid.tokens"
     nested = tmp_path / "data"

@@ -18,7 +18,7 @@ def main() -> None:
     rank, world, _ = train.init_distributed(cfg)
     output = Path(cfg.train.output_dir)
     output.mkdir(parents=True, exist_ok=True)
-    _, data = train.prepare_data(cfg, output, resume=False)
+    _, data = train.training_data(cfg, output, resume=False)
     trainer = train.Trainer(cfg, data, rank, world, output)
     for batch in data.iterate(0, cfg.train.steps, cfg.train.batch_size, rank, world):
         trainer.train_step(batch)
