@@ -73,7 +73,7 @@ def measure(path: Path, train_pairs_per_sec: float) -> dict:
     tokens = len(path.read_text(encoding="utf-8").split())
     def cold_run(cache: Path):
         examples = wikitext_examples(path, MAX_LEN, 5, 0, cache)
-        data = PretrainingData(examples.pairs, len(examples.vocab), MAX_LEN)
+        data = PretrainingData(examples.pairs, examples.vocab, MAX_LEN)
         return examples, data, data.masks(0)
 
     tracemalloc.start()  # memory on a run of its own: tracing slows Python allocations several-fold
@@ -87,7 +87,7 @@ def measure(path: Path, train_pairs_per_sec: float) -> dict:
     arrays = sum(a.nbytes for a in (*vars(examples.pairs).values(), *vars(masks).values()))
     start = time.perf_counter()
     warm_examples = wikitext_examples(path, MAX_LEN, 5, 0, cache)
-    PretrainingData(warm_examples.pairs, len(warm_examples.vocab), MAX_LEN).masks(0)
+    PretrainingData(warm_examples.pairs, warm_examples.vocab, MAX_LEN).masks(0)
     warm = time.perf_counter() - start
     start = time.perf_counter()
     data.masks(1)

@@ -155,14 +155,14 @@ def run_huggingface(data_dir: str, minutes: float) -> list[dict]:
     examples = wikitext_examples(find_split(data_dir, "valid"), d.max_len, d.min_freq, d.seed, None)
     vocab = examples.vocab
     cfg.model.vocab_size = len(vocab)
-    data = PretrainingData(examples.pairs, len(vocab), d.max_len, d.mask_prob, d.dynamic_masking, d.seed)
+    data = PretrainingData(examples.pairs, vocab, d.max_len, d.mask_prob, d.dynamic_masking, d.seed)
     pairs = held_out(cfg, data_dir, vocab)
     model, optimizer, scheduler = huggingface_training(cfg)
     pretraining, encoder = huggingface_functions(model)
 
     def evaluate_now(step: int, seconds: float) -> dict:
         model.eval()
-        metrics = mlm_nsp_figures(pretraining, pairs, len(vocab), d.max_len, mask_prob=d.mask_prob)
+        metrics = mlm_nsp_figures(pretraining, pairs, vocab, d.max_len, mask_prob=d.mask_prob)
         metrics.update(encoding_figures(encoder, pairs, WhitespaceTokenizer(vocab), d.max_len))
         model.train()
         print(f"  huggingface step {step:5d} at {seconds / 60:5.2f} min: known-word accuracy "

@@ -90,7 +90,7 @@ def main() -> None:
     if args.threads:
         paddle.base.core.set_num_threads(args.threads)
     examples = wikitext_examples(find_split(args.data_dir, args.split), 64, 5, 0, None)
-    data = PretrainingData(examples.pairs, len(examples.vocab), 64, dynamic_masking=False)
+    data = PretrainingData(examples.pairs, examples.vocab, 64, dynamic_masking=False)
     paddle.seed(0)
     net = SeedBert(len(examples.vocab))
     loss = nn.CrossEntropyLoss()

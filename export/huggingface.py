@@ -18,7 +18,6 @@ import numpy as np
 
 from pipeline.config import Config
 from pipeline.tokenizer import TOKENIZER_FILE, Tokenizer
-from pipeline.vocab import CLS, MASK, PAD, SEP, UNK
 
 # (Hugging Face name, this project's name); "{i}" is the layer index.
 EMBEDDINGS = [
@@ -82,8 +81,9 @@ def to_huggingface(state: dict[str, np.ndarray], num_layers: int, tied: bool = F
     return out
 
 
-def bert_config(cfg: Config) -> dict:
-    """`config.json` of a `BertForPreTraining` with this project's architecture."""
+def bert_config(cfg: Config, pad_id: int = 1) -> dict:
+    """`config.json` of a `BertForPreTraining` with this project's architecture (`pad_id`: the padding
+    token's id, 1 in this project's vocabularies)."""
     m = cfg.model
     return {
         "architectures": ["BertForPreTraining"], "model_type": "bert",
@@ -91,7 +91,7 @@ def bert_config(cfg: Config) -> dict:
         "num_attention_heads": m.num_heads, "intermediate_size": m.ffn_size, "hidden_act": m.activation,
         "hidden_dropout_prob": m.dropout, "attention_probs_dropout_prob": 0.0,  # attention is not dropped here
         "max_position_embeddings": m.max_position, "type_vocab_size": 2, "initializer_range": m.init_std or 0.02,
-        "layer_norm_eps": m.layer_norm_eps, "pad_token_id": 1, "position_embedding_type": "absolute",
+        "layer_norm_eps": m.layer_norm_eps, "pad_token_id": pad_id, "position_embedding_type": "absolute",
         "tie_word_embeddings": m.tie_word_embeddings,
     }
 
@@ -101,7 +101,8 @@ def tokenizer_files(tokenizer: Tokenizer, max_len: int) -> dict[str, str]:
     WordPiece tokenizer.json when there is one, else a lower-casing BertTokenizer over the words.
     `do_lower_case` is the tokenizer's own: BertTokenizerFast rebuilds tokenizer.json's normalizer from it,
     so a wrong value would silently lower-case (or not) every transformers user's text."""
-    special = {"unk_token": UNK, "pad_token": PAD, "mask_token": MASK, "cls_token": CLS, "sep_token": SEP}
+    s = tokenizer.vocab.specials
+    special = {"unk_token": s.unk, "pad_token": s.pad, "mask_token": s.mask, "cls_token": s.cls, "sep_token": s.sep}
     fast = tokenizer.kind == "wordpiece"
     config = {"tokenizer_class": "BertTokenizerFast" if fast else "BertTokenizer",
               "do_lower_case": tokenizer.lowercase, "strip_accents": None, "tokenize_chinese_chars": True,
@@ -120,6 +121,6 @@ def write_folder(folder: Path, cfg: Config, state: dict[str, np.ndarray], tokeni
 
     save_file(to_huggingface(state, cfg.model.num_layers, cfg.model.tie_word_embeddings), str(folder / "model.safetensors"),
               metadata={"format": "pt"})
-    (folder / "config.json").write_text(json.dumps(bert_config(cfg), indent=1), encoding="utf-8")
+    (folder / "config.json").write_text(json.dumps(bert_config(cfg, tokenizer.vocab.pad), indent=1), encoding="utf-8")
     for name, text in tokenizer_files(tokenizer, cfg.data.max_len).items():
         (folder / name).write_text(text, encoding="utf-8")

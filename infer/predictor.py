@@ -26,7 +26,7 @@ from pipeline.files import file_digest
 from pipeline.export_format import ENCODER, HEADS, MANIFEST, ONNX_FILE, PRED_POSITIONS, VOCAB, input_names
 from pipeline.runtime import available_cores, cpu_has_bf16, has_cuda_gpu
 from pipeline.tokenizer import Text, load_tokenizer, pad_batch, tokenize
-from pipeline.vocab import MASK, Vocab
+from pipeline.vocab import Vocab
 
 # Below this many tokens per call (batch x length) one thread without oneDNN is fastest on CPU;
 # above it oneDNN with every core wins (bench/infer.py measures both regimes).
@@ -248,9 +248,10 @@ class Encoder:
     def fill_mask(self, text: str, top_k: int = 5) -> list[list[tuple[str, float]]]:
         """Top-k words and probabilities for each <mask> in `text` (needs an export --with-heads)."""
         tokens, segments = tokenize(self.tokenizer, text, self.max_len)
-        positions = [i for i, t in enumerate(tokens) if t == MASK]
+        mask = self.vocab.specials.mask
+        positions = [i for i, t in enumerate(tokens) if t == mask]
         if not positions:
-            raise UserError(f"--fill-mask text has no {MASK} token: {text!r}")
+            raise UserError(f"--fill-mask text has no {mask} token: {text!r}")
         self.folder.program_files(HEADS)
         self.folder.verify(f"{HEADS}.pdiparams")
         arrays = pad_batch(self.vocab, [(tokens, segments)])

@@ -88,6 +88,8 @@ class TrainConfig:
     grad_clip: float = setting(0.0, "clip the global gradient norm; 0 = off", at_least=0.0)
     accumulate_steps: int = setting(1, "micro-batches per step", at_least=1)
     amp: str = setting("none", "mixed precision (GPU only)", choices=("none", "fp16", "bf16"))
+    init_from: str | None = setting(None, "a Hugging Face BERT folder to start from: its model settings, weights "
+                                          "and tokenizer (continued pretraining)")
     to_static: bool = setting(True, "static graph (false: dygraph)")
     dropout_masks: str = setting("auto", "auto: drawn by the data pipeline on CPU (~10x cheaper), Paddle's dropout "
                                          "on GPU; paddle: Paddle's dropout everywhere (the GPU graph, also on CPU)",

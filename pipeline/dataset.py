@@ -10,6 +10,7 @@ import numpy as np
 
 from pipeline.errors import UserError
 from pipeline.examples import MaskedTokens, Pairs, mask_tokens, max_predictions
+from pipeline.vocab import Vocab
 
 if TYPE_CHECKING:
     from pipeline.prepare import MappedCorpus
@@ -61,12 +62,12 @@ class PretrainingData:
     run sees exactly the batches an unbroken run would have seen.
     """
 
-    def __init__(self, pairs: Pairs, vocab_size: int, max_len: int, mask_prob: float = 0.15,
+    def __init__(self, pairs: Pairs, vocab: Vocab, max_len: int, mask_prob: float = 0.15,
                  dynamic_masking: bool = True, seed: int = 0, continuation: np.ndarray | None = None):
         self.pairs = pairs
         self.continuation = continuation  # whole-word masking: which vocabulary ids continue a word
         self.host_dropout: tuple[int, int, float] | None = None
-        self.vocab_size = vocab_size
+        self.vocab = vocab
         self.max_len = max_len
         self.max_preds = max_predictions(max_len, mask_prob)
         self.mask_prob = mask_prob
@@ -88,7 +89,7 @@ class PretrainingData:
         """The masked tokens of every pair for `epoch`."""
         mask_epoch = epoch if self.dynamic_masking else 0
         rng = np.random.default_rng([self.seed, mask_epoch, 2])
-        return mask_tokens(self.pairs.input_ids, self.vocab_size, self.max_preds, self.mask_prob, rng,
+        return mask_tokens(self.pairs.input_ids, self.vocab, self.max_preds, self.mask_prob, rng,
                            self.continuation)
 
     def _epoch_state(self, epoch: int) -> tuple[np.ndarray, MaskedTokens]:
@@ -173,7 +174,7 @@ class MappedPretrainingData(PretrainingData):
 
     def __init__(self, corpus: MappedCorpus, max_len: int, mask_prob: float = 0.15, seed: int = 0,
                  continuation: np.ndarray | None = None):
-        super().__init__(corpus.pairs, len(corpus.tokenizer.vocab), max_len, mask_prob, True, seed, continuation)
+        super().__init__(corpus.pairs, corpus.tokenizer.vocab, max_len, mask_prob, True, seed, continuation)
         self.corpus = corpus
         self._order: tuple[int, np.ndarray] | None = None
 
@@ -185,7 +186,7 @@ class MappedPretrainingData(PretrainingData):
     def batch(self, step: int, batch_size: int, rank: int = 0, world: int = 1) -> dict[str, np.ndarray]:
         epoch, index, global_rows, mine = self._rows(step, batch_size, rank, world)
         pairs = self.corpus.take(global_rows, self.max_len)  # every rank builds the global batch: same masks
-        masked = mask_tokens(pairs.input_ids, self.vocab_size, self.max_preds, self.mask_prob,
+        masked = mask_tokens(pairs.input_ids, self.vocab, self.max_preds, self.mask_prob,
                              np.random.default_rng([self.seed, epoch, index, 2]), self.continuation)
         out = _gather(pairs, masked, mine, masked.mlm_weights.sum() / world)
         if self.host_dropout is not None:
@@ -193,10 +194,10 @@ class MappedPretrainingData(PretrainingData):
         return out
 
 
-def eval_batches(pairs: Pairs, vocab_size: int, max_len: int, batch_size: int, mask_prob: float = 0.15,
+def eval_batches(pairs: Pairs, vocab: Vocab, max_len: int, batch_size: int, mask_prob: float = 0.15,
                  seed: int = 0) -> Iterator[dict[str, np.ndarray]]:
     """Every pair once, in order, with fixed masks (the last batch may be smaller)."""
-    data = PretrainingData(pairs, vocab_size, max_len, mask_prob, dynamic_masking=False, seed=seed)
+    data = PretrainingData(pairs, vocab, max_len, mask_prob, dynamic_masking=False, seed=seed)
     masked = data.masks(0)
     for lo in range(0, len(pairs), batch_size):
         rows = slice(lo, lo + batch_size)

@@ -26,7 +26,7 @@ from pipeline.dataset import eval_batches
 from pipeline.examples import Pairs
 from pipeline.export_format import input_names
 from pipeline.tokenizer import Tokenizer, load_tokenizer, pad_batch, tokenize, word_position
-from pipeline.vocab import SPECIAL_TOKENS, Vocab
+from pipeline.vocab import Vocab
 
 # (input ids, token_type_ids, valid lengths, [B, P] positions) -> (MLM logits [B, P, V], NSP logits [B, 2])
 PretrainingFn = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -43,13 +43,13 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
-def mlm_nsp_figures(pretraining: PretrainingFn, pairs: Pairs, vocab_size: int, max_len: int,
+def mlm_nsp_figures(pretraining: PretrainingFn, pairs: Pairs, vocab: Vocab, max_len: int,
                     batch_size: int = 256, mask_prob: float = 0.15, seed: int = 0) -> dict[str, float]:
     """MLM and NSP figures over every held-out pair once, with fixed masks, and their baselines."""
-    unk = SPECIAL_TOKENS.index("<unk>")
+    unk, vocab_size = vocab.unk, len(vocab)
     correct = correct_known = nll = nsp_correct = 0.0
     target_counts = np.zeros(vocab_size, dtype=np.int64)
-    for b in eval_batches(pairs, vocab_size, max_len, batch_size, mask_prob, seed):
+    for b in eval_batches(pairs, vocab, max_len, batch_size, mask_prob, seed):
         mlm_logits, nsp_logits = pretraining(b["input_ids"], b["token_type_ids"], b["valid_length"], b["pred_positions"])
         real = b["mlm_weights"] > 0
         labels = b["mlm_labels"][real]
@@ -144,7 +144,7 @@ def evaluate(model, pairs: Pairs, tokenizer: Tokenizer, max_len: int, batch_size
     model.eval()
     try:
         pretraining, encoder = paddle_functions(model)
-        metrics = mlm_nsp_figures(pretraining, pairs, len(tokenizer.vocab), max_len, batch_size, mask_prob, seed)
+        metrics = mlm_nsp_figures(pretraining, pairs, tokenizer.vocab, max_len, batch_size, mask_prob, seed)
         metrics.update(encoding_figures(encoder, pairs, tokenizer, max_len))
     finally:
         if was_training:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from pipeline.errors import UserError
-from pipeline.vocab import SPECIAL_TOKENS, Vocab
+from pipeline.vocab import Vocab
 
 if TYPE_CHECKING:
     from pipeline.tokenizer import Tokenizer
@@ -137,16 +137,16 @@ def make_pairs(ids: np.ndarray, sentences: SentenceBounds, vocab: Vocab, max_len
     return build_pairs(ids, sentences.sentence_starts, first, second, is_next, vocab, max_len)
 
 
-def mask_tokens(input_ids: np.ndarray, vocab_size: int, max_preds: int, mask_prob: float,
+def mask_tokens(input_ids: np.ndarray, vocab: Vocab, max_preds: int, mask_prob: float,
                 rng: np.random.Generator, continuation: np.ndarray | None = None) -> MaskedTokens:
     """Choose mask_prob (at least one) of the non-special tokens of each row; of those 80% become
-    `<mask>`, 10% a random non-special token, 10% stay. Labels are the original tokens.
+    the mask token, 10% a random regular token, 10% stay. Labels are the original tokens. The unknown
+    token is a regular target; padding, mask, sentence start and separator are never chosen.
 
     With `continuation` (per vocabulary id: True for a WordPiece `##` piece), whole words are chosen:
     every piece of a word gets the random key of its first piece, so they are picked together."""
     n, max_len = input_ids.shape
-    candidate = input_ids >= len(SPECIAL_TOKENS)
-    candidate |= input_ids == SPECIAL_TOKENS.index("<unk>")
+    candidate = ~np.isin(input_ids, vocab.special_ids[vocab.special_ids != vocab.unk])
     n_candidates = candidate.sum(axis=1)
     n_preds = np.minimum(np.maximum(np.rint(mask_prob * n_candidates), 1), n_candidates)
     n_preds = np.minimum(n_preds, max_preds).astype(np.int64)
@@ -164,9 +164,8 @@ def mask_tokens(input_ids: np.ndarray, vocab_size: int, max_preds: int, mask_pro
     positions = np.where(weights, positions, 0).astype(np.int32)
     labels = np.where(weights, np.take_along_axis(input_ids, positions, axis=1), 0).astype(np.int32)
     roll = rng.random((n, k), dtype=np.float32)
-    random_tokens = rng.integers(len(SPECIAL_TOKENS), vocab_size, (n, k), dtype=np.int32)
-    mask_id = SPECIAL_TOKENS.index("<mask>")
-    replacement = np.where(roll < 0.8, mask_id, np.where(roll < 0.9, random_tokens, labels))
+    random_tokens = rng.integers(vocab.first_regular, len(vocab), (n, k), dtype=np.int32)
+    replacement = np.where(roll < 0.8, vocab.mask, np.where(roll < 0.9, random_tokens, labels))
     masked = input_ids.copy()
     np.put_along_axis(masked, positions, np.where(weights, replacement, masked[:, :1]), axis=1)
     if k < max_preds:

@@ -78,15 +78,19 @@ def example_cache(cfg: Config) -> Path:
     return Path(cfg.data.cache_dir) if cfg.data.cache_dir else cache_home() / "examples"
 
 
-def training_data(cfg: Config, output: Path, resume: bool) -> tuple[Tokenizer, PretrainingData]:
+def training_data(cfg: Config, output: Path, resume: bool, given: Tokenizer | None = None
+                  ) -> tuple[Tokenizer, PretrainingData]:
     """The tokenizer and the training batches: a prepared folder (memory-mapped), your own corpus
     (prepared into the cache first, the same way), WikiText-2 with WordPiece, or WikiText-2 with the
-    seed's whitespace words (cached arrays)."""
+    seed's whitespace words (cached arrays). A `given` tokenizer (a published BERT's) is used as it is."""
     d = cfg.data
     mapped = None
     if d.prepared or d.corpus:
-        folder = Path(d.prepared) if d.prepared else corpus_in_cache(cfg)
+        folder = Path(d.prepared) if d.prepared else corpus_in_cache(cfg, given)
         mapped = MappedCorpus.open(folder)
+        if given is not None and mapped.tokenizer.vocab.idx_to_token != given.vocab.idx_to_token:
+            raise UserError(f"{folder} was prepared with another tokenizer than --init-from's: prepare it with "
+                            f"that tokenizer (train.py --corpus does) or pass --corpus")
         if mapped.index["max_len"] > d.max_len:
             raise UserError(f"{folder} was prepared for data.max_len={mapped.index['max_len']}, longer than "
                             f"data.max_len={d.max_len}: prepare it again with -o data.max_len={d.max_len}")
@@ -99,7 +103,9 @@ def training_data(cfg: Config, output: Path, resume: bool) -> tuple[Tokenizer, P
         tokenizer, pairs = WhitespaceTokenizer(examples.vocab), examples.pairs
     else:
         documents = wikitext_documents(find_split(d.data_dir, d.split))
-        if resume and (output / TOKENIZER_FILE).is_file():  # WordPiece training is not deterministic
+        if given is not None:
+            tokenizer = given
+        elif resume and (output / TOKENIZER_FILE).is_file():  # WordPiece training is not deterministic
             tokenizer = load_tokenizer(output, Vocab.load(output / "vocab.json"))
         else:
             sentences = [s for doc in documents for s in doc]
@@ -112,21 +118,23 @@ def training_data(cfg: Config, output: Path, resume: bool) -> tuple[Tokenizer, P
     continuation = np.array([t.startswith("##") for t in tokenizer.vocab.idx_to_token]) if d.whole_word_mask else None
     if mapped is not None:
         return tokenizer, MappedPretrainingData(mapped, d.max_len, d.mask_prob, d.seed, continuation)
-    return tokenizer, PretrainingData(pairs, len(tokenizer.vocab), d.max_len, d.mask_prob, d.dynamic_masking,
+    return tokenizer, PretrainingData(pairs, tokenizer.vocab, d.max_len, d.mask_prob, d.dynamic_masking,
                                       d.seed, continuation=continuation)
 
 
-def corpus_in_cache(cfg: Config) -> Path:
-    """--corpus: prepare.py's preparation into the cache, keyed by the files (path, size, time) and the
-    settings it depends on; an unchanged corpus is prepared once."""
+def corpus_in_cache(cfg: Config, tokenizer: Tokenizer | None = None) -> Path:
+    """--corpus: prepare.py's preparation into the cache (with `tokenizer` when one is given, else a learnt
+    one), keyed by the files (path, size, time), the settings it depends on and the given tokenizer's
+    vocabulary; an unchanged corpus is prepared once."""
     d = cfg.data
     files = find_files(d.corpus).files
+    given = None if tokenizer is None else hashlib.sha256("\n".join(tokenizer.vocab.idx_to_token).encode()).hexdigest()
     key = {"files": [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files],
            "settings": [d.tokenizer, d.vocab_size, d.tokenizer_sample_mb, d.lowercase, d.min_freq, d.max_len, d.seed,
-                        PREPARE_FORMAT]}
+                        PREPARE_FORMAT], "tokenizer": given}
     folder = example_cache(cfg) / f"corpus-{hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]}"
     if not (folder / "index.json").is_file():
-        prepare_corpus(d.corpus, cfg, folder)
+        prepare_corpus(d.corpus, cfg, folder, tokenizer)
     return folder
 
 

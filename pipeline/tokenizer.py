@@ -19,7 +19,7 @@ import numpy as np
 
 from pipeline.errors import UserError
 from pipeline.export_format import input_names
-from pipeline.vocab import CLS, SEP, SPECIAL_TOKENS, UNK, Vocab
+from pipeline.vocab import OWN_SPECIALS, SpecialTokens, Vocab
 
 Text = Union[str, tuple[str, str]]
 TOKENIZER_FILE = "tokenizer.json"  # a WordPiece tokenizer in Hugging Face `tokenizers` format
@@ -63,13 +63,14 @@ class WhitespaceTokenizer:
 
 
 class WordPieceTokenizer:
-    """BERT's WordPiece through Hugging Face `tokenizers`; the ids are the vocabulary's (specials first)."""
+    """BERT's WordPiece through Hugging Face `tokenizers`; the ids are the vocabulary's, whose special
+    tokens are this project's (a learnt WordPiece) or a published BERT's own (an imported one)."""
 
     kind = "wordpiece"
 
-    def __init__(self, backend):
+    def __init__(self, backend, specials: SpecialTokens = OWN_SPECIALS):
         self.backend = backend
-        self.vocab = Vocab([backend.id_to_token(i) for i in range(backend.get_vocab_size())])
+        self.vocab = Vocab([backend.id_to_token(i) for i in range(backend.get_vocab_size())], specials)
 
     @classmethod
     def train(cls, sentences: Iterable[str], vocab_size: int, lowercase: bool = True,
@@ -77,24 +78,28 @@ class WordPieceTokenizer:
         """Learn a vocabulary of `vocab_size` (special tokens included) from `sentences`, streamed."""
         from tokenizers import Tokenizer as Backend, decoders, models, normalizers, pre_tokenizers, trainers
 
-        backend = Backend(models.WordPiece(unk_token=UNK, max_input_chars_per_word=100))
+        backend = Backend(models.WordPiece(unk_token=OWN_SPECIALS.unk, max_input_chars_per_word=100))
         backend.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
                                                         strip_accents=None, lowercase=lowercase)
         backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         backend.decoder = decoders.WordPiece()
-        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
+        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(OWN_SPECIALS.strings()),
                                             show_progress=progress)
         backend.train_from_iterator(sentences, trainer, length=total)
         return cls(backend)
 
     @classmethod
-    def load(cls, path: Path) -> "WordPieceTokenizer":
+    def load(cls, path: Path, specials: SpecialTokens = OWN_SPECIALS) -> "WordPieceTokenizer":
         from tokenizers import Tokenizer as Backend
 
         try:
-            return cls(Backend.from_file(str(path)))
+            backend = Backend.from_file(str(path))
         except Exception as err:  # noqa: BLE001 - the Rust side raises a plain Exception
             raise UserError(f"{path} is not a tokenizer file ({str(err).splitlines()[0]})") from None
+        try:
+            return cls(backend, specials)
+        except ValueError as err:
+            raise UserError(f"{path}: {err}") from None
 
     @property
     def lowercase(self) -> bool:
@@ -129,7 +134,7 @@ def load_tokenizer(folder: Path, vocab: Vocab) -> Tokenizer:
     path = Path(folder) / TOKENIZER_FILE
     if not path.is_file():
         return WhitespaceTokenizer(vocab)
-    tokenizer = WordPieceTokenizer.load(path)
+    tokenizer = WordPieceTokenizer.load(path, vocab.specials)
     if tokenizer.vocab.idx_to_token != vocab.idx_to_token:
         raise UserError(f"{path} and the vocabulary next to it disagree: re-export the model")
     return tokenizer
@@ -153,10 +158,11 @@ def tokenize(tokenizer: Tokenizer, text: Text, max_len: int, truncate: bool = Fa
                 tokens_b.pop()
             else:
                 tokens_a.pop()
-    tokens = [CLS, *tokens_a, SEP]
+    cls, sep = tokenizer.vocab.specials.cls, tokenizer.vocab.specials.sep
+    tokens = [cls, *tokens_a, sep]
     segments = [0] * len(tokens)
     if tokens_b is not None:
-        tokens += [*tokens_b, SEP]
+        tokens += [*tokens_b, sep]
         segments += [1] * (len(tokens_b) + 1)
     return tokens, segments
 

@@ -26,6 +26,7 @@ setup_process_for_paddle()
 
 import numpy as np  # noqa: E402
 import paddle  # noqa: E402
+import yaml  # noqa: E402
 from paddle.distributed import fleet  # noqa: E402
 
 from pipeline import checkpoint  # noqa: E402
@@ -35,6 +36,7 @@ from pipeline.dataset import rows_per_part  # noqa: E402
 from pipeline.errors import UserError, run_cli  # noqa: E402
 from pipeline.evaluate import evaluate, format_metrics  # noqa: E402
 from pipeline.files import FolderLock, write_text_atomic  # noqa: E402
+from pipeline.pretrained import Pretrained, open_pretrained  # noqa: E402
 from pipeline.progress import keep_metrics_until, plot_losses  # noqa: E402
 from pipeline.runtime import has_cuda_gpu, set_cpu_threads  # noqa: E402
 from pipeline.sources import held_out_pairs, training_data, use_sample_without_network  # noqa: E402
@@ -70,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", help=f"where config, vocab, metrics, loss.png and checkpoints go "
                                         f"(train.output_dir, default {default.train.output_dir})")
     p.add_argument("--steps", type=int, help=f"total optimizer steps (train.steps, default {default.train.steps})")
+    p.add_argument("--init-from", metavar="DIR",
+                   help="continue pretraining a published BERT: a Hugging Face folder (config.json, model.safetensors, "
+                        "tokenizer.json or vocab.txt) whose settings, weights and tokenizer are used (train.init_from)")
     p.add_argument("--resume", nargs="?", const="yes", choices=("yes", "auto"),
                    help="continue from the newest checkpoint in the output folder; --resume auto: continue if "
                         "there is one, else start fresh (for a job that is simply run again after a failure)")
@@ -81,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
 FLAG_SETTINGS = {"data_dir": "data.data_dir", "corpus": "data.corpus", "prepared": "data.prepared",
                  "eval_corpus": "data.eval_corpus",
                  "split": "data.split", "eval_split": "data.eval_split",
-                 "output_dir": "train.output_dir", "steps": "train.steps"}
+                 "output_dir": "train.output_dir", "steps": "train.steps", "init_from": "train.init_from"}
 
 
 def resolve_config(args: argparse.Namespace) -> Config:
@@ -150,6 +155,23 @@ def checkpoint_to_resume(output: Path, resume: str | None) -> checkpoint.Checkpo
     return checkpoint.load(existing) if existing is not None else None
 
 
+def adopt_pretrained(cfg: Config, args: argparse.Namespace) -> Pretrained:
+    """--init-from: the folder's model settings replace the config's (a contradicting -o model.* is refused),
+    its tokenizer replaces the data's; the weights are applied by the trainer when the run starts fresh."""
+    pretrained = open_pretrained(cfg.train.init_from)
+    asked = dict(o.split("=", 1) for o in args.override if o.startswith("model.") and "=" in o)
+    for key, value in pretrained.model.items():
+        given = asked.get(f"model.{key}")
+        if given is not None and yaml.safe_load(given) != value:
+            raise UserError(f"-o model.{key}={given} contradicts {pretrained.folder}/config.json ({value})")
+        setattr(cfg.model, key, value)
+    if cfg.data.max_len > cfg.model.max_position:
+        raise UserError(f"data.max_len={cfg.data.max_len} is over the checkpoint's max_position_embeddings "
+                        f"{cfg.model.max_position}")
+    cfg.data.tokenizer, cfg.data.lowercase = "wordpiece", pretrained.tokenizer.lowercase
+    return pretrained
+
+
 def main(argv: list[str] | None = None) -> int:
     """Pretrain BERT in five steps:
     1. settings: YAML config + overrides, fleet collective init, CPU threads;
@@ -162,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.verbose:
         show_paddle_warnings()
     cfg = resolve_config(args)
+    if cfg.train.init_from and args.resume == "yes":
+        raise UserError("--init-from starts a new run and --resume continues one: pass one of them (or "
+                        "--resume auto, which starts from --init-from only when there is no checkpoint yet)")
     output = Path(cfg.train.output_dir)
     check_writable(output)
     # rank 0 (or a lone process) holds the output folder until the end; the kernel frees it if we die
@@ -176,8 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     local_ranks = int(os.environ.get("PADDLE_LOCAL_SIZE", world))
     threads = set_cpu_threads(cfg.train.threads, local_ranks) if paddle.get_device() == "cpu" else 0
     ckpt = checkpoint_to_resume(output, args.resume)
+    pretrained = adopt_pretrained(cfg, args) if cfg.train.init_from else None
 
-    tokenizer, data = training_data(cfg, output, ckpt is not None)
+    tokenizer, data = training_data(cfg, output, ckpt is not None, pretrained.tokenizer if pretrained else None)
     if ckpt is not None:
         checkpoint.check_compatible(ckpt, cfg)
     steps_per_epoch = data.steps_per_epoch(cfg.train.batch_size)
@@ -188,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"{ckpt.path.name} is already at step {trainer.step} >= train.steps="
                             f"{cfg.train.steps}; raise --steps to train further")
         log.info("resumed from %s", ckpt.path)
+    elif pretrained is not None:
+        trainer.start_from(pretrained)
     if rank == 0:
         save_config(cfg, output / "config.yaml")
         tokenizer.save(output)  # vocab.json, and tokenizer.json for WordPiece

@@ -20,6 +20,7 @@ from pipeline import checkpoint
 from pipeline.config import Config, TrainConfig
 from pipeline.dataset import PretrainingData, compact_predictions
 from pipeline.errors import UserError
+from pipeline.pretrained import Pretrained, complete_state
 from pipeline.model import BertForPretraining, PretrainingStep, step_input_spec
 from pipeline.progress import Progress
 
@@ -110,6 +111,14 @@ class Trainer:
         self.deadline: float | None = None  # time.perf_counter() value at which train.max_minutes is up
 
     # -- state --------------------------------------------------------------------------------
+    def start_from(self, pretrained: Pretrained) -> None:
+        """--init-from: the published weights; the heads the folder lacks keep their fresh initialisation."""
+        fresh = {k: v.numpy() for k, v in self.model.state_dict().items()}
+        checkpoint.apply_model_state(self.model, complete_state(pretrained, fresh), pretrained.folder)
+        log.info("initialised from %s (%d weights)%s", pretrained.folder, len(pretrained.state),
+                 f"; not in the folder, starting fresh: {', '.join(sorted({k.split('.')[0] + '.' + k.split('.')[1] for k in pretrained.fresh}))}"
+                 if pretrained.fresh else "")
+
     def restore(self, ckpt: checkpoint.Checkpoint) -> None:
         checkpoint.apply_model_state(self.model, ckpt.model_state, ckpt.path)
         named = list(self.model.named_parameters())

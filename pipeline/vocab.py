@@ -1,7 +1,14 @@
-"""Vocabulary: tokens <-> ids, built by frequency, saved as JSON. Pure Python (no paddle import)."""
+"""Vocabulary: tokens <-> ids, with its special tokens, saved as JSON. Pure Python (no paddle import).
+
+The special tokens (unknown, padding, mask, sentence start, separator) are a property of the vocabulary:
+this project's own vocabularies use `<unk> <pad> <mask> <cls> <sep>` at ids 0-4, a published BERT keeps
+its own (`[PAD]`=0, `[UNK]`=100, `[CLS]`=101, `[SEP]`=102, `[MASK]`=103 in bert-base-uncased). Every
+part of the pipeline asks the vocabulary for them.
+"""
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -10,19 +17,40 @@ import numpy as np
 from pipeline.errors import UserError
 from pipeline.files import write_text_atomic
 
-UNK, PAD, MASK, CLS, SEP = "<unk>", "<pad>", "<mask>", "<cls>", "<sep>"
-SPECIAL_TOKENS = (UNK, PAD, MASK, CLS, SEP)
+
+@dataclass(frozen=True)
+class SpecialTokens:
+    """The five special tokens' strings."""
+
+    unk: str = "<unk>"
+    pad: str = "<pad>"
+    mask: str = "<mask>"
+    cls: str = "<cls>"
+    sep: str = "<sep>"
+
+    def strings(self) -> tuple[str, str, str, str, str]:
+        return self.unk, self.pad, self.mask, self.cls, self.sep
+
+
+OWN_SPECIALS = SpecialTokens()  # this project's vocabularies: ids 0-4 in this order
+SPECIAL_TOKENS = OWN_SPECIALS.strings()
 
 
 class Vocab:
-    """`<unk>`=0, `<pad>`, `<mask>`, `<cls>`, `<sep>`, then tokens by falling frequency (ties by token)."""
+    """Tokens by id, and where the special tokens are (`unk`, `pad`, `mask`, `cls`, `sep` are ids)."""
 
-    def __init__(self, idx_to_token: Sequence[str]):
-        if tuple(idx_to_token[: len(SPECIAL_TOKENS)]) != SPECIAL_TOKENS:
-            raise ValueError(f"a vocabulary must start with {SPECIAL_TOKENS}")
+    def __init__(self, idx_to_token: Sequence[str], specials: SpecialTokens = OWN_SPECIALS):
         self.idx_to_token = list(idx_to_token)
         self.token_to_idx = {t: i for i, t in enumerate(self.idx_to_token)}
-        self.unk, self.pad, self.mask, self.cls, self.sep = range(len(SPECIAL_TOKENS))
+        missing = [t for t in specials.strings() if t not in self.token_to_idx]
+        if missing:
+            raise ValueError(f"the vocabulary lacks its special token(s) {', '.join(missing)}")
+        self.specials = specials
+        self.unk, self.pad, self.mask, self.cls, self.sep = (self.token_to_idx[t] for t in specials.strings())
+        self.special_ids = np.array(sorted({self.unk, self.pad, self.mask, self.cls, self.sep}), dtype=np.int64)
+        # random replacement tokens (MLM's 10%) are drawn from the ids after the last special token:
+        # for this project's vocabularies 5 on, for BERT's past [MASK] (its [unusedN] come before)
+        self.first_regular = int(self.special_ids.max()) + 1
 
     @classmethod
     def from_counts(cls, counts: Mapping[str, int], min_freq: int = 5) -> "Vocab":
@@ -38,19 +66,20 @@ class Vocab:
 
     def ids_of(self, forms: Sequence[str]) -> np.ndarray:
         """Ids (int32) of corpus words, already lower-cased. Unknown words, and text that spells a
-        special token (say a literal "<mask>"), become `<unk>`."""
-        get = self.token_to_idx.get
-        return np.array([0 if f in SPECIAL_TOKENS else get(f, 0) for f in forms], dtype=np.int32)
+        special token (say a literal "<mask>"), become the unknown token."""
+        get, unk, specials = self.token_to_idx.get, self.unk, set(self.specials.strings())
+        return np.array([unk if f in specials else get(f, unk) for f in forms], dtype=np.int32)
 
     def save(self, path: Path) -> None:
         """Write JSON atomically (temporary file + rename)."""
-        write_text_atomic(Path(path), json.dumps({"idx_to_token": self.idx_to_token}, ensure_ascii=False))
+        write_text_atomic(Path(path), json.dumps({"idx_to_token": self.idx_to_token,
+                                                  "special_tokens": asdict(self.specials)}, ensure_ascii=False))
 
     @classmethod
     def load(cls, path: Path) -> "Vocab":
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
-            return cls(data["idx_to_token"])
+            return cls(data["idx_to_token"], SpecialTokens(**data.get("special_tokens", {})))
         except FileNotFoundError:
             raise UserError(f"vocabulary not found: {path}") from None
         except (OSError, ValueError, KeyError, TypeError) as err:

@@ -11,7 +11,7 @@ from pipeline.examples import encode_documents, mask_tokens
 from pipeline.sources import documents_to_pairs
 from pipeline.tokenizer import learn_tokenizer
 from pipeline.tokenizer import TOKENIZER_FILE, WordPieceTokenizer, load_tokenizer
-from pipeline.vocab import SPECIAL_TOKENS
+from pipeline.vocab import SPECIAL_TOKENS, Vocab
 from tests.conftest import TINY, run_script
 
 EN_WORDS = ("the crane is flying over the river a driver came to the bank he just left city did she see it "
@@ -83,12 +83,12 @@ def test_wordpiece_normalises_like_bert():
 
 def test_whole_word_masking_masks_every_piece_of_a_word():
     rng = np.random.default_rng(0)
-    vocab_size, continuation = 40, np.zeros(40, dtype=bool)
+    vocab, continuation = Vocab(list(SPECIAL_TOKENS) + [f"w{i}" for i in range(35)]), np.zeros(40, dtype=bool)
     continuation[30:] = True  # ids 30.. are '##' pieces
     ids = rng.integers(5, 30, (200, 24))
     ids[:, 2::3] = rng.integers(30, 40, (200, 8))  # words: [start, start ##piece] repeated
     ids[:, 0] = 3
-    masked = mask_tokens(ids, vocab_size, 8, 0.3, np.random.default_rng(1), continuation)
+    masked = mask_tokens(ids, vocab, 8, 0.3, np.random.default_rng(1), continuation)
     chosen = np.zeros_like(ids, dtype=bool)
     rows = np.repeat(np.arange(200), 8)
     chosen[rows, masked.pred_positions.ravel()] = masked.mlm_weights.ravel() > 0

@@ -10,7 +10,7 @@ from pipeline.dataset import PretrainingData
 from pipeline.wikitext_cache import wikitext_examples
 from pipeline.errors import UserError
 from pipeline.examples import make_pairs, mask_tokens, max_predictions
-from pipeline.vocab import Vocab
+from pipeline.vocab import SPECIAL_TOKENS, Vocab
 from pipeline.wikitext import read_sentences
 
 MAX_LEN = 32
@@ -95,7 +95,7 @@ def test_mask_statistics_over_many_draws(examples):
     rng = np.random.default_rng(7)
     chosen = kept = masked = randomised = candidates = 0
     for _ in range(20):
-        m = mask_tokens(pairs.input_ids, len(vocab), max_predictions(MAX_LEN), 0.15, rng)
+        m = mask_tokens(pairs.input_ids, vocab, max_predictions(MAX_LEN), 0.15, rng)
         w = m.mlm_weights.astype(bool)
         rows = np.nonzero(w)[0]
         original = pairs.input_ids[rows, m.pred_positions[w]]
@@ -128,7 +128,7 @@ def test_masking_invariants_hold_for_any_batch(rows, max_len, seed):
     for r, n in enumerate(lengths):
         ids[r, :n] = np.where(rng.random(n) < 0.1, 0, rng.integers(5, 50, n))  # 0 = <unk>, a candidate
         ids[r, 0], ids[r, n - 1] = 3, 4
-    m = mask_tokens(ids, 50, max_predictions(max_len), 0.15, rng)
+    m = mask_tokens(ids, Vocab(list(SPECIAL_TOKENS) + [f"w{i}" for i in range(45)]), max_predictions(max_len), 0.15, rng)
     w = m.mlm_weights.astype(bool)
     for r in range(rows):
         positions = m.pred_positions[r][w[r]]
@@ -176,7 +176,7 @@ def test_other_settings_or_text_miss_the_cache(corpus_dir, tmp_path):
 
 
 def test_shards_are_disjoint_and_cover_the_global_batch(examples):
-    data = PretrainingData(examples.pairs, len(examples.vocab), MAX_LEN, seed=3)
+    data = PretrainingData(examples.pairs, examples.vocab, MAX_LEN, seed=3)
     whole = data.batch(5, 64)
     shards = [data.batch(5, 64, rank, 4) for rank in range(4)]
     for name in ("input_ids", "token_type_ids", "valid_length", "pred_positions", "mlm_labels", "nsp_labels"):
@@ -186,14 +186,14 @@ def test_shards_are_disjoint_and_cover_the_global_batch(examples):
 
 
 def test_epoch_covers_every_pair_once(examples):
-    data = PretrainingData(examples.pairs, len(examples.vocab), MAX_LEN)
+    data = PretrainingData(examples.pairs, examples.vocab, MAX_LEN)
     steps = data.steps_per_epoch(32)
     seen = np.concatenate([data._epoch_state(0)[0][s * 32:(s + 1) * 32] for s in range(steps)])
     assert len(np.unique(seen)) == steps * 32
 
 
 def test_dynamic_masking_redraws_each_epoch_and_fixed_does_not(examples):
-    args = (examples.pairs, len(examples.vocab), MAX_LEN)
+    args = (examples.pairs, examples.vocab, MAX_LEN)
     dynamic, fixed = PretrainingData(*args), PretrainingData(*args, dynamic_masking=False)
     assert not np.array_equal(dynamic.masks(0).input_ids, dynamic.masks(1).input_ids)
     assert np.array_equal(fixed.masks(0).input_ids, fixed.masks(1).input_ids)
@@ -201,7 +201,7 @@ def test_dynamic_masking_redraws_each_epoch_and_fixed_does_not(examples):
 
 
 def test_host_dropout_masks_keep_the_right_fraction(examples):
-    data = PretrainingData(examples.pairs, len(examples.vocab), MAX_LEN)
+    data = PretrainingData(examples.pairs, examples.vocab, MAX_LEN)
     data.use_host_dropout(4, 16, 0.2)
     masks = data.batch(0, 32)["drop_masks"]
     assert masks.shape == (4, 32, MAX_LEN, 16) and masks.dtype == np.uint8
@@ -210,7 +210,7 @@ def test_host_dropout_masks_keep_the_right_fraction(examples):
 
 
 def test_batch_size_and_corpus_size_errors(examples):
-    data = PretrainingData(examples.pairs, len(examples.vocab), MAX_LEN)
+    data = PretrainingData(examples.pairs, examples.vocab, MAX_LEN)
     with pytest.raises(UserError, match="not divisible by the 3 ranks"):
         data.batch(0, 32, 0, 3)
     with pytest.raises(UserError, match="fewer than one batch"):

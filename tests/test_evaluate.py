@@ -22,8 +22,8 @@ def held_out(corpus_dir):
     return train.vocab, wikitext_examples(corpus_dir / "wiki.test.tokens", MAX_LEN, 3, 0, None, vocab=train.vocab).pairs
 
 
-def targets(pairs, vocab_size):
-    labels = [b["mlm_labels"][b["mlm_weights"] > 0] for b in eval_batches(pairs, vocab_size, MAX_LEN, BATCH)]
+def targets(pairs, vocab):
+    labels = [b["mlm_labels"][b["mlm_weights"] > 0] for b in eval_batches(pairs, vocab, MAX_LEN, BATCH)]
     return np.concatenate(labels)
 
 
@@ -41,18 +41,18 @@ def constant(vocab_size, favourite=None, nsp_favourite=None):
 
 
 def figures(pretraining, pairs, vocab):
-    return mlm_nsp_figures(pretraining, pairs, len(vocab), MAX_LEN, BATCH)
+    return mlm_nsp_figures(pretraining, pairs, vocab, MAX_LEN, BATCH)
 
 
 def test_held_out_targets_include_unk(held_out):
     vocab, pairs = held_out
-    share = (targets(pairs, len(vocab)) == UNK).mean()
+    share = (targets(pairs, vocab) == UNK).mean()
     assert 0 < share < 0.5
 
 
 def test_a_constant_model_scores_exactly_the_unigram_baselines(held_out):
     vocab, pairs = held_out
-    labels = targets(pairs, len(vocab))
+    labels = targets(pairs, vocab)
     mode = int(np.bincount(labels).argmax())
     known_mode = int(np.bincount(labels[labels != UNK]).argmax())
     m = figures(constant(len(vocab), mode), pairs, vocab)
@@ -78,7 +78,7 @@ def test_uniform_logits_give_perplexity_equal_to_the_vocabulary_size(held_out):
 
 def test_an_oracle_scores_one_and_perplexity_near_one(held_out):
     vocab, pairs = held_out
-    seen = iter(eval_batches(pairs, len(vocab), MAX_LEN, BATCH))
+    seen = iter(eval_batches(pairs, vocab, MAX_LEN, BATCH))
 
     def oracle(ids, token_type_ids, lens, positions):
         batch = next(seen)
