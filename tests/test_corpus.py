@@ -124,6 +124,21 @@ def test_own_corpus_trains_exports_and_encodes_with_wordpiece(corpus_run):
     assert tokens[:4] == expected and tokens[-1] == "<sep>"
 
 
+def test_compare_takes_a_word_of_several_pieces_by_its_first_piece(corpus_run):
+    """encode.py --compare --word with a word WordPiece splits: the vector of its first piece, as the held-out
+    crane test does (one rule, pipeline.tokenizer.word_position)."""
+    language, _, out = corpus_run
+    if language != "english":
+        pytest.skip("the English corpus's vocabulary splits the made-up word")
+    result = run_script("infer/encode.py", "--model-dir", str(out / "inference"), "--text", "the craneflyer is here",
+                        "--compare", "a craneflyer came", "--word", "Craneflyer")
+    assert result.returncode == 0, result.stderr
+    assert "cosine similarity of 'Craneflyer' in the two contexts:" in result.stdout
+    missing = run_script("infer/encode.py", "--model-dir", str(out / "inference"), "--text", "the crane",
+                         "--compare", "a driver", "--word", "bank")
+    assert missing.returncode == 2 and "is not among the tokens" in missing.stderr
+
+
 def test_training_and_inference_give_the_same_ids(corpus_run):
     from infer.predictor import Encoder
 

@@ -175,6 +175,17 @@ def write_transformers_folder(folder, transformers, torch, size: str):
     return model, vocab
 
 
+def transformers_outputs(hf, arrays: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(encodings, MLM logits, NSP logits) of a transformers BertForPreTraining on this project's inputs."""
+    import torch
+
+    attention = (np.arange(arrays["input_ids"].shape[1])[None, :] < arrays["valid_length"][:, None]).astype(np.int64)
+    with torch.no_grad():
+        out = hf(input_ids=torch.from_numpy(arrays["input_ids"]), token_type_ids=torch.from_numpy(arrays["token_type_ids"]),
+                 attention_mask=torch.from_numpy(attention), output_hidden_states=True)
+    return out.hidden_states[-1].numpy(), out.prediction_logits.numpy(), out.seq_relationship_logits.numpy()
+
+
 @pytest.mark.parametrize("size", ["small", "base"])
 def test_a_transformers_folder_gives_its_logits(tmp_path, size):
     torch = pytest.importorskip("torch")
@@ -188,14 +199,23 @@ def test_a_transformers_folder_gives_its_logits(tmp_path, size):
     arrays["input_ids"][:, 0] = v.cls
     positions = np.tile(np.arange(24), (3, 1))
     encodings, mlm, nsp = outputs(ours, arrays, positions)
-    attention = (np.arange(24)[None, :] < arrays["valid_length"][:, None]).astype(np.int64)
-    with torch.no_grad():
-        out = hf(input_ids=torch.from_numpy(arrays["input_ids"]), token_type_ids=torch.from_numpy(arrays["token_type_ids"]),
-                 attention_mask=torch.from_numpy(attention), output_hidden_states=True)
+    their_encodings, their_mlm, their_nsp = transformers_outputs(hf, arrays)
     for row, n in enumerate(arrays["valid_length"]):
-        np.testing.assert_allclose(encodings[row, :n], out.hidden_states[-1][row, :n].numpy(), atol=1e-4)
-        np.testing.assert_allclose(mlm[row, :n], out.prediction_logits[row, :n].numpy(), atol=1e-4)
-    np.testing.assert_allclose(nsp, out.seq_relationship_logits.numpy(), atol=1e-4)
+        np.testing.assert_allclose(encodings[row, :n], their_encodings[row, :n], atol=1e-4)
+        np.testing.assert_allclose(mlm[row, :n], their_mlm[row, :n], atol=1e-4)
+    np.testing.assert_allclose(nsp, their_nsp, atol=1e-4)
     tokenizer = transformers.BertTokenizer(str(tmp_path / "vocab.txt"))
     text = "Word1 word2 [MASK] wordX word19"
     assert [v[t] for t in pretrained.tokenizer.tokens(text)] == tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def test_continued_pretraining_on_two_processes(hf_folder, tmp_path, corpus_dir):
+    """--init-from under the launcher: both ranks start from the folder and the run finishes."""
+    out = tmp_path / "two"
+    result = run_script("-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir", str(tmp_path / "log"),
+                        "pipeline/train.py", "--init-from", str(hf_folder), "--data-dir", str(corpus_dir),
+                        "--output-dir", str(out), "--steps", "3", *KEEP)
+    logs = "\n".join(p.read_text(errors="replace")[-2000:] for p in sorted((tmp_path / "log").glob("workerlog.*")))
+    assert result.returncode == 0, logs
+    assert checkpoint.load(checkpoint.latest(out)).step == 3
+    assert "initialised from" in logs
