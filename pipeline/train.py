@@ -121,15 +121,18 @@ def init_distributed(cfg: Config, verbose: bool = False) -> tuple[int, int, str]
 
 
 def check_data(cfg: Config) -> None:
-    """Fail at once on a data folder, split or corpus path that is not there."""
+    """Fail at once on a data folder, split, corpus or --init-from path that is not there (WikiText that is
+    to be downloaded is checked when it is)."""
     d = cfg.data
     for paths in (d.corpus, d.eval_corpus):
         if paths:
             find_files(paths)
+    if cfg.train.init_from and not Path(cfg.train.init_from).expanduser().is_dir():
+        raise UserError(f"--init-from {cfg.train.init_from}: no such folder")
     if d.prepared and not Path(d.prepared).is_dir():
         raise UserError(f"--prepared {d.prepared}: no such folder (make it with pipeline/prepare.py)")
     for split in (None if d.corpus or d.prepared else d.split, d.eval_split):
-        if split:
+        if split and d.data_dir is not None:
             find_split(d.data_dir, split)
 
 
@@ -191,8 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     check_writable(output)
     # rank 0 (or a lone process) holds the output folder until the end; the kernel frees it if we die
     lock = FolderLock(output, "training run") if os.environ.get("PADDLE_TRAINER_ID", "0") == "0" else None
+    check_data(cfg)  # a wrong folder fails before a download is tried or fleet starts
     sample_notice = use_sample_without_network(cfg)
-    check_data(cfg)  # a wrong data folder fails before fleet starts
     rank, world, devices = init_distributed(cfg, args.verbose)
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
