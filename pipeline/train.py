@@ -179,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     """Pretrain BERT in five steps:
     1. settings: YAML config + overrides, fleet collective init, CPU threads;
     2. data: corpus -> vocabulary -> NSP pairs (cached) -> masked, sharded batches;
-    3. model: BertForPretraining + losses under to_static, then fleet.distributed_model;
+    3. model: BertForPretraining (fresh, resumed, or a published BERT's with --init-from) + losses under
+       to_static, then fleet.distributed_model;
     4. loop: steps with progress, metrics, checkpoints, clean stop on SIGTERM/Ctrl-C;
     5. summary: the seed's two lines, loss.png, optional held-out evaluation.
     """

@@ -129,7 +129,7 @@ def test_compare_takes_a_word_of_several_pieces_by_its_first_piece(corpus_run):
     crane test does (one rule, pipeline.tokenizer.word_position)."""
     language, _, out = corpus_run
     if language != "english":
-        pytest.skip("the English corpus's vocabulary splits the made-up word")
+        pytest.skip("runs on the English corpus, whose vocabulary splits the made-up word")
     result = run_script("infer/encode.py", "--model-dir", str(out / "inference"), "--text", "the craneflyer is here",
                         "--compare", "a craneflyer came", "--word", "Craneflyer")
     assert result.returncode == 0, result.stderr
