@@ -162,7 +162,7 @@ def run_huggingface(data_dir: str, minutes: float) -> list[dict]:
 
     def evaluate_now(step: int, seconds: float) -> dict:
         model.eval()
-        metrics = mlm_nsp_figures(pretraining, pairs, vocab, d.max_len, mask_prob=d.mask_prob)
+        metrics = mlm_nsp_figures(pretraining, pairs, vocab, d.max_len)
         metrics.update(encoding_figures(encoder, pairs, WhitespaceTokenizer(vocab), d.max_len))
         model.train()
         print(f"  huggingface step {step:5d} at {seconds / 60:5.2f} min: known-word accuracy "

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import Config
+from pipeline.errors import UserError
 from pipeline.tokenizer import TOKENIZER_FILE, Tokenizer
 
 # (Hugging Face name, this project's name); "{i}" is the layer index.
@@ -79,6 +80,14 @@ def to_huggingface(state: dict[str, np.ndarray], num_layers: int, tied: bool = F
         width = state[f"encoder.layers.{i}.attention.key.weight"].shape[1]
         out[f"bert.encoder.layer.{i}.attention.self.key.bias"] = np.zeros(width, dtype=np.float32)
     return out
+
+
+def check_expressible(cfg: Config) -> None:
+    """Refuse a model transformers' BertForPreTraining cannot be: it is post-LN (LayerNorm after each
+    residual add, no final LayerNorm)."""
+    if cfg.model.norm != "post":
+        raise UserError(f"model.norm={cfg.model.norm}: transformers' BERT is post-LN, so this pre-LN model cannot be "
+                        f"written as a BertForPreTraining (export it with --format paddle)")
 
 
 def bert_config(cfg: Config, pad_id: int = 1) -> dict:

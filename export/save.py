@@ -135,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     export_dir = Path(args.export_dir) if args.export_dir else output / default_name
     try:
         if args.format == "huggingface":
+            huggingface.check_expressible(ckpt.config)
             with atomic_folder(export_dir) as tmp:
                 huggingface.write_folder(tmp, ckpt.config, ckpt.model_state, tokenizer)
         else:

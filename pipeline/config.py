@@ -46,6 +46,8 @@ class ModelConfig:
                               at_least=0.0)
     layer_norm_eps: float = setting(1e-12, "LayerNorm epsilon (BERT 1e-12, Paddle 1e-5)", above=0.0)
     tie_word_embeddings: bool = setting(False, "the MLM output layer reuses the word embeddings (BERT)")
+    norm: str = setting("post", "post: LayerNorm after each residual add (BERT); pre: before each block, with a "
+                                "final LayerNorm (cramming, academic-budget BERT)", choices=("post", "pre"))
 
 
 @dataclass
@@ -67,7 +69,10 @@ class DataConfig:
     eval_split: str | None = setting(None, "split to evaluate on at the end", choices=(None, *SPLITS))
     max_len: int = setting(64, "tokens per sentence pair, with <cls>/<sep>", at_least=5)
     min_freq: int = setting(5, "words seen fewer times become <unk>", at_least=1)
-    mask_prob: float = setting(0.15, "share of tokens to predict", above=0.0, below=1.0)
+    mask_prob: float = setting(0.15, "share of tokens to predict in training (held-out figures always use 0.15)",
+                               above=0.0, below=1.0)
+    mask_replace: bool = setting(True, "80/10/10: of the chosen tokens 80% masked, 10% random, 10% kept; false: "
+                                       "all masked")
     dynamic_masking: bool = setting(True, "new masks every epoch (false: the seed's fixed masks)")
     cache_dir: str | None = setting(None, "prepared-example cache; none = ~/.cache/paddle-bert-pipeline")
     seed: int = setting(0, "pairs, masks and order")
@@ -86,6 +91,7 @@ class TrainConfig:
     warmup_steps: int = setting(80, "linear warm-up from 0", at_least=0)
     lr_decay: str = setting("linear", "after warm-up: none or linear to 0 at train.steps", choices=("none", "linear"))
     grad_clip: float = setting(0.0, "clip the global gradient norm; 0 = off", at_least=0.0)
+    nsp: bool = setting(True, "train next sentence prediction (the seed's); false: masked LM only")
     accumulate_steps: int = setting(1, "micro-batches per step", at_least=1)
     amp: str = setting("none", "mixed precision (GPU only)", choices=("none", "fp16", "bf16"))
     init_from: str | None = setting(None, "a Hugging Face BERT folder to start from: its model settings, weights "

@@ -63,9 +63,11 @@ class PretrainingData:
     """
 
     def __init__(self, pairs: Pairs, vocab: Vocab, max_len: int, mask_prob: float = 0.15,
-                 dynamic_masking: bool = True, seed: int = 0, continuation: np.ndarray | None = None):
+                 dynamic_masking: bool = True, seed: int = 0, continuation: np.ndarray | None = None,
+                 mask_replace: bool = True):
         self.pairs = pairs
         self.continuation = continuation  # whole-word masking: which vocabulary ids continue a word
+        self.mask_replace = mask_replace  # 80/10/10, or every chosen token masked
         self.host_dropout: tuple[int, int, float] | None = None
         self.vocab = vocab
         self.max_len = max_len
@@ -90,7 +92,7 @@ class PretrainingData:
         mask_epoch = epoch if self.dynamic_masking else 0
         rng = np.random.default_rng([self.seed, mask_epoch, 2])
         return mask_tokens(self.pairs.input_ids, self.vocab, self.max_preds, self.mask_prob, rng,
-                           self.continuation)
+                           self.continuation, self.mask_replace)
 
     def _epoch_state(self, epoch: int) -> tuple[np.ndarray, MaskedTokens]:
         if self._epoch is None or self._epoch[0] != epoch:
@@ -173,8 +175,9 @@ class MappedPretrainingData(PretrainingData):
     (seed, epoch, batch): always dynamic masking, and a resumed run sees the same batches."""
 
     def __init__(self, corpus: MappedCorpus, max_len: int, mask_prob: float = 0.15, seed: int = 0,
-                 continuation: np.ndarray | None = None):
-        super().__init__(corpus.pairs, corpus.tokenizer.vocab, max_len, mask_prob, True, seed, continuation)
+                 continuation: np.ndarray | None = None, mask_replace: bool = True):
+        super().__init__(corpus.pairs, corpus.tokenizer.vocab, max_len, mask_prob, True, seed, continuation,
+                         mask_replace)
         self.corpus = corpus
         self._order: tuple[int, np.ndarray] | None = None
 
@@ -187,7 +190,8 @@ class MappedPretrainingData(PretrainingData):
         epoch, index, global_rows, mine = self._rows(step, batch_size, rank, world)
         pairs = self.corpus.take(global_rows, self.max_len)  # every rank builds the global batch: same masks
         masked = mask_tokens(pairs.input_ids, self.vocab, self.max_preds, self.mask_prob,
-                             np.random.default_rng([self.seed, epoch, index, 2]), self.continuation)
+                             np.random.default_rng([self.seed, epoch, index, 2]), self.continuation,
+                             self.mask_replace)
         out = _gather(pairs, masked, mine, masked.mlm_weights.sum() / world)
         if self.host_dropout is not None:
             out["drop_masks"] = self._dropout_masks(step, rank, mine.stop - mine.start)

@@ -138,10 +138,11 @@ def make_pairs(ids: np.ndarray, sentences: SentenceBounds, vocab: Vocab, max_len
 
 
 def mask_tokens(input_ids: np.ndarray, vocab: Vocab, max_preds: int, mask_prob: float,
-                rng: np.random.Generator, continuation: np.ndarray | None = None) -> MaskedTokens:
+                rng: np.random.Generator, continuation: np.ndarray | None = None, replace: bool = True) -> MaskedTokens:
     """Choose mask_prob (at least one) of the non-special tokens of each row; of those 80% become
-    the mask token, 10% a random regular token, 10% stay. Labels are the original tokens. The unknown
-    token is a regular target; padding, mask, sentence start and separator are never chosen.
+    the mask token, 10% a random regular token, 10% stay (with `replace`; without, all become the mask
+    token). Labels are the original tokens. The unknown token is a regular target; padding, mask,
+    sentence start and separator are never chosen.
 
     With `continuation` (per vocabulary id: True for a WordPiece `##` piece), whole words are chosen:
     every piece of a word gets the random key of its first piece, so they are picked together."""
@@ -165,7 +166,8 @@ def mask_tokens(input_ids: np.ndarray, vocab: Vocab, max_preds: int, mask_prob: 
     labels = np.where(weights, np.take_along_axis(input_ids, positions, axis=1), 0).astype(np.int32)
     roll = rng.random((n, k), dtype=np.float32)
     random_tokens = rng.integers(vocab.first_regular, len(vocab), (n, k), dtype=np.int32)
-    replacement = np.where(roll < 0.8, vocab.mask, np.where(roll < 0.9, random_tokens, labels))
+    replacement = (np.where(roll < 0.8, vocab.mask, np.where(roll < 0.9, random_tokens, labels)) if replace
+                   else np.full_like(labels, vocab.mask))
     masked = input_ids.copy()
     np.put_along_axis(masked, positions, np.where(weights, replacement, masked[:, :1]), axis=1)
     if k < max_preds:

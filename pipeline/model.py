@@ -128,7 +128,8 @@ class BertSelfAttention(nn.Layer):
 
 
 class BertLayer(nn.Layer):
-    """Post-LN Transformer block: attention, add & norm, feed-forward, add & norm.
+    """Transformer block. Post-LN (BERT, `model.norm=post`): attention, add & norm, feed-forward, add & norm.
+    Pre-LN (`pre`): x + attention(norm(x)), then x + feed-forward(norm(x)); the encoder adds a final norm.
 
     Dropout uses `drop_masks` ([2, B, L, hidden] uint8, 1 = keep) when given: masks drawn on the host
     by the data pipeline are ~10x cheaper than Paddle's CPU random numbers. Without them, F.dropout.
@@ -144,6 +145,7 @@ class BertLayer(nn.Layer):
         self.activation = getattr(F, cfg.activation)
         self.dropout = nn.Dropout(cfg.dropout)
         self.keep_scale = 1.0 / dropout_keep_probability(cfg.dropout)
+        self.pre_norm = cfg.norm == "pre"
 
     def _drop(self, y: paddle.Tensor, keep: paddle.Tensor | None) -> paddle.Tensor:
         if not self.training or keep is None:
@@ -153,6 +155,9 @@ class BertLayer(nn.Layer):
     def forward(self, x: paddle.Tensor, mask: paddle.Tensor, drop_masks: paddle.Tensor | None = None) -> paddle.Tensor:
         keep_attention = None if drop_masks is None else drop_masks[0]
         keep_output = None if drop_masks is None else drop_masks[1]
+        if self.pre_norm:
+            x = x + self._drop(self.attention(self.attention_norm(x), mask), keep_attention)
+            return x + self._drop(self.output(self.activation(self.intermediate(self.output_norm(x)))), keep_output)
         x = self.attention_norm(x + self._drop(self.attention(x, mask), keep_attention))
         y = self.output(self.activation(self.intermediate(x)))
         return self.output_norm(x + self._drop(y, keep_output))
@@ -170,6 +175,8 @@ class BertEncoder(nn.Layer):
         super().__init__()
         self.embeddings = BertEmbeddings(cfg)
         self.layers = nn.LayerList([BertLayer(cfg) for _ in range(cfg.num_layers)])
+        # pre-LN leaves the residual stream unnormalised: one LayerNorm at the end (cramming's final_norm)
+        self.final_norm = nn.LayerNorm(cfg.hidden_size, epsilon=cfg.layer_norm_eps) if cfg.norm == "pre" else None
 
     def forward(self, input_ids: paddle.Tensor, token_type_ids: paddle.Tensor, valid_length: paddle.Tensor,
                 drop_masks: paddle.Tensor | None = None) -> paddle.Tensor:
@@ -177,7 +184,7 @@ class BertEncoder(nn.Layer):
         mask = attention_mask(valid_length, paddle.shape(input_ids)[1])
         for i, layer in enumerate(self.layers):
             x = layer(x, mask, None if drop_masks is None else drop_masks[2 * i:2 * i + 2])
-        return x
+        return x if self.final_norm is None else self.final_norm(x)
 
 
 class MaskLMHead(nn.Layer):
@@ -273,11 +280,14 @@ def pretraining_loss(mlm_logits: paddle.Tensor, nsp_logits: paddle.Tensor, mlm_l
 
 class PretrainingStep(nn.Layer):
     """Forward pass and losses as one Layer, so one to_static program covers both. The MLM head runs on
-    the real masked positions only (`mlm_positions`: flat indices into the B * L tokens), not on padding."""
+    the real masked positions only (`mlm_positions`: flat indices into the B * L tokens), not on padding.
+    Without NSP (`nsp=False`) its loss is weighted 0: the head stays in the graph (every parameter keeps a
+    gradient, as data parallel wants) but learns nothing and moves nothing else."""
 
-    def __init__(self, model: BertForPretraining):
+    def __init__(self, model: BertForPretraining, nsp: bool = True):
         super().__init__()
         self.bert = model
+        self.nsp_weight = 1.0 if nsp else 0.0
 
     def forward(self, input_ids: paddle.Tensor, token_type_ids: paddle.Tensor, valid_length: paddle.Tensor,
                 mlm_positions: paddle.Tensor, mlm_labels: paddle.Tensor, nsp_labels: paddle.Tensor,
@@ -286,7 +296,8 @@ class PretrainingStep(nn.Layer):
         encodings = self.bert.encoder(input_ids, token_type_ids, valid_length, drop_masks)
         mlm_logits = self.bert.mlm_head.predict(encodings, mlm_positions)
         nsp_logits = self.bert.nsp_head(encodings)
-        return pretraining_loss(mlm_logits, nsp_logits, mlm_labels, nsp_labels, mlm_norm)
+        mlm_loss, nsp_loss = pretraining_loss(mlm_logits, nsp_logits, mlm_labels, nsp_labels, mlm_norm)
+        return mlm_loss, nsp_loss * self.nsp_weight
 
 
 def step_input_spec(host_dropout: bool) -> list:

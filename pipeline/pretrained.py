@@ -85,6 +85,7 @@ def model_settings(config: dict, path: Path) -> dict:
         raise UserError(f"{path} lacks {', '.join(missing)}")
     settings = {ours: config[theirs] for theirs, ours in MODEL_KEYS.items() if theirs in config}
     settings.setdefault("tie_word_embeddings", True)  # transformers' default
+    settings["norm"] = "post"  # transformers' BERT is post-LN
     return settings
 
 

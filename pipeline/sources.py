@@ -117,9 +117,9 @@ def training_data(cfg: Config, output: Path, resume: bool, given: Tokenizer | No
     cfg.model.vocab_size = len(tokenizer.vocab)
     continuation = np.array([t.startswith("##") for t in tokenizer.vocab.idx_to_token]) if d.whole_word_mask else None
     if mapped is not None:
-        return tokenizer, MappedPretrainingData(mapped, d.max_len, d.mask_prob, d.seed, continuation)
+        return tokenizer, MappedPretrainingData(mapped, d.max_len, d.mask_prob, d.seed, continuation, d.mask_replace)
     return tokenizer, PretrainingData(pairs, tokenizer.vocab, d.max_len, d.mask_prob, d.dynamic_masking,
-                                      d.seed, continuation=continuation)
+                                      d.seed, continuation=continuation, mask_replace=d.mask_replace)
 
 
 def corpus_in_cache(cfg: Config, tokenizer: Tokenizer | None = None) -> Path:

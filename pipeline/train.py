@@ -248,12 +248,13 @@ def report(trainer: Trainer, tokenizer: Tokenizer, devices: str, result: LoopRes
     if result.out_of_time:
         log.info("train.max_minutes=%g reached at step %d of %d", cfg.train.max_minutes, trainer.step, cfg.train.steps)
     if result.steps:
-        print(f"MLM loss {result.mlm_loss:.3f}, NSP loss {result.nsp_loss:.3f}")
+        print(f"MLM loss {result.mlm_loss:.3f}, " + (f"NSP loss {result.nsp_loss:.3f}" if cfg.train.nsp
+                                                     else "NSP off (train.nsp=false)"))
         print(f"{result.steps * cfg.train.batch_size / result.seconds:.1f} sentence pairs/sec on {devices}")
     log.info("%d steps in %.1f s, now at step %d; outputs in %s", result.steps, result.seconds, trainer.step, output)
     pairs = held_out_pairs(cfg, tokenizer)
     if pairs is not None:
-        metrics = evaluate(trainer.model, pairs, tokenizer, cfg.data.max_len, mask_prob=cfg.data.mask_prob)
+        metrics = evaluate(trainer.model, pairs, tokenizer, cfg.data.max_len)
         print(format_metrics(metrics))
         write_text_atomic(output / "eval.json", json.dumps(metrics, indent=1))
 

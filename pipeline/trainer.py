@@ -96,7 +96,7 @@ class Trainer:
         if host_dropout:  # numpy's random bytes are ~10x cheaper than Paddle's CPU dropout
             data.use_host_dropout(2 * cfg.model.num_layers, cfg.model.hidden_size, cfg.model.dropout)
         self.input_spec = step_input_spec(host_dropout)
-        step_layer = PretrainingStep(self.model)
+        step_layer = PretrainingStep(self.model, cfg.train.nsp)
         if cfg.train.to_static:
             step_layer = paddle.jit.to_static(step_layer, input_spec=self.input_spec, full_graph=True)
         self.step_fn = step_layer

@@ -176,3 +176,71 @@ def test_bert_initialisation_is_a_truncated_normal_with_zero_biases():
     paddle.seed(0)
     default = BertForPretraining(ModelConfig(**{**CFG.__dict__, "init_std": 0.0}))
     assert np.abs(dict(default.named_parameters())["encoder.layers.0.intermediate.weight"].numpy()).max() > 0.1
+
+
+def test_pre_ln_nsp_off_and_mask_only_train_resume_and_export(corpus_dir, tmp_path):
+    """The budget-BERT options together: pre-LN with a final LayerNorm, NSP off, 30% masking with every
+    chosen token masked. The loss falls, the NSP head does not move, the predictor equals the model,
+    held-out figures still mask 15%, and the Hugging Face export refuses the pre-LN model in one line."""
+    import json
+
+    import numpy as np
+
+    from infer.predictor import Encoder
+    from pipeline import checkpoint
+    from pipeline.model import BertForPretraining
+    from tests.conftest import TINY, run_script
+    from tests.test_export_infer import random_inputs
+    from tests.test_train import assert_user_error, losses
+
+    options = ["-o", "model.norm=pre", "-o", "train.nsp=false", "-o", "data.mask_prob=0.3",
+               "-o", "data.mask_replace=false"]
+    out, plain = tmp_path / "budget", tmp_path / "plain"
+    result = run_script("pipeline/train.py", "--data-dir", str(corpus_dir), "--output-dir", str(out), "--steps", "12",
+                        "--eval-split", "test", *TINY, *options, "-o", "train.save_every=6", "-o", "train.keep_checkpoints=5")
+    assert result.returncode == 0, result.stderr
+    assert "NSP off (train.nsp=false)" in result.stdout
+    assert run_script("pipeline/train.py", "--data-dir", str(corpus_dir), "--output-dir", str(plain), "--steps", "12",
+                      "--eval-split", "test", *TINY).returncode == 0
+    records = losses(out)
+    assert np.mean([r[1] for r in records[-3:]]) < np.mean([r[1] for r in records[:3]])
+    assert all(r[2] == 0 for r in records)
+    six, twelve = (checkpoint.load(out / "checkpoints" / f"step_{n}").model_state for n in (6, 12))
+    assert "encoder.final_norm.weight" in twelve
+    def moved(name):  # largest change over steps 6..12, relative to the weight's size
+        return np.abs(twelve[name] - six[name]).max() / np.abs(six[name]).max()
+    assert moved("nsp_head.classifier.weight") < 1e-3 < 1e-2 < moved("mlm_head.transform.weight")  # weight decay only
+    held_out = [json.loads((o / "eval.json").read_text()) for o in (out, plain)]
+    assert held_out[0]["mlm_targets"] == held_out[1]["mlm_targets"], "both evaluated at 15%"
+
+    assert run_script("export/save.py", "--output-dir", str(out)).returncode == 0
+    ckpt = checkpoint.load(checkpoint.latest(out))
+    model = BertForPretraining(ckpt.config.model)
+    checkpoint.apply_model_state(model, ckpt.model_state, ckpt.path)
+    model.eval()
+    encoder = Encoder(out / "inference", device="cpu")
+    arrays = random_inputs(len(encoder.vocab), 3, 20, 0)
+    with paddle.no_grad():
+        want = model.encoder(*(paddle.to_tensor(arrays[k]) for k in ("input_ids", "token_type_ids", "valid_length")))
+    (got,) = encoder.run(arrays)
+    for row, n in enumerate(arrays["valid_length"]):
+        assert np.abs(got[row, :n] - want.numpy()[row, :n]).max() < 1e-5
+    assert_user_error(run_script("export/save.py", "--output-dir", str(out), "--format", "huggingface"),
+                      "transformers' BERT is post-LN")
+
+
+def test_mask_only_masks_every_chosen_token():
+    import numpy as np
+
+    from pipeline.examples import mask_tokens
+    from pipeline.vocab import SPECIAL_TOKENS, Vocab
+
+    vocab = Vocab(list(SPECIAL_TOKENS) + [f"w{i}" for i in range(95)])
+    ids = np.random.default_rng(0).integers(5, 100, (64, 32))
+    masked = mask_tokens(ids, vocab, 10, 0.3, np.random.default_rng(1), replace=False)
+    real = masked.mlm_weights > 0
+    chosen = np.take_along_axis(masked.input_ids, masked.pred_positions, axis=1)[real]
+    assert (chosen == vocab.mask).all() and real.sum() == 64 * 10
+    replaced = mask_tokens(ids, vocab, 10, 0.3, np.random.default_rng(1))
+    share = (np.take_along_axis(replaced.input_ids, replaced.pred_positions, axis=1)[real] == vocab.mask).mean()
+    assert 0.75 < share < 0.85

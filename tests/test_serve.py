@@ -178,6 +178,9 @@ def test_no_body_gets_a_5xx_and_the_service_is_unchanged_after(exported):
         nested = [b'{"texts": ' + b"[" * int(d) + b"]" * int(d) + b"}" for d in depths]
         huge_number = b'{"texts": [' + b"9" * 5000 + b"]}"  # over Python's 4,300-digit limit for int()
         assert {request(url + "/encode", body)[0] for body in nested + [huge_number]} == {400}
+        huge_lists = [json.dumps({"texts": ["a"] * 5000}).encode(), json.dumps({"texts": [[]] * 20000}).encode(),
+                      json.dumps({"texts": ["a"], "pooling": list(range(50000))}).encode()]
+        assert [request(url + "/encode", body)[0] for body in huge_lists] == [413, 413, 400]
         assert encode(url, ["a crane is flying"])[0] == 200
         assert rss_kb(proc.pid) < before * 1.2, (before, rss_kb(proc.pid))
     finally:
