@@ -33,6 +33,21 @@ def random_inputs(vocab_size, rows, length, seed):
     return {"input_ids": ids, "token_type_ids": segments, "valid_length": valid.astype(np.int64)}
 
 
+def assert_export_matches_checkpoint(run_folder, export_dir, rows: int = 4) -> None:
+    """The predictor over `export_dir` gives the encodings of `run_folder`'s newest checkpoint (within 1e-5)."""
+    ckpt = checkpoint.load(checkpoint.latest(run_folder))
+    model = BertForPretraining(ckpt.config.model)
+    checkpoint.apply_model_state(model, ckpt.model_state, ckpt.path)
+    model.eval()
+    encoder = Encoder(export_dir, device="cpu")
+    arrays = random_inputs(len(encoder.vocab), rows, 20, 0)
+    with paddle.no_grad():
+        want = model.encoder(*(paddle.to_tensor(arrays[k]) for k in ("input_ids", "token_type_ids", "valid_length")))
+    (got,) = encoder.run(arrays)
+    for row, n in enumerate(arrays["valid_length"]):
+        assert np.abs(got[row, :n] - want.numpy()[row, :n]).max() < 1e-5
+
+
 def test_export_writes_program_weights_vocab_and_manifest(exported, trained):
     names = {p.name for p in exported.iterdir()}
     assert {"encoder.json", "encoder.pdiparams", "vocab.json", "manifest.json",

@@ -186,11 +186,9 @@ def test_pre_ln_nsp_off_and_mask_only_train_resume_and_export(corpus_dir, tmp_pa
 
     import numpy as np
 
-    from infer.predictor import Encoder
     from pipeline import checkpoint
-    from pipeline.model import BertForPretraining
     from tests.conftest import TINY, run_script
-    from tests.test_export_infer import random_inputs
+    from tests.test_export_infer import assert_export_matches_checkpoint
     from tests.test_train import assert_user_error, losses
 
     options = ["-o", "model.norm=pre", "-o", "train.nsp=false", "-o", "data.mask_prob=0.3",
@@ -214,17 +212,7 @@ def test_pre_ln_nsp_off_and_mask_only_train_resume_and_export(corpus_dir, tmp_pa
     assert held_out[0]["mlm_targets"] == held_out[1]["mlm_targets"], "both evaluated at 15%"
 
     assert run_script("export/save.py", "--output-dir", str(out)).returncode == 0
-    ckpt = checkpoint.load(checkpoint.latest(out))
-    model = BertForPretraining(ckpt.config.model)
-    checkpoint.apply_model_state(model, ckpt.model_state, ckpt.path)
-    model.eval()
-    encoder = Encoder(out / "inference", device="cpu")
-    arrays = random_inputs(len(encoder.vocab), 3, 20, 0)
-    with paddle.no_grad():
-        want = model.encoder(*(paddle.to_tensor(arrays[k]) for k in ("input_ids", "token_type_ids", "valid_length")))
-    (got,) = encoder.run(arrays)
-    for row, n in enumerate(arrays["valid_length"]):
-        assert np.abs(got[row, :n] - want.numpy()[row, :n]).max() < 1e-5
+    assert_export_matches_checkpoint(out, out / "inference")
     assert_user_error(run_script("export/save.py", "--output-dir", str(out), "--format", "huggingface"),
                       "transformers' BERT is post-LN")
 

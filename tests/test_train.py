@@ -82,11 +82,7 @@ def test_resume_gives_the_same_losses_as_an_unbroken_run(corpus_dir, tmp_path, m
 def test_paddles_own_dropout_trains_and_exports_with_parity(corpus_dir, tmp_path):
     """train.dropout_masks=paddle on CPU: F.dropout in the static graph (not the host masks); the loss falls,
     the dropout really drops (other losses than with dropout 0), and the export equals the trained model."""
-    import paddle
-
-    from infer.predictor import Encoder
-    from pipeline.model import BertForPretraining
-    from tests.test_export_infer import random_inputs
+    from tests.test_export_infer import assert_export_matches_checkpoint
 
     out, plain = tmp_path / "gpu-form", tmp_path / "no-dropout"
     result = train(corpus_dir, out, "-o", "train.dropout_masks=paddle", "-o", "model.dropout=0.2", steps=12)
@@ -97,17 +93,7 @@ def test_paddles_own_dropout_trains_and_exports_with_parity(corpus_dir, tmp_path
     assert not np.allclose([r[1] for r in records], [r[1] for r in losses(plain)])
     exported = run_script("export/save.py", "--output-dir", str(out), "--export-dir", str(out / "inference"))
     assert exported.returncode == 0, exported.stderr
-    ckpt = checkpoint.load(checkpoint.latest(out))
-    model = BertForPretraining(ckpt.config.model)
-    checkpoint.apply_model_state(model, ckpt.model_state, ckpt.path)
-    model.eval()
-    encoder = Encoder(out / "inference", device="cpu")
-    arrays = random_inputs(len(encoder.vocab), 4, 20, 0)
-    with paddle.no_grad():
-        want = model.encoder(*(paddle.to_tensor(arrays[k]) for k in ("input_ids", "token_type_ids", "valid_length")))
-    (got,) = encoder.run(arrays)
-    for row, n in enumerate(arrays["valid_length"]):
-        assert np.abs(got[row, :n] - want.numpy()[row, :n]).max() < 1e-5
+    assert_export_matches_checkpoint(out, out / "inference")
 
 
 def test_sigterm_stops_at_a_step_boundary_with_a_checkpoint_that_resumes(corpus_dir, tmp_path):
