@@ -15,6 +15,7 @@ from pipeline.vocab import Vocab
 if TYPE_CHECKING:
     from pipeline.prepare import MappedCorpus
 
+
 def _gather(pairs: Pairs, masked: MaskedTokens, rows: np.ndarray | slice, mlm_norm: float) -> dict[str, np.ndarray]:
     """The model's inputs and targets for `rows`, as int64 / float32 arrays."""
     return {

@@ -178,9 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", help="checkpoint folder (default: the newest in --output-dir)")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--split", help="WikiText split to evaluate: train, valid or test (default: test)")
-    source.add_argument("--corpus", action="append", metavar="PATH", help="your own held-out text: files, folders, "
-                                                                         "globs (repeatable)")
-    source.add_argument("--prepared", metavar="DIR", help="a folder made by pipeline/prepare.py with the same tokenizer")
+    source.add_argument("--corpus", action="append", metavar="PATH",
+                        help="your own held-out text: files, folders, globs (repeatable)")
+    source.add_argument("--prepared", metavar="DIR",
+                        help="a folder made by pipeline/prepare.py with the same tokenizer")
     parser.add_argument("--data-dir", help="with --split: folder or zip with wiki.*.tokens (default: the "
                                            "checkpoint's data.data_dir, else download WikiText-2)")
     parser.add_argument("--batch-size", type=int, default=256, help="pairs per forward pass (default: 256)")

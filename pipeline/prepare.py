@@ -57,10 +57,10 @@ def byte_progress(total_bytes: int, what: str):
 
 
 def tokenizer_from_files(files: list[Path], cfg: Config) -> Tokenizer:
-    """Pass 1: the tokenizer, learnt from lines (a line's words are its sentences' words). WordPiece learns
-    from a seeded sample of `data.tokenizer_sample_mb` when the corpus is larger (as SentencePiece's
-    input_sentence_size); otherwise, and for the whitespace vocabulary (whose min_freq counts every
-    word), from all the text as it streams past."""
+    """Pass 1: the tokenizer. WordPiece learns from lines (its pre-tokenizer splits a line into the same
+    words as its sentences, without the cost of splitting sentences), from a seeded sample of
+    `data.tokenizer_sample_mb` when the corpus is larger (as SentencePiece's input_sentence_size); the
+    whitespace vocabulary (whose min_freq counts every word) from all the sentences as they stream past."""
     d = cfg.data
     total = sum(f.stat().st_size for f in files)
     if d.tokenizer == "wordpiece" and 0 < d.tokenizer_sample_mb * 1e6 < total:
@@ -69,12 +69,15 @@ def tokenizer_from_files(files: list[Path], cfg: Config) -> Tokenizer:
                  sum(map(len, lines)) / 1e6, total / 1e6)
         return learn_tokenizer(lines, d.tokenizer, d.vocab_size, d.lowercase, d.min_freq, len(lines))
     with byte_progress(total, "learning the tokenizer") as bar:
-        def lines() -> Iterator[str]:
+        def texts() -> Iterator[str]:
             for path in files:
-                yield from (line for line in file_lines(path) if line.strip())
+                if d.tokenizer == "wordpiece":
+                    yield from (line for line in file_lines(path) if line.strip())
+                else:  # "你好。我" is one whitespace word as a line, two as sentences
+                    yield from (sentence for doc in file_documents(path) for sentence in doc)
                 bar.update(path.stat().st_size)
 
-        return learn_tokenizer(lines(), d.tokenizer, d.vocab_size, d.lowercase, d.min_freq)
+        return learn_tokenizer(texts(), d.tokenizer, d.vocab_size, d.lowercase, d.min_freq)
 
 
 def sample_lines(files: list[Path], size: int, seed: int, block: int | None = None) -> list[str]:

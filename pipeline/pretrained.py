@@ -112,8 +112,8 @@ def read_weights(folder: Path) -> dict[str, np.ndarray]:
 def to_project(hf: dict[str, np.ndarray], num_layers: int, tied: bool, path: Path) -> tuple[dict, list[str]]:
     """(this project's state, the parameters that start fresh) from a `BertForPreTraining` state."""
     mapping = name_mapping(num_layers, tied)
-    heads = {ours for hf_name, ours in mapping if not hf_name.startswith("bert.")} | {"nsp_head.pooler.weight",
-                                                                                       "nsp_head.pooler.bias"}
+    # the heads: cls.* and the pooler (a BertModel may lack them; they then start fresh)
+    heads = {ours for hf_name, ours in mapping if not hf_name.startswith("bert.") or "pooler" in hf_name}
     state, fresh = {}, []
     for hf_name, ours in mapping:
         if hf_name in hf:
@@ -123,7 +123,8 @@ def to_project(hf: dict[str, np.ndarray], num_layers: int, tied: bool, path: Pat
             fresh.append(ours)
     missing = [hf_name for hf_name, ours in mapping if hf_name not in hf and ours not in heads]
     if missing:
-        raise UserError(f"{path} lacks {len(missing)} weight(s) of a {num_layers}-layer BERT, e.g. {', '.join(missing[:3])}")
+        raise UserError(f"{path} lacks {len(missing)} weight(s) of a {num_layers}-layer BERT, "
+                        f"e.g. {', '.join(missing[:3])}")
     known = {hf_name for hf_name, _ in mapping} | ({"cls.predictions.decoder.weight"} if tied else set())
     extra = sorted(k for k in hf if k not in known and not k.endswith(IGNORED))
     if extra:
@@ -135,8 +136,8 @@ def to_project(hf: dict[str, np.ndarray], num_layers: int, tied: bool, path: Pat
 def pretrained_tokenizer(folder: Path) -> WordPieceTokenizer:
     """The folder's own WordPiece tokenizer: tokenizer.json, else one built from vocab.txt as
     BertTokenizer does (its casing from tokenizer_config.json), with the folder's special tokens."""
-    config = read_json(folder / "tokenizer_config.json") if (folder / "tokenizer_config.json").is_file() else {}
-    special_map = read_json(folder / "special_tokens_map.json") if (folder / "special_tokens_map.json").is_file() else {}
+    config, special_map = (read_json(folder / name) if (folder / name).is_file() else {}
+                           for name in ("tokenizer_config.json", "special_tokens_map.json"))
 
     def special(name: str, default: str) -> str:
         value = special_map.get(f"{name}_token", config.get(f"{name}_token", default))
@@ -168,4 +169,3 @@ def pretrained_tokenizer(folder: Path) -> WordPieceTokenizer:
 def complete_state(pretrained: Pretrained, fresh_model_state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The imported weights, with the freshly initialised values for the parameters the folder lacks."""
     return {**{k: fresh_model_state[k] for k in pretrained.fresh}, **pretrained.state}
-

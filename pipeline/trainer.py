@@ -115,9 +115,9 @@ class Trainer:
         """--init-from: the published weights; the heads the folder lacks keep their fresh initialisation."""
         fresh = {k: v.numpy() for k, v in self.model.state_dict().items()}
         checkpoint.apply_model_state(self.model, complete_state(pretrained, fresh), pretrained.folder)
+        heads = sorted({".".join(name.split(".")[:2]) for name in pretrained.fresh})  # e.g. mlm_head.decoder
         log.info("initialised from %s (%d weights)%s", pretrained.folder, len(pretrained.state),
-                 f"; not in the folder, starting fresh: {', '.join(sorted({k.split('.')[0] + '.' + k.split('.')[1] for k in pretrained.fresh}))}"
-                 if pretrained.fresh else "")
+                 f"; not in the folder, starting fresh: {', '.join(heads)}" if heads else "")
 
     def restore(self, ckpt: checkpoint.Checkpoint) -> None:
         checkpoint.apply_model_state(self.model, ckpt.model_state, ckpt.path)
