@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import Config
+from pipeline.config import BERT_ARCHITECTURE, Config
 from pipeline.errors import UserError
 from pipeline.tokenizer import TOKENIZER_FILE, Tokenizer
 
@@ -84,10 +84,15 @@ def to_huggingface(state: dict[str, np.ndarray], num_layers: int, tied: bool = F
 
 def check_expressible(cfg: Config) -> None:
     """Refuse a model transformers' BertForPreTraining cannot be: it is post-LN (LayerNorm after each
-    residual add, no final LayerNorm)."""
-    if cfg.model.norm != "post":
-        raise UserError(f"model.norm={cfg.model.norm}: transformers' BERT is post-LN, so this pre-LN model cannot be "
-                        f"written as a BertForPreTraining (export it with --format paddle)")
+    residual add, no final LayerNorm), with biases in every linear layer and an ungated feed-forward."""
+    why = {"norm": "transformers' BERT is post-LN", "linear_bias": "transformers' BERT has biases in every linear layer",
+           "gated": "transformers' BERT has no gated feed-forward"}
+    for name, bert_value in BERT_ARCHITECTURE.items():
+        value = getattr(cfg.model, name)
+        if value != bert_value:
+            shown = str(value).lower() if isinstance(value, bool) else value
+            raise UserError(f"model.{name}={shown}: {why[name]}, so this model cannot be written as a "
+                            f"BertForPreTraining (export it with --format paddle)")
 
 
 def bert_config(cfg: Config, pad_id: int = 1) -> dict:

@@ -48,6 +48,14 @@ class ModelConfig:
     tie_word_embeddings: bool = setting(False, "the MLM output layer reuses the word embeddings (BERT)")
     norm: str = setting("post", "post: LayerNorm after each residual add (BERT); pre: before each block, with a "
                                 "final LayerNorm (cramming, academic-budget BERT)", choices=("post", "pre"))
+    linear_bias: bool = setting(True, "biases in the encoder's linear layers (attention, feed-forward); false: "
+                                      "none (cramming)")
+    gated: bool = setting(False, "gated feed-forward (GLU): activation(x W1) * (x V), then W2 (cramming's gated "
+                                 "GELU with model.activation=gelu)")
+
+
+# what transformers' BertForPreTraining is: a model with other values cannot be written as one
+BERT_ARCHITECTURE = {"norm": "post", "linear_bias": True, "gated": False}
 
 
 @dataclass
@@ -89,7 +97,13 @@ class TrainConfig:
     lr: float = setting(2e-3, "peak learning rate", above=0.0)
     weight_decay: float = setting(0.01, "AdamW decay (not on biases and LayerNorm)", at_least=0.0)
     warmup_steps: int = setting(80, "linear warm-up from 0", at_least=0)
-    lr_decay: str = setting("linear", "after warm-up: none or linear to 0 at train.steps", choices=("none", "linear"))
+    lr_decay: str = setting("linear", "after warm-up: none or linear to 0 (at train.decay_to)", choices=("none", "linear"))
+    decay_to: str = setting("steps", "where the linear decay reaches 0: at train.steps, or at train.max_minutes of "
+                                     "training time (the time budget: warm-up, then min(warm-up, 1 - time / budget))",
+                            choices=("steps", "max_minutes"))
+    batch_ramp_steps: int = setting(0, "grow the batch linearly from a quarter of train.batch_size to all of it over "
+                                       "these first steps (0 = off)", at_least=0)
+    beta2: float = setting(0.999, "Adam's second-moment decay (cramming: 0.98)", above=0.0, below=1.0)
     grad_clip: float = setting(0.0, "clip the global gradient norm; 0 = off", at_least=0.0)
     nsp: bool = setting(True, "train next sentence prediction (the seed's); false: masked LM only")
     accumulate_steps: int = setting(1, "micro-batches per step", at_least=1)
@@ -101,7 +115,8 @@ class TrainConfig:
                                          "on GPU; paddle: Paddle's dropout everywhere (the GPU graph, also on CPU)",
                                  choices=("auto", "data", "paddle"))
     threads: int = setting(0, "CPU threads per process; 0 = its share of the cores", at_least=0)
-    max_minutes: float = setting(0.0, "end the run (with a checkpoint) after this long; 0 = no limit", at_least=0.0)
+    max_minutes: float = setting(0.0, "end the run (with a checkpoint) after this much training time, resumes "
+                                      "included; 0 = no limit", at_least=0.0)
     log_every: int = setting(100, "steps between progress lines", at_least=1)
     save_every: int = setting(0, "steps between checkpoints; 0 = at the end only", at_least=0)
     keep_checkpoints: int = setting(3, "newest checkpoints kept", at_least=1)
@@ -184,6 +199,8 @@ def _check_together(cfg: Config) -> None:
                         f"by model.num_heads ({cfg.model.num_heads})")
     if cfg.data.whole_word_mask and cfg.data.tokenizer != "wordpiece":
         raise UserError("setting data.whole_word_mask needs data.tokenizer=wordpiece (whitespace tokens are words)")
+    if cfg.train.decay_to == "max_minutes" and not cfg.train.max_minutes:
+        raise UserError("setting train.decay_to=max_minutes needs a time budget: set train.max_minutes")
     if cfg.data.max_len > cfg.model.max_position:
         raise UserError(f"setting data.max_len ({cfg.data.max_len}) exceeds model.max_position "
                         f"({cfg.model.max_position})")

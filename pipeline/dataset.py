@@ -70,6 +70,7 @@ class PretrainingData:
         self.continuation = continuation  # whole-word masking: which vocabulary ids continue a word
         self.mask_replace = mask_replace  # 80/10/10, or every chosen token masked
         self.host_dropout: tuple[int, int, float] | None = None
+        self.batch_ramp: tuple[int, int] | None = None  # (ramp steps, multiple): see ramp_batch
         self.vocab = vocab
         self.max_len = max_len
         self.max_preds = max_predictions(max_len, mask_prob)
@@ -103,12 +104,27 @@ class PretrainingData:
     def _order_of(self, epoch: int) -> np.ndarray:
         return self._epoch_state(epoch)[0]
 
+    def ramp_batch(self, ramp_steps: int, multiple: int) -> None:
+        """train.batch_ramp_steps: global batch `step` is the first `global_batch_size(step)` rows of the
+        usual one (the rest are skipped), a multiple of `multiple` (ranks x accumulation steps)."""
+        self.batch_ramp = (ramp_steps, multiple)
+
+    def global_batch_size(self, step: int, batch_size: int) -> int:
+        """Rows of global batch `step`: batch_size, or with the ramp from a quarter of it at step 0 growing
+        linearly to all of it at step ramp_steps."""
+        if self.batch_ramp is None or step >= self.batch_ramp[0]:
+            return batch_size
+        ramp_steps, multiple = self.batch_ramp
+        rows = batch_size / 4 + 0.75 * batch_size * step / ramp_steps
+        return max(multiple, int(rows) // multiple * multiple)
+
     def _rows(self, step: int, batch_size: int, rank: int, world: int) -> tuple[int, int, np.ndarray, slice]:
         """(epoch, batch index in it, the global batch's rows, this rank's slice of them): the one row
         selection of both data classes."""
-        per_rank = rows_per_part(batch_size, world)
         epoch, index = divmod(step, self.steps_per_epoch(batch_size))
-        rows = self._order_of(epoch)[index * batch_size:(index + 1) * batch_size]
+        size = self.global_batch_size(step, batch_size)
+        per_rank = rows_per_part(size, world)
+        rows = self._order_of(epoch)[index * batch_size:index * batch_size + size]
         return epoch, index, rows, slice(rank * per_rank, (rank + 1) * per_rank)
 
     def batch(self, step: int, batch_size: int, rank: int = 0, world: int = 1) -> dict[str, np.ndarray]:

@@ -40,8 +40,11 @@ def linear_with_bias_row(x: paddle.Tensor, weight: paddle.Tensor, bias: paddle.T
     return paddle.matmul(paddle.concat([x, ones], axis=-1), paddle.concat([weight, bias.unsqueeze(0)], axis=0))
 
 
-def dense(x: paddle.Tensor, weight: paddle.Tensor, bias: paddle.Tensor, training: bool) -> paddle.Tensor:
-    """`linear_with_bias_row` in training; plain F.linear (fewer ops, no gradient needed) in eval mode."""
+def dense(x: paddle.Tensor, weight: paddle.Tensor, bias: paddle.Tensor | None, training: bool) -> paddle.Tensor:
+    """`linear_with_bias_row` in training; plain F.linear (fewer ops, no gradient needed) in eval mode;
+    a plain product without a bias (`model.linear_bias=false`)."""
+    if bias is None:
+        return paddle.matmul(x, weight)
     return linear_with_bias_row(x, weight, bias) if training else F.linear(x, weight, bias)
 
 
@@ -80,7 +83,8 @@ class BertSelfAttention(nn.Layer):
 
     The key bias shifts every score of a query row by the same amount, which softmax ignores, so there
     is none; the value bias passes through the attention weights (rows sum to 1) into the output bias.
-    In training, the query and output biases are extra weight rows (`linear_with_bias_row`).
+    In training, the query and output biases are extra weight rows (`linear_with_bias_row`). With
+    `model.linear_bias=false` there are no biases at all (cramming).
     """
 
     MAX_UNROLLED_HEADS = 4
@@ -89,23 +93,31 @@ class BertSelfAttention(nn.Layer):
         super().__init__()
         self.num_heads = cfg.num_heads
         self.head_dim = cfg.hidden_size // cfg.num_heads
-        self.query = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        bias = None if cfg.linear_bias else False
+        self.query = nn.Linear(cfg.hidden_size, cfg.hidden_size, bias_attr=bias)
         self.key = nn.Linear(cfg.hidden_size, cfg.hidden_size, bias_attr=False)
-        self.value = nn.Linear(cfg.hidden_size, cfg.hidden_size)
-        self.output = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.value = nn.Linear(cfg.hidden_size, cfg.hidden_size, bias_attr=bias)
+        self.output = nn.Linear(cfg.hidden_size, cfg.hidden_size, bias_attr=bias)
 
-    def _dense(self, x: paddle.Tensor, weight: paddle.Tensor, bias: paddle.Tensor) -> paddle.Tensor:
+    def _dense(self, x: paddle.Tensor, weight: paddle.Tensor, bias: paddle.Tensor | None) -> paddle.Tensor:
         return dense(x, weight, bias, self.training)
+
+    def _output_bias(self) -> paddle.Tensor | None:
+        """The value bias carried through the output weights, plus the output bias (None without biases)."""
+        if self.output.bias is None:
+            return None
+        return (paddle.matmul(self.value.bias.unsqueeze(0), self.output.weight) + self.output.bias).squeeze(0)
 
     def forward(self, x: paddle.Tensor, mask: paddle.Tensor) -> paddle.Tensor:
         scale = 1.0 / math.sqrt(self.head_dim)
-        bias = (paddle.matmul(self.value.bias.unsqueeze(0), self.output.weight) + self.output.bias).squeeze(0)
+        bias = self._output_bias()
+        query_bias = None if self.query.bias is None else self.query.bias * scale
         if self.num_heads > self.MAX_UNROLLED_HEADS:
-            return self._batched_heads(x, mask, scale, bias)
+            return self._batched_heads(x, mask, scale, query_bias, bias)
         out = None
         for h in range(self.num_heads):
             cols = slice(h * self.head_dim, (h + 1) * self.head_dim)
-            q = self._dense(x, self.query.weight[:, cols] * scale, self.query.bias[cols] * scale)
+            q = self._dense(x, self.query.weight[:, cols] * scale, None if query_bias is None else query_bias[cols])
             k = paddle.matmul(x, self.key.weight[:, cols])
             v = paddle.matmul(x, self.value.weight[:, cols])
             context = paddle.matmul(F.softmax(paddle.matmul(q, k, transpose_y=True) + mask, axis=-1), v)
@@ -116,10 +128,11 @@ class BertSelfAttention(nn.Layer):
             out = part if out is None else out + part
         return out
 
-    def _batched_heads(self, x: paddle.Tensor, mask: paddle.Tensor, scale: float, bias: paddle.Tensor) -> paddle.Tensor:
+    def _batched_heads(self, x: paddle.Tensor, mask: paddle.Tensor, scale: float, query_bias: paddle.Tensor | None,
+                       bias: paddle.Tensor | None) -> paddle.Tensor:
         batch, length = paddle.shape(x)[0], paddle.shape(x)[1]
         heads = [batch, length, self.num_heads, self.head_dim]
-        q = self._dense(x, self.query.weight * scale, self.query.bias * scale).reshape(heads).transpose([0, 2, 1, 3])
+        q = self._dense(x, self.query.weight * scale, query_bias).reshape(heads).transpose([0, 2, 1, 3])
         k = paddle.matmul(x, self.key.weight).reshape(heads).transpose([0, 2, 1, 3])
         v = paddle.matmul(x, self.value.weight).reshape(heads).transpose([0, 2, 1, 3])
         scores = paddle.matmul(q, k, transpose_y=True) + mask.unsqueeze(1)
@@ -130,6 +143,8 @@ class BertSelfAttention(nn.Layer):
 class BertLayer(nn.Layer):
     """Transformer block. Post-LN (BERT, `model.norm=post`): attention, add & norm, feed-forward, add & norm.
     Pre-LN (`pre`): x + attention(norm(x)), then x + feed-forward(norm(x)); the encoder adds a final norm.
+    The feed-forward is activation(x W1) W2, or gated (`model.gated`, GLU, cramming's gated GELU):
+    (activation(x W1) * x V) W2, with W1 and V the two halves of one [hidden, 2 ffn] product.
 
     Dropout uses `drop_masks` ([2, B, L, hidden] uint8, 1 = keep) when given: masks drawn on the host
     by the data pipeline are ~10x cheaper than Paddle's CPU random numbers. Without them, F.dropout.
@@ -139,10 +154,12 @@ class BertLayer(nn.Layer):
         super().__init__()
         self.attention = BertSelfAttention(cfg)
         self.attention_norm = nn.LayerNorm(cfg.hidden_size, epsilon=cfg.layer_norm_eps)
-        self.intermediate = BiasRowLinear(cfg.hidden_size, cfg.ffn_size)
-        self.output = BiasRowLinear(cfg.ffn_size, cfg.hidden_size)
-        self.output_norm = nn.LayerNorm(cfg.hidden_size, epsilon=cfg.layer_norm_eps)
+        bias = None if cfg.linear_bias else False
+        self.gated = cfg.gated
+        self.intermediate = BiasRowLinear(cfg.hidden_size, cfg.ffn_size * (2 if cfg.gated else 1), bias_attr=bias)
+        self.output = BiasRowLinear(cfg.ffn_size, cfg.hidden_size, bias_attr=bias)
         self.activation = getattr(F, cfg.activation)
+        self.output_norm = nn.LayerNorm(cfg.hidden_size, epsilon=cfg.layer_norm_eps)
         self.dropout = nn.Dropout(cfg.dropout)
         self.keep_scale = 1.0 / dropout_keep_probability(cfg.dropout)
         self.pre_norm = cfg.norm == "pre"
@@ -152,15 +169,21 @@ class BertLayer(nn.Layer):
             return self.dropout(y)
         return y * (keep.astype(y.dtype) * self.keep_scale)
 
+    def feed_forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        y = self.intermediate(x)
+        if self.gated:
+            value, gate = paddle.chunk(y, 2, axis=-1)
+            return self.output(self.activation(value) * gate)
+        return self.output(self.activation(y))
+
     def forward(self, x: paddle.Tensor, mask: paddle.Tensor, drop_masks: paddle.Tensor | None = None) -> paddle.Tensor:
         keep_attention = None if drop_masks is None else drop_masks[0]
         keep_output = None if drop_masks is None else drop_masks[1]
         if self.pre_norm:
             x = x + self._drop(self.attention(self.attention_norm(x), mask), keep_attention)
-            return x + self._drop(self.output(self.activation(self.intermediate(self.output_norm(x)))), keep_output)
+            return x + self._drop(self.feed_forward(self.output_norm(x)), keep_output)
         x = self.attention_norm(x + self._drop(self.attention(x, mask), keep_attention))
-        y = self.output(self.activation(self.intermediate(x)))
-        return self.output_norm(x + self._drop(y, keep_output))
+        return self.output_norm(x + self._drop(self.feed_forward(x), keep_output))
 
 
 def dropout_keep_probability(p: float) -> float:

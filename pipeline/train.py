@@ -250,7 +250,7 @@ def report(trainer: Trainer, tokenizer: Tokenizer, devices: str, result: LoopRes
     if result.steps:
         print(f"MLM loss {result.mlm_loss:.3f}, " + (f"NSP loss {result.nsp_loss:.3f}" if cfg.train.nsp
                                                      else "NSP off (train.nsp=false)"))
-        print(f"{result.steps * cfg.train.batch_size / result.seconds:.1f} sentence pairs/sec on {devices}")
+        print(f"{result.pairs / result.seconds:.1f} sentence pairs/sec on {devices}")
     log.info("%d steps in %.1f s, now at step %d; outputs in %s", result.steps, result.seconds, trainer.step, output)
     pairs = held_out_pairs(cfg, tokenizer)
     if pairs is not None:

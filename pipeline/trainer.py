@@ -11,6 +11,7 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import paddle
@@ -42,6 +43,7 @@ class LoopResult:
     """What a call of `run_loop` did."""
 
     steps: int
+    pairs: int  # sentence pairs trained on, all ranks together
     mlm_loss: float  # mean over this run's steps
     nsp_loss: float
     seconds: float
@@ -49,29 +51,35 @@ class LoopResult:
     out_of_time: bool  # by train.max_minutes: the run is finished, at fewer steps than train.steps
 
 
-def lr_factor(step: int, tc: TrainConfig) -> float:
-    """The learning rate at `step` (0-based) as a fraction of train.lr: linear warm-up over
-    train.warmup_steps, then constant or linear decay to 0 at train.steps."""
+def lr_factor(step: int, tc: TrainConfig, training_seconds: float = 0.0) -> float:
+    """The learning rate at `step` (0-based), after `training_seconds` of training, as a fraction of
+    train.lr: linear warm-up over train.warmup_steps, then constant or linear decay to 0 at train.steps;
+    or, with train.decay_to=max_minutes, the lower of the warm-up line and 1 - time / budget, which is 0
+    exactly when the time budget is spent."""
+    warm = (step + 1) / tc.warmup_steps if step < tc.warmup_steps else 1.0
+    if tc.lr_decay == "none":
+        return warm
+    if tc.decay_to == "max_minutes":
+        return min(warm, max(0.0, 1.0 - training_seconds / (60 * tc.max_minutes)))
     if step < tc.warmup_steps:
-        return (step + 1) / tc.warmup_steps
-    if tc.lr_decay == "linear":
-        return max(0.0, (tc.steps - step) / max(1, tc.steps - tc.warmup_steps))
-    return 1.0
+        return warm
+    return max(0.0, (tc.steps - step) / max(1, tc.steps - tc.warmup_steps))
 
 
-def build_optimizer(cfg: Config, model: BertForPretraining):
-    """Adam (the seed) or AdamW with the lr_factor schedule; clipping by global norm when asked."""
+def build_optimizer(cfg: Config, model: BertForPretraining, clock: Callable[[], float] = lambda: 0.0):
+    """Adam (the seed) or AdamW with the lr_factor schedule (`clock`: the training seconds so far, agreed
+    by all ranks); clipping by global norm when asked."""
     tc = cfg.train
     lr: float | paddle.optimizer.lr.LRScheduler = tc.lr
     if tc.warmup_steps or tc.lr_decay == "linear":
-        lr = paddle.optimizer.lr.LambdaDecay(tc.lr, lambda step: lr_factor(step, tc))
+        lr = paddle.optimizer.lr.LambdaDecay(tc.lr, lambda step: lr_factor(step, tc, clock()))
     clip = paddle.nn.ClipGradByGlobalNorm(tc.grad_clip) if tc.grad_clip > 0 else None
     if tc.optimizer == "adamw":
         no_decay = {p.name for n, p in model.named_parameters() if n.endswith("bias") or "norm" in n}
-        opt = paddle.optimizer.AdamW(lr, parameters=model.parameters(), weight_decay=tc.weight_decay,
+        opt = paddle.optimizer.AdamW(lr, parameters=model.parameters(), weight_decay=tc.weight_decay, beta2=tc.beta2,
                                      grad_clip=clip, apply_decay_param_fun=lambda name: name not in no_decay)
     else:
-        opt = paddle.optimizer.Adam(lr, parameters=model.parameters(), grad_clip=clip)
+        opt = paddle.optimizer.Adam(lr, parameters=model.parameters(), beta2=tc.beta2, grad_clip=clip)
     return opt, (lr if isinstance(lr, paddle.optimizer.lr.LRScheduler) else None)
 
 
@@ -90,7 +98,11 @@ class Trainer:
         self.cfg, self.data, self.rank, self.world, self.output = cfg, data, rank, world, output
         paddle.seed(cfg.train.seed)  # the same initial weights on every rank and every run
         self.model = BertForPretraining(cfg.model)
-        self.optimizer, self.scheduler = build_optimizer(cfg, self.model)
+        # training time, resumes included, as all ranks agree on it after each step (train.max_minutes)
+        self.training_seconds = 0.0
+        self.optimizer, self.scheduler = build_optimizer(cfg, self.model, lambda: self.training_seconds)
+        if cfg.train.batch_ramp_steps:
+            data.ramp_batch(cfg.train.batch_ramp_steps, world * cfg.train.accumulate_steps)
         host_dropout = cfg.model.dropout > 0 and (cfg.train.dropout_masks == "data" or (
             cfg.train.dropout_masks == "auto" and paddle.get_device() == "cpu"))
         if host_dropout:  # numpy's random bytes are ~10x cheaper than Paddle's CPU dropout
@@ -108,7 +120,7 @@ class Trainer:
         self.step = 0
         self.last_lr = cfg.train.lr
         self.stop_requested = False
-        self.deadline: float | None = None  # time.perf_counter() value at which train.max_minutes is up
+        self._clock_origin = time.perf_counter()  # training_seconds = now - origin (set again by start_clock)
 
     # -- state --------------------------------------------------------------------------------
     def start_from(self, pretrained: Pretrained) -> None:
@@ -126,12 +138,20 @@ class Trainer:
         if self.scheduler is not None and "scheduler" in ckpt.extra:
             # the position only: the rate follows this run's train.steps (a resume may extend the run)
             self.scheduler.last_epoch = int(ckpt.extra["scheduler"]["last_epoch"])
+        self.training_seconds = float(ckpt.extra.get("training_seconds", 0.0))
+        if self.scheduler is not None:
             self.scheduler.last_lr = self.scheduler.get_lr()
         self.step = ckpt.step
 
+    def start_clock(self) -> None:
+        """Training time runs from now on, after the training_seconds already spent (a resume)."""
+        self._clock_origin = time.perf_counter() - self.training_seconds
+
     def save(self) -> Path:
         named = list(self.model.named_parameters())
-        extra = {"scheduler": self.scheduler.state_dict()} if self.scheduler is not None else {}
+        extra = {"training_seconds": self.training_seconds}
+        if self.scheduler is not None:
+            extra["scheduler"] = self.scheduler.state_dict()
         return checkpoint.save(
             output_dir=self.output, step=self.step, config=self.cfg,
             model_state={k: v.numpy() for k, v in self.model.state_dict().items()},
@@ -170,16 +190,19 @@ class Trainer:
         else:
             self.dist_optimizer.step()
         self.dist_optimizer.clear_grad()
-        if self.scheduler is not None:
-            self.scheduler.step()
         self.step += 1
-        out_of_time = self.deadline is not None and time.perf_counter() >= self.deadline
-        report = np.array([mlm_total, nsp_total, float(self.stop_requested), float(out_of_time)], dtype=np.float32)
+        seconds = time.perf_counter() - self._clock_origin
+        report = np.array([mlm_total, nsp_total, float(self.stop_requested), seconds], dtype=np.float32)
         if self.world > 1:
             tensor = paddle.to_tensor(report)
             paddle.distributed.all_reduce(tensor)
             report = tensor.numpy() / self.world
-        return StepResult(float(report[0]), float(report[1]), bool(report[2] > 0), bool(report[3] > 0))
+        self.training_seconds = float(report[3])  # the ranks' mean: the same schedule and ending on every rank
+        if self.scheduler is not None:
+            self.scheduler.step()  # the next step's rate, from the agreed time
+        budget = 60 * tc.max_minutes
+        return StepResult(float(report[0]), float(report[1]), bool(report[2] > 0),
+                          budget > 0 and self.training_seconds >= budget)
 
 
 def run_loop(trainer: Trainer, data: PretrainingData, output: Path) -> LoopResult:
@@ -195,8 +218,8 @@ def run_loop(trainer: Trainer, data: PretrainingData, output: Path) -> LoopResul
     mlm_sum, nsp_sum, done = 0.0, 0.0, 0
     result = StepResult(0.0, 0.0, False, False)
     start = time.perf_counter()
-    if cfg.train.max_minutes > 0:
-        trainer.deadline = start + 60 * cfg.train.max_minutes
+    trainer.start_clock()
+    pairs = 0
     try:
         for batch in data.iterate(trainer.step, cfg.train.steps, cfg.train.batch_size, trainer.rank, trainer.world):
             result = trainer.train_step(batch)
@@ -206,10 +229,11 @@ def run_loop(trainer: Trainer, data: PretrainingData, output: Path) -> LoopResul
                 raise UserError(f"loss became {mlm if not math.isfinite(mlm) else nsp} at step {trainer.step}; "
                                 f"stopped (last good checkpoint: {good or 'none'}); try a lower train.lr")
             mlm_sum, nsp_sum, done = mlm_sum + mlm, nsp_sum + nsp, done + 1
+            pairs += data.global_batch_size(trainer.step - 1, cfg.train.batch_size)
             elapsed = time.perf_counter() - start
             progress.update({"step": trainer.step, "mlm_loss": mlm, "nsp_loss": nsp, "lr": trainer.last_lr,
-                             "pairs_per_sec": done * cfg.train.batch_size / elapsed, "elapsed": elapsed,
-                             "time": time.time()})
+                             "pairs_per_sec": pairs / elapsed, "elapsed": elapsed,
+                             "training_seconds": trainer.training_seconds, "time": time.time()})
             ending = result.stop_requested or result.out_of_time
             every = cfg.train.save_every
             due = trainer.step == cfg.train.steps or ending or (every and trainer.step % every == 0)
@@ -221,5 +245,5 @@ def run_loop(trainer: Trainer, data: PretrainingData, output: Path) -> LoopResul
         progress.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    return LoopResult(done, mlm_sum / max(done, 1), nsp_sum / max(done, 1), time.perf_counter() - start,
+    return LoopResult(done, pairs, mlm_sum / max(done, 1), nsp_sum / max(done, 1), time.perf_counter() - start,
                       stopped=result.stop_requested, out_of_time=result.out_of_time and not result.stop_requested)

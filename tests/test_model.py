@@ -232,3 +232,67 @@ def test_mask_only_masks_every_chosen_token():
     replaced = mask_tokens(ids, vocab, 10, 0.3, np.random.default_rng(1))
     share = (np.take_along_axis(replaced.input_ids, replaced.pred_positions, axis=1)[real] == vocab.mask).mean()
     assert 0.75 < share < 0.85
+
+
+def test_no_biases_gated_gelu_and_batch_ramp_train_resume_and_export(corpus_dir, tmp_path):
+    """Cramming's shape: no linear biases in the encoder, gated GELU, pre-LN, the batch ramped up. The
+    loss falls, the ramp's batches grow to train.batch_size, a resume equals an unbroken run, the
+    predictor equals the model, and the Hugging Face export names what BERT cannot express."""
+    import json
+
+    import numpy as np
+
+    from pipeline import checkpoint
+    from tests.conftest import run_script
+    from tests.test_export_infer import assert_export_matches_checkpoint
+    from tests.test_train import assert_user_error, losses, train
+
+    options = ["-o", "model.linear_bias=false", "-o", "model.gated=true", "-o", "model.activation=gelu",
+               "-o", "model.norm=pre", "-o", "train.batch_ramp_steps=8"]
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    result = train(corpus_dir, whole, *options, steps=14)
+    assert result.returncode == 0, result.stderr
+    state = checkpoint.load(checkpoint.latest(whole)).model_state
+    assert not [k for k in state if k.startswith("encoder.layers.") and k.endswith("bias") and "norm" not in k]
+    assert state["encoder.layers.0.intermediate.weight"].shape == (32, 2 * 64)  # both halves of the gate
+    records = losses(whole)
+    assert np.mean([r[1] for r in records[-3:]]) < np.mean([r[1] for r in records[:3]])
+    rates = [json.loads(line)["pairs_per_sec"] for line in (whole / "metrics.jsonl").read_text().splitlines()]
+    assert len(rates) == 14
+    assert train(corpus_dir, parts, *options, steps=5).returncode == 0
+    assert train(corpus_dir, parts, *options, "--resume", steps=14).returncode == 0
+    np.testing.assert_allclose(np.array(losses(parts)), np.array(records), rtol=1e-4)
+
+    assert run_script("export/save.py", "--output-dir", str(whole)).returncode == 0
+    assert_export_matches_checkpoint(whole, whole / "inference")
+    post = ["-o", "model.norm=post"]
+    for name, settings, words in (("biases", post, "model.linear_bias=false: transformers' BERT has biases"),
+                                  ("gated", post + ["-o", "model.linear_bias=true"],
+                                   "model.gated=true: transformers' BERT has no gated")):
+        out = tmp_path / name
+        assert train(corpus_dir, out, *options, *settings, steps=2).returncode == 0
+        assert_user_error(run_script("export/save.py", "--output-dir", str(out), "--format", "huggingface"), words)
+
+
+def test_the_batch_ramp_grows_from_a_quarter_in_prefixes_of_the_usual_batches():
+    import numpy as np
+
+    from pipeline.dataset import PretrainingData
+    from pipeline.examples import Pairs
+    from pipeline.vocab import SPECIAL_TOKENS, Vocab
+
+    vocab = Vocab(list(SPECIAL_TOKENS) + [f"w{i}" for i in range(20)])
+    rng = np.random.default_rng(0)
+    n, length = 400, 12
+    pairs = Pairs(rng.integers(5, 25, (n, length)), np.zeros((n, length), np.int64), np.full(n, length),
+                  rng.integers(0, 2, n))
+    usual, ramped = PretrainingData(pairs, vocab, length), PretrainingData(pairs, vocab, length)
+    ramped.ramp_batch(10, multiple=2)
+    sizes = [ramped.global_batch_size(step, 64) for step in range(12)]
+    assert sizes[0] == 16 and sizes[10:] == [64, 64] and sizes == sorted(sizes) and all(s % 2 == 0 for s in sizes)
+    for step in (0, 5, 11):
+        whole = usual.batch(step, 64)["input_ids"]
+        for rank in (0, 1):
+            part = ramped.batch(step, 64, rank, world=2)["input_ids"]
+            half = sizes[step] // 2
+            np.testing.assert_array_equal(part, whole[rank * half:(rank + 1) * half])

@@ -200,3 +200,31 @@ def test_evaluate_command_reports_held_out_metrics(corpus_dir, trained, tmp_path
     metrics = json.loads(result.stdout.strip().splitlines()[-1])
     assert 0 <= metrics["mlm_accuracy"] <= 1 and 0 <= metrics["nsp_accuracy"] <= 1 and metrics["pairs"] > 0
     assert_user_error(run_script("pipeline/evaluate.py", "--output-dir", str(tmp_path)), "no checkpoint")
+
+
+def test_the_time_schedule_decays_to_zero_at_the_budget_and_a_resume_keeps_the_clock(corpus_dir, tmp_path):
+    """train.decay_to=max_minutes: warm-up, then the rate falls with training time to 0 at the budget;
+    the run ends there with a checkpoint, and a resume counts the time already spent."""
+    from pipeline.config import TrainConfig
+    from pipeline.trainer import lr_factor
+
+    tc = TrainConfig(warmup_steps=4, decay_to="max_minutes", max_minutes=1.0)
+    assert [lr_factor(s, tc, 0.0) for s in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
+    assert lr_factor(100, tc, 30.0) == 0.5 and lr_factor(100, tc, 60.0) == 0.0 and lr_factor(1, tc, 50.0) < 0.2
+    assert_user_error(train(corpus_dir, tmp_path / "none", "-o", "train.decay_to=max_minutes"),
+                      "train.decay_to=max_minutes needs a time budget")
+
+    out = tmp_path / "o"
+    timed = ["-o", "train.decay_to=max_minutes", "-o", "train.lr_decay=linear", "-o", "train.warmup_steps=3"]
+    result = train(corpus_dir, out, *timed, "-o", "train.max_minutes=0.12", steps=100000)
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    lrs = [r["lr"] for r in records]
+    assert len(lrs) > 6 and lrs[0] < lrs[1] < lrs[2] and lrs[3:] == sorted(lrs[3:], reverse=True), lrs
+    assert lrs[-1] < 0.2 * max(lrs), "close to 0 when the budget is spent"
+    spent = checkpoint.load(checkpoint.latest(out)).extra["training_seconds"]
+    assert 0.12 * 60 <= spent < 0.12 * 60 + 5
+    resumed = train(corpus_dir, out, *timed, "-o", "train.max_minutes=0.2", "--resume", steps=100000)
+    assert resumed.returncode == 0, resumed.stderr
+    after = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][len(records):]
+    assert after and after[0]["training_seconds"] > spent and after[-1]["training_seconds"] >= 0.2 * 60

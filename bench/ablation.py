@@ -1,0 +1,106 @@
+"""Recipes one change at a time: the README's main command with `-o` overrides, each run alone on this
+machine, with every held-out figure next to its baseline and the training-vs-held-out gap.
+
+    python bench/ablation.py --stage select [--recipes default,mask30,...]   # choose: held-back training text
+    python bench/ablation.py --stage report [--recipes ...]                  # then: wiki.valid -> wiki.test
+
+`select` trains on the first 85% of wiki.valid's articles and evaluates on the other 15%, so recipes are
+chosen without looking at wiki.test; `report` trains on all of wiki.valid and evaluates on wiki.test.
+Prints a table and writes bench/results/ablation-<stage>.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+from bench.common import DEFAULT_DATA, print_table, run_measured, write_json  # noqa: E402
+
+SELECT_SHARE = 0.85  # of wiki.valid's articles trained on in the select stage; the rest is held back
+ARTICLE_TITLE = re.compile(r"^ = [^=].* = $")  # " = Homarus gammarus = ", not " = = Description = = "
+
+# name -> -o overrides on the README's main command (configs/bert_tiny.yaml)
+RECIPES: dict[str, list[str]] = {
+    "default": [],
+    "mask30": ["-o", "data.mask_prob=0.3"],
+    "mask40": ["-o", "data.mask_prob=0.4"],
+    "pre": ["-o", "model.norm=pre"],
+    "nsp-off": ["-o", "train.nsp=false"],
+    "no-bias": ["-o", "model.linear_bias=false"],
+    "gated": ["-o", "model.gated=true"],
+    "gelu": ["-o", "model.activation=gelu"],
+    "time": ["-o", "train.lr_clock=time", "-o", "train.max_minutes=1.6", "-o", "train.steps=100000"],
+    "ramp": ["-o", "train.batch_ramp=0.3"],
+    "clip": ["-o", "train.grad_clip=0.5"],
+}
+
+
+def held_back_folder(data_dir: Path) -> Path:
+    """A WikiText folder whose train split is wiki.valid's first articles and valid split the rest."""
+    lines = (data_dir / "wiki.valid.tokens").read_text(encoding="utf-8").splitlines(keepends=True)
+    starts = [i for i, line in enumerate(lines) if ARTICLE_TITLE.match(line)]
+    cut = starts[int(len(starts) * SELECT_SHARE)]
+    folder = Path(tempfile.mkdtemp(prefix="bench-ablation-"))
+    (folder / "wiki.train.tokens").write_text("".join(lines[:cut]), encoding="utf-8")
+    (folder / "wiki.valid.tokens").write_text("".join(lines[cut:]), encoding="utf-8")
+    (folder / "wiki.test.tokens").write_text("(unused)\n", encoding="utf-8")
+    return folder
+
+
+def run_recipe(name: str, overrides: list[str], data_dir: Path, train_split: str, eval_split: str,
+               extra: list[str]) -> dict:
+    out = Path(tempfile.mkdtemp(prefix=f"bench-ablation-{name}-"))
+    cmd = [sys.executable, "pipeline/train.py", *overrides, *extra, "--data-dir", str(data_dir), "--split",
+           train_split, "--eval-split", eval_split, "--output-dir", str(out)]
+    print("running:", " ".join(cmd), flush=True)
+    _, wall, _ = run_measured(cmd, timeout=3600)
+    metrics = json.loads((out / "eval.json").read_text())
+    steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    tail = steps[-max(1, len(steps) // 10):]  # the last tenth of the run: where training ended up
+    train_mlm = sum(s["mlm_loss"] for s in tail) / len(tail)
+    return {"recipe": name, "overrides": overrides, "wall_s": wall, "steps": steps[-1]["step"],
+            "train_mlm_loss_end": train_mlm, "train_nsp_loss_end": sum(s["nsp_loss"] for s in tail) / len(tail),
+            **metrics}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stage", choices=("select", "report"), default="select",
+                        help="select: held-back 15%% of wiki.valid; report: wiki.valid -> wiki.test")
+    parser.add_argument("--data-dir", default=str(DEFAULT_DATA), help="folder with wiki.valid/test.tokens")
+    parser.add_argument("--recipes", default="default,mask30",
+                        help=f"comma-separated, of: {', '.join(RECIPES)} (or name=-o,k=v,-o,k=v)")
+    parser.add_argument("extra", nargs="*", help="more train.py arguments for every run, after --")
+    args = parser.parse_args()
+    data_dir = Path(args.data_dir)
+    if args.stage == "select":
+        data_dir, train_split, eval_split = held_back_folder(data_dir), "train", "valid"
+    else:
+        train_split, eval_split = "valid", "test"
+    rows, results = [], []
+    for item in args.recipes.split(","):
+        name, _, custom = item.partition("=")
+        overrides = custom.split(",") if custom else RECIPES[name]
+        r = run_recipe(name, overrides, data_dir, train_split, eval_split, args.extra)
+        results.append(r)
+        base = r["mlm_unigram_baseline_known"]
+        crane = "n/a" if r["crane_cosine"] is None else f"{r['crane_cosine']:.3f}"
+        rows.append([name, f"{r['wall_s']:.0f}", r["steps"], f"{r['mlm_accuracy_known']:.3f} "
+                     f"({r['mlm_accuracy_known'] / base:.2f}x)", f"{r['mlm_perplexity']:.0f}",
+                     f"{r['encoding_mean_cosine']:.3f}", crane,
+                     f"{r['nsp_accuracy']:.3f} ({r['nsp_majority_baseline']:.3f})",
+                     f"{r['train_mlm_loss_end']:.2f} / {math.log(r['mlm_perplexity']):.2f}"])
+        print_table(f"ablation, stage {args.stage}", ["recipe", "wall s", "steps", "known-word acc (x unigram)",
+                                                      "ppl", "token cos", "crane cos", "NSP acc (majority)",
+                                                      "train MLM loss / held-out ln ppl"], rows)
+    write_json(f"ablation-{args.stage}", {"stage": args.stage, "runs": results})
+
+
+if __name__ == "__main__":
+    main()
