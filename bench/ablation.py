@@ -4,6 +4,7 @@ machine, with every held-out figure next to its baseline and the training-vs-hel
     python bench/ablation.py --stage select [--recipes default,mask30,...]   # choose: held-back training text
     python bench/ablation.py --stage report [--recipes ...]                  # then: wiki.valid -> wiki.test
 
+`--ranks 2 -- -c configs/bert_tiny_10min.yaml` runs the 10-minute recipe's variants instead.
 `select` trains on the first 85% of wiki.valid's articles and evaluates on the other 15%, so recipes are
 chosen without looking at wiki.test; `report` trains on all of wiki.valid and evaluates on wiki.test.
 Prints a table and writes bench/results/ablation-<stage>.json.
@@ -20,11 +21,13 @@ from pathlib import Path
 
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from bench.common import DEFAULT_DATA, print_table, run_measured, write_json  # noqa: E402
+from bench.common import DEFAULT_DATA, RESULTS, print_table, run_measured, write_json  # noqa: E402
 
 SELECT_SHARE = 0.85  # of wiki.valid's articles trained on in the select stage; the rest is held back
 ARTICLE_TITLE = re.compile(r"^ = [^=].* = $")  # " = Homarus gammarus = ", not " = = Description = = "
 
+HEADER = ["recipe", "wall s", "steps", "known-word acc (x unigram)", "ppl", "token cos", "crane cos",
+          "NSP acc (majority)", "train MLM loss / held-out ln ppl"]
 # name -> -o overrides on the README's main command (configs/bert_tiny.yaml)
 RECIPES: dict[str, list[str]] = {
     "default": [],
@@ -33,11 +36,14 @@ RECIPES: dict[str, list[str]] = {
     "pre": ["-o", "model.norm=pre"],
     "nsp-off": ["-o", "train.nsp=false"],
     "no-bias": ["-o", "model.linear_bias=false"],
-    "gated": ["-o", "model.gated=true"],
     "gelu": ["-o", "model.activation=gelu"],
-    "time": ["-o", "train.lr_clock=time", "-o", "train.max_minutes=1.6", "-o", "train.steps=100000"],
-    "ramp": ["-o", "train.batch_ramp=0.3"],
+    "gated": ["-o", "model.gated=true", "-o", "model.activation=gelu"],
+    "gated-narrow": ["-o", "model.gated=true", "-o", "model.activation=gelu", "-o", "model.ffn_size=170"],
+    "dropout0": ["-o", "model.dropout=0"],
+    "beta98": ["-o", "train.beta2=0.98"],
     "clip": ["-o", "train.grad_clip=0.5"],
+    "ramp": ["-o", "train.batch_ramp_steps=200"],
+    "time": ["-o", "train.decay_to=max_minutes", "-o", "train.max_minutes=1.8", "-o", "train.steps=100000"],
 }
 
 
@@ -54,9 +60,11 @@ def held_back_folder(data_dir: Path) -> Path:
 
 
 def run_recipe(name: str, overrides: list[str], data_dir: Path, train_split: str, eval_split: str,
-               extra: list[str]) -> dict:
+               extra: list[str], ranks: int) -> dict:
     out = Path(tempfile.mkdtemp(prefix=f"bench-ablation-{name}-"))
-    cmd = [sys.executable, "pipeline/train.py", *overrides, *extra, "--data-dir", str(data_dir), "--split",
+    launch = (["-m", "paddle.distributed.launch", "--nproc_per_node", str(ranks), "--log_dir", str(out / "log")]
+              if ranks > 1 else [])
+    cmd = [sys.executable, *launch, "pipeline/train.py", *extra, *overrides, "--data-dir", str(data_dir), "--split",
            train_split, "--eval-split", eval_split, "--output-dir", str(out)]
     print("running:", " ".join(cmd), flush=True)
     _, wall, _ = run_measured(cmd, timeout=3600)
@@ -64,7 +72,7 @@ def run_recipe(name: str, overrides: list[str], data_dir: Path, train_split: str
     steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     tail = steps[-max(1, len(steps) // 10):]  # the last tenth of the run: where training ended up
     train_mlm = sum(s["mlm_loss"] for s in tail) / len(tail)
-    return {"recipe": name, "overrides": overrides, "wall_s": wall, "steps": steps[-1]["step"],
+    return {"recipe": name, "arguments": [*extra, *overrides], "wall_s": wall, "steps": steps[-1]["step"],
             "train_mlm_loss_end": train_mlm, "train_nsp_loss_end": sum(s["nsp_loss"] for s in tail) / len(tail),
             **metrics}
 
@@ -74,9 +82,12 @@ def main() -> None:
     parser.add_argument("--stage", choices=("select", "report"), default="select",
                         help="select: held-back 15%% of wiki.valid; report: wiki.valid -> wiki.test")
     parser.add_argument("--data-dir", default=str(DEFAULT_DATA), help="folder with wiki.valid/test.tokens")
-    parser.add_argument("--recipes", default="default,mask30",
-                        help=f"comma-separated, of: {', '.join(RECIPES)} (or name=-o,k=v,-o,k=v)")
-    parser.add_argument("extra", nargs="*", help="more train.py arguments for every run, after --")
+    parser.add_argument("--recipes", default="default,mask30", help=f"comma-separated, of: {', '.join(RECIPES)}")
+    parser.add_argument("--custom", action="append", default=[], metavar="NAME=S.K=V,S.K=V",
+                        help="one more recipe (repeatable): a name, then its overrides, comma-separated")
+    parser.add_argument("--ranks", type=int, default=1, help="processes per run (fleetrun --nproc_per_node)")
+    parser.add_argument("extra", nargs="*", help="train.py arguments for every run, before the recipe's, after --, "
+                                                 "e.g. -- -c configs/bert_tiny_10min.yaml")
     args = parser.parse_args()
     data_dir = Path(args.data_dir)
     if args.stage == "select":
@@ -84,10 +95,12 @@ def main() -> None:
     else:
         train_split, eval_split = "valid", "test"
     rows, results = [], []
-    for item in args.recipes.split(","):
-        name, _, custom = item.partition("=")
-        overrides = custom.split(",") if custom else RECIPES[name]
-        r = run_recipe(name, overrides, data_dir, train_split, eval_split, args.extra)
+    recipes = [(name, RECIPES[name]) for name in args.recipes.split(",") if name]
+    for item in args.custom:
+        name, _, settings = item.partition("=")
+        recipes.append((name, [arg for setting in settings.split(",") for arg in ("-o", setting)]))
+    for name, overrides in recipes:
+        r = run_recipe(name, overrides, data_dir, train_split, eval_split, args.extra, args.ranks)
         results.append(r)
         base = r["mlm_unigram_baseline_known"]
         crane = "n/a" if r["crane_cosine"] is None else f"{r['crane_cosine']:.3f}"
@@ -96,10 +109,22 @@ def main() -> None:
                      f"{r['encoding_mean_cosine']:.3f}", crane,
                      f"{r['nsp_accuracy']:.3f} ({r['nsp_majority_baseline']:.3f})",
                      f"{r['train_mlm_loss_end']:.2f} / {math.log(r['mlm_perplexity']):.2f}"])
-        print_table(f"ablation, stage {args.stage}", ["recipe", "wall s", "steps", "known-word acc (x unigram)",
-                                                      "ppl", "token cos", "crane cos", "NSP acc (majority)",
-                                                      "train MLM loss / held-out ln ppl"], rows)
-    write_json(f"ablation-{args.stage}", {"stage": args.stage, "runs": results})
+        print_table(f"ablation, stage {args.stage}", HEADER, rows)
+    print("\nas a README table:\n")
+    print("| " + " | ".join(HEADER) + " |\n|" + " --- |" * len(HEADER))
+    for row in rows:
+        print("| " + " | ".join(str(c) for c in row) + " |")
+    write_json(f"ablation-{args.stage}", {"stage": args.stage, "runs": merged_with_earlier(args.stage, results)})
+
+
+def merged_with_earlier(stage: str, results: list[dict]) -> list[dict]:
+    """The runs of earlier calls (bench/results/ablation-STAGE.json), those of the same recipe and
+    arguments replaced by this call's."""
+    path = RESULTS / f"ablation-{stage}.json"
+    earlier = json.loads(path.read_text())["runs"] if path.exists() else []
+    key = lambda r: (r["recipe"], tuple(r["arguments"]))  # noqa: E731
+    fresh = {key(r) for r in results}
+    return [r for r in earlier if key(r) not in fresh] + results
 
 
 if __name__ == "__main__":

@@ -1,15 +1,17 @@
 """Quality per minute: held-out MLM accuracy (known words) and perplexity against training wall time,
-for this pipeline and for Hugging Face `BertForPreTraining` (PyTorch) of the same size, data, masking
-and optimizer, one after the other on this machine.
+for this pipeline's 10-minute recipe, the recipe it replaced, and Hugging Face `BertForPreTraining`
+(PyTorch) as users run it, one after the other on this machine.
 
-    python bench/quality.py --data-dir ../shared/data/wikitext-2 [--minutes 10] [--only paddle|huggingface]
+    python bench/quality.py --data-dir ../shared/data/wikitext-2 [--minutes 10] [--runs new,previous,huggingface]
 
 This project: `fleetrun --nproc_per_node 2 pipeline/train.py -c configs/bert_tiny_10min.yaml` (2 CPU
-processes), a checkpoint every tenth of the budget, each evaluated afterwards on the test split.
-Hugging Face: one process with all cores (PyTorch's own threads), the same PretrainingData batches
-(same pairs, order and masks), AdamW with the same schedule, evaluated on the same schedule with the
-clock paused. Prints a table, writes bench/results/quality.json and bench/results/quality.png.
-Needs the bench extra (torch, transformers) for the Hugging Face side.
+processes) with train.max_minutes set to the budget, checkpoints every 50 steps, and the checkpoints
+nearest each tenth of the budget evaluated afterwards on the test split. `previous` is the same command
+with the settings of the recipe before issue 17 (post-LN, 15% masking, a step schedule).
+Hugging Face: one process with all cores (PyTorch's own threads), the previous recipe's settings and the
+same PretrainingData batches (same pairs, order and masks), AdamW with the same schedule, evaluated on
+the same schedule with the clock paused. Prints a table, writes bench/results/quality.json and
+bench/results/quality.png. Needs the bench extra (torch, transformers) for the Hugging Face side.
 """
 from __future__ import annotations
 
@@ -25,7 +27,14 @@ sys.path[0] = str(Path(__file__).resolve().parent.parent)
 from bench.common import DEFAULT_DATA, RESULTS, ROOT, print_table, run_measured, write_json  # noqa: E402
 
 CONFIG = ROOT / "configs" / "bert_tiny_10min.yaml"
+# configs/bert_tiny_10min.yaml as it was before issue 17: what `previous` and Hugging Face run
+PREVIOUS = ["model.norm=post", "model.linear_bias=true", "model.gated=false", "model.activation=relu",
+            "model.ffn_size=256", "model.dropout=0.1", "data.mask_prob=0.15", "train.steps=2400",
+            "train.batch_size=128", "train.lr=2e-3", "train.warmup_steps=150", "train.decay_to=steps",
+            "train.beta2=0.999", "train.grad_clip=0", "train.batch_ramp_steps=0", "train.nsp=true"]
+RECIPES = {"new": [], "previous": PREVIOUS}
 POINTS = 10  # evaluations per run
+SAVE_EVERY = 50  # steps between the checkpoints a run leaves for evaluation
 
 
 def held_out(cfg, data_dir: str, vocab):
@@ -33,27 +42,25 @@ def held_out(cfg, data_dir: str, vocab):
     from pipeline.wikitext import find_split
 
     return wikitext_examples(find_split(data_dir, "test"), cfg.data.max_len, cfg.data.min_freq, cfg.data.seed, None,
-                   vocab=vocab).pairs
+                             vocab=vocab).pairs
 
 
-def run_paddle(data_dir: str, minutes: float) -> list[dict]:
-    """Train with 2 ranks under the time budget, then evaluate every checkpoint it left."""
-    from pipeline.config import load_config
-
-    cfg = load_config(CONFIG)
+def run_paddle(data_dir: str, minutes: float, overrides: list[str]) -> list[dict]:
+    """Train with 2 ranks under the time budget, then evaluate the checkpoints nearest each tenth of it."""
     out = Path(tempfile.mkdtemp(prefix="bench-quality-"))
-    every = max(1, cfg.train.steps // POINTS)
+    settings = [f"train.max_minutes={minutes}", f"train.save_every={SAVE_EVERY}", "train.keep_checkpoints=100000",
+                *overrides]
     cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir", str(out / "log"),
            "pipeline/train.py", "-c", str(CONFIG), "--data-dir", data_dir, "--split", "valid", "--output-dir",
-           str(out), "-o", f"train.max_minutes={minutes}", "-o", f"train.save_every={every}",
-           "-o", "train.keep_checkpoints=1000"]
+           str(out), *(arg for s in settings for arg in ("-o", s))]
     print("running:", " ".join(cmd), flush=True)
     run_measured(cmd, timeout=60 * minutes + 600)
-    elapsed = {r["step"]: r["elapsed"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())}
-    return evaluate_checkpoints(out, data_dir, elapsed)
+    seconds = {r["step"]: r["training_seconds"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())}
+    return evaluate_checkpoints(out, data_dir, seconds, 60 * minutes)
 
 
-def evaluate_checkpoints(out: Path, data_dir: str, elapsed: dict[int, float]) -> list[dict]:
+def evaluate_checkpoints(out: Path, data_dir: str, seconds: dict[int, float], budget: float) -> list[dict]:
+    """Evaluate, for each tenth of the budget, the first checkpoint saved after it (and the last one)."""
     from pipeline.runtime import setup_process_for_paddle
 
     setup_process_for_paddle()
@@ -63,17 +70,20 @@ def evaluate_checkpoints(out: Path, data_dir: str, elapsed: dict[int, float]) ->
     from pipeline.tokenizer import WhitespaceTokenizer
     from pipeline.vocab import Vocab
 
+    saved = sorted((int(p.name.split("_")[1]), p) for p in (out / "checkpoints").glob("step_*"))
+    chosen = {next((s, p) for s, p in saved if seconds[s] >= budget * k / POINTS or s == saved[-1][0])
+              for k in range(1, POINTS + 1)}
     vocab = Vocab.load(out / "vocab.json")
     points, pairs = [], None
-    for path in sorted((out / "checkpoints").glob("step_*"), key=lambda p: int(p.name.split("_")[1])):
+    for step, path in sorted(chosen):
         ckpt = checkpoint.load(path)
         cfg = ckpt.config
         pairs = pairs if pairs is not None else held_out(cfg, data_dir, vocab)
         model = BertForPretraining(cfg.model)
         checkpoint.apply_model_state(model, ckpt.model_state, path)
-        metrics = evaluate(model, pairs, WhitespaceTokenizer(vocab), cfg.data.max_len, mask_prob=cfg.data.mask_prob)
-        points.append({"step": ckpt.step, "minutes": elapsed[ckpt.step] / 60, **metrics})
-        print(f"  paddle step {ckpt.step:5d} at {points[-1]['minutes']:5.2f} min: known-word accuracy "
+        metrics = evaluate(model, pairs, WhitespaceTokenizer(vocab), cfg.data.max_len)
+        points.append({"step": step, "minutes": seconds[step] / 60, **metrics})
+        print(f"  paddle step {step:5d} at {points[-1]['minutes']:5.2f} min: known-word accuracy "
               f"{metrics['mlm_accuracy_known']:.3f}, perplexity {metrics['mlm_perplexity']:.1f}", flush=True)
     return points
 
@@ -150,7 +160,7 @@ def run_huggingface(data_dir: str, minutes: float) -> list[dict]:
     from pipeline.tokenizer import WhitespaceTokenizer
     from pipeline.wikitext import find_split
 
-    cfg = load_config(CONFIG)
+    cfg = load_config(CONFIG, PREVIOUS)
     tc, d = cfg.train, cfg.data
     examples = wikitext_examples(find_split(data_dir, "valid"), d.max_len, d.min_freq, d.seed, None)
     vocab = examples.vocab
@@ -221,29 +231,40 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", default=str(DEFAULT_DATA), help="folder with wiki.valid/test.tokens")
     parser.add_argument("--minutes", type=float, default=10.0, help="training budget of each run (default 10)")
-    parser.add_argument("--only", choices=("paddle", "huggingface"), help="run one side only")
+    parser.add_argument("--runs", default="new,previous,huggingface",
+                        help="comma-separated, of: new (configs/bert_tiny_10min.yaml), previous (the recipe before "
+                             "issue 17), huggingface (default: all three)")
     args = parser.parse_args()
+    names = args.runs.split(",")
+    unknown = sorted(set(names) - {*RECIPES, "huggingface"})
+    if unknown:
+        parser.error(f"unknown run(s): {', '.join(unknown)}")
     runs: dict[str, list[dict]] = {}
-    if args.only != "huggingface":
-        runs["paddle (2 ranks)"] = run_paddle(args.data_dir, args.minutes)
-    if args.only != "paddle":
-        runs["huggingface (torch)"] = run_huggingface(args.data_dir, args.minutes)
+    for name in names:
+        if name == "huggingface":
+            runs["huggingface (torch)"] = run_huggingface(args.data_dir, args.minutes)
+        else:
+            runs[f"paddle {name} (2 ranks)"] = run_paddle(args.data_dir, args.minutes, RECIPES[name])
     rows = []
     for name, points in runs.items():
         for p in points:
             rows.append([name, f"{p['minutes']:.2f}", p["step"], round(p["mlm_accuracy_known"], 4),
                          round(p["mlm_accuracy_known"] / p["mlm_unigram_baseline_known"], 2),
-                         round(p["mlm_perplexity"], 1), round(p["encoding_mean_cosine"], 3), round(p["crane_cosine"], 3)])
+                         round(p["mlm_perplexity"], 1), round(p["encoding_mean_cosine"], 3), round(p["crane_cosine"], 3),
+                         f"{p['nsp_accuracy']:.3f} ({p['nsp_majority_baseline']:.3f})"])
     print_table(f"held-out quality against training time ({args.minutes:g} min budget, test split)",
-                ["run", "minutes", "step", "acc known", "x unigram", "perplexity", "token cos", "crane cos"], rows)
+                ["run", "minutes", "step", "acc known", "x unigram", "perplexity", "token cos", "crane cos",
+                 "NSP acc (majority)"], rows)
     summary = {}
-    if len(runs) == 2:
-        (_, ours), (_, theirs) = runs.items()
+    if "huggingface (torch)" in runs:
+        theirs = runs["huggingface (torch)"]
         target = theirs[-1]["mlm_accuracy_known"]
-        reached = minutes_to_reach(ours, target)
-        summary = {"huggingface_final_accuracy_known": target, "paddle_minutes_to_reach_it": reached}
-        print(f"\nthis pipeline reaches Hugging Face's final known-word accuracy {target:.4f} after "
-              f"{'never' if reached is None else f'{reached:.2f} min'} (Hugging Face: {theirs[-1]['minutes']:.2f} min)")
+        summary = {"huggingface_final_accuracy_known": target, "minutes_to_reach_it": {}}
+        for name, points in runs.items():
+            reached = minutes_to_reach(points, target)
+            summary["minutes_to_reach_it"][name] = reached
+            print(f"{name} reaches Hugging Face's final known-word accuracy {target:.4f} after "
+                  f"{'never' if reached is None else f'{reached:.2f} min'} (Hugging Face: {theirs[-1]['minutes']:.2f} min)")
     RESULTS.mkdir(parents=True, exist_ok=True)
     plot(runs, RESULTS / "quality.png")
     write_json("quality", {"minutes": args.minutes, "runs": runs, **summary})
