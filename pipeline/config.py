@@ -54,10 +54,6 @@ class ModelConfig:
                                  "GELU with model.activation=gelu)")
 
 
-# what transformers' BertForPreTraining is: a model with other values cannot be written as one
-BERT_ARCHITECTURE = {"norm": "post", "linear_bias": True, "gated": False}
-
-
 @dataclass
 class DataConfig:
     """Where the corpus is and how pretraining examples are made from it."""
@@ -201,6 +197,8 @@ def _check_together(cfg: Config) -> None:
         raise UserError("setting data.whole_word_mask needs data.tokenizer=wordpiece (whitespace tokens are words)")
     if cfg.train.decay_to == "max_minutes" and not cfg.train.max_minutes:
         raise UserError("setting train.decay_to=max_minutes needs a time budget: set train.max_minutes")
+    if cfg.train.decay_to == "max_minutes" and cfg.train.lr_decay != "linear":
+        raise UserError("setting train.decay_to=max_minutes needs train.lr_decay=linear (it says where that decay ends)")
     if cfg.data.max_len > cfg.model.max_position:
         raise UserError(f"setting data.max_len ({cfg.data.max_len}) exceeds model.max_position "
                         f"({cfg.model.max_position})")

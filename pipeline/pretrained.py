@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 
 from export.huggingface import name_mapping
-from pipeline.config import BERT_ARCHITECTURE
 from pipeline.errors import UserError
 from pipeline.tokenizer import TOKENIZER_FILE, WordPieceTokenizer
 from pipeline.vocab import SpecialTokens
@@ -86,7 +85,7 @@ def model_settings(config: dict, path: Path) -> dict:
         raise UserError(f"{path} lacks {', '.join(missing)}")
     settings = {ours: config[theirs] for theirs, ours in MODEL_KEYS.items() if theirs in config}
     settings.setdefault("tie_word_embeddings", True)  # transformers' default
-    settings.update(BERT_ARCHITECTURE)
+    settings.update(norm="post", linear_bias=True, gated=False)  # what transformers' BERT is
     return settings
 
 

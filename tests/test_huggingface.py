@@ -32,13 +32,15 @@ def test_weights_are_transposed_and_the_key_bias_is_zero(trained):
     assert not hf["bert.encoder.layer.0.attention.self.key.bias"].any()
 
 
-@pytest.mark.parametrize("tied", [False, True])
-def test_transformers_loads_the_export_and_matches(corpus_dir, tmp_path, tied):
+@pytest.mark.parametrize("tied,bias", [(False, True), (True, True), (False, False)])
+def test_transformers_loads_the_export_and_matches(corpus_dir, tmp_path, tied, bias):
+    """Also without linear biases (model.linear_bias=false): zero biases there, exactly."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     trained = tmp_path / "trained"
     result = run_script("pipeline/train.py", "--data-dir", str(corpus_dir), "--output-dir", str(trained), "--steps", "3",
-                        *TINY, "-o", f"model.tie_word_embeddings={str(tied).lower()}", "-o", "model.activation=gelu")
+                        *TINY, "-o", f"model.tie_word_embeddings={str(tied).lower()}", "-o", "model.activation=gelu",
+                        "-o", f"model.linear_bias={str(bias).lower()}")
     assert result.returncode == 0, result.stderr
     folder = tmp_path / "hf"
     result = run_script("export/save.py", "--output-dir", str(trained), "--format", "huggingface",

@@ -213,6 +213,8 @@ def test_the_time_schedule_decays_to_zero_at_the_budget_and_a_resume_keeps_the_c
     assert lr_factor(100, tc, 30.0) == 0.5 and lr_factor(100, tc, 60.0) == 0.0 and lr_factor(1, tc, 50.0) < 0.2
     assert_user_error(train(corpus_dir, tmp_path / "none", "-o", "train.decay_to=max_minutes"),
                       "train.decay_to=max_minutes needs a time budget")
+    assert_user_error(train(corpus_dir, tmp_path / "none", "-o", "train.decay_to=max_minutes", "-o",
+                            "train.max_minutes=1"), "needs train.lr_decay=linear")
 
     out = tmp_path / "o"
     timed = ["-o", "train.decay_to=max_minutes", "-o", "train.lr_decay=linear", "-o", "train.warmup_steps=3"]
