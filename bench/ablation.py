@@ -1,5 +1,6 @@
-"""Recipes one change at a time: the README's main command with `-o` overrides, each run alone on this
-machine, with every held-out figure next to its baseline and the training-vs-held-out gap.
+"""Recipes one change at a time: the README's main command with `-o` overrides (each row of RECIPES changes
+the previous default once), each run alone on this machine, with every held-out figure next to its
+baseline and the training-vs-held-out gap.
 
     python bench/ablation.py --stage select [--recipes default,mask30,...]   # choose: held-back training text
     python bench/ablation.py --stage report [--recipes ...]                  # then: wiki.valid -> wiki.test
@@ -28,22 +29,32 @@ ARTICLE_TITLE = re.compile(r"^ = [^=].* = $")  # " = Homarus gammarus = ", not "
 
 HEADER = ["recipe", "wall s", "steps", "known-word acc (x unigram)", "ppl", "token cos", "crane cos",
           "NSP acc (majority)", "train MLM loss / held-out ln ppl"]
-# name -> -o overrides on the README's main command (configs/bert_tiny.yaml)
+# configs/bert_tiny.yaml before issue 17 (post-LN, ReLU, biases, 15% masking, 800 steps): the rows change it once
+PREVIOUS_DEFAULT = ["model.activation=relu", "model.linear_bias=true", "data.mask_prob=0.15", "train.steps=800",
+                    "train.warmup_steps=80"]
+
+
+def one_change(*settings: str) -> list[str]:
+    return PREVIOUS_DEFAULT + list(settings)
+
+
+# name -> overrides of configs/bert_tiny.yaml (or of the config given after --)
 RECIPES: dict[str, list[str]] = {
     "default": [],
-    "mask30": ["-o", "data.mask_prob=0.3"],
-    "mask40": ["-o", "data.mask_prob=0.4"],
-    "pre": ["-o", "model.norm=pre"],
-    "nsp-off": ["-o", "train.nsp=false"],
-    "no-bias": ["-o", "model.linear_bias=false"],
-    "gelu": ["-o", "model.activation=gelu"],
-    "gated": ["-o", "model.gated=true", "-o", "model.activation=gelu"],
-    "gated-narrow": ["-o", "model.gated=true", "-o", "model.activation=gelu", "-o", "model.ffn_size=170"],
-    "dropout0": ["-o", "model.dropout=0"],
-    "beta98": ["-o", "train.beta2=0.98"],
-    "clip": ["-o", "train.grad_clip=0.5"],
-    "ramp": ["-o", "train.batch_ramp_steps=200"],
-    "time": ["-o", "train.decay_to=max_minutes", "-o", "train.max_minutes=1.8", "-o", "train.steps=100000"],
+    "previous-default": one_change(),
+    "mask30": one_change("data.mask_prob=0.3"),
+    "mask40": one_change("data.mask_prob=0.4"),
+    "pre": one_change("model.norm=pre"),
+    "nsp-off": one_change("train.nsp=false"),
+    "no-bias": one_change("model.linear_bias=false"),
+    "gelu": one_change("model.activation=gelu"),
+    "gated": one_change("model.gated=true", "model.activation=gelu"),
+    "dropout0": one_change("model.dropout=0"),
+    "beta98": one_change("train.beta2=0.98"),
+    "clip": one_change("train.grad_clip=0.5"),
+    "ramp": one_change("train.batch_ramp_steps=200"),
+    "time": one_change("train.decay_to=max_minutes", "train.max_minutes=1.8", "train.steps=100000"),
+    "default-pre": ["model.norm=pre"],
 }
 
 
@@ -82,7 +93,8 @@ def main() -> None:
     parser.add_argument("--stage", choices=("select", "report"), default="select",
                         help="select: held-back 15%% of wiki.valid; report: wiki.valid -> wiki.test")
     parser.add_argument("--data-dir", default=str(DEFAULT_DATA), help="folder with wiki.valid/test.tokens")
-    parser.add_argument("--recipes", default="default,mask30", help=f"comma-separated, of: {', '.join(RECIPES)}")
+    parser.add_argument("--recipes", default="previous-default,default",
+                        help=f"comma-separated, of: {', '.join(RECIPES)}")
     parser.add_argument("--custom", action="append", default=[], metavar="NAME=S.K=V,S.K=V",
                         help="one more recipe (repeatable): a name, then its overrides, comma-separated")
     parser.add_argument("--ranks", type=int, default=1, help="processes per run (fleetrun --nproc_per_node)")
@@ -96,10 +108,9 @@ def main() -> None:
         train_split, eval_split = "valid", "test"
     rows, results = [], []
     recipes = [(name, RECIPES[name]) for name in args.recipes.split(",") if name]
-    for item in args.custom:
-        name, _, settings = item.partition("=")
-        recipes.append((name, [arg for setting in settings.split(",") for arg in ("-o", setting)]))
-    for name, overrides in recipes:
+    recipes += [(name, settings.split(",")) for name, _, settings in (item.partition("=") for item in args.custom)]
+    for name, settings in recipes:
+        overrides = [arg for setting in settings for arg in ("-o", setting)]
         r = run_recipe(name, overrides, data_dir, train_split, eval_split, args.extra, args.ranks)
         results.append(r)
         base = r["mlm_unigram_baseline_known"]

@@ -11,7 +11,7 @@ with the settings of the recipe before issue 17 (post-LN, 15% masking, a step sc
 Hugging Face: one process with all cores (PyTorch's own threads), the previous recipe's settings and the
 same PretrainingData batches (same pairs, order and masks), AdamW with the same schedule, evaluated on
 the same schedule with the clock paused. Prints a table, writes bench/results/quality.json and
-bench/results/quality.png. Needs the bench extra (torch, transformers) for the Hugging Face side.
+bench/quality.png (the README's figure). Needs the bench extra (torch, transformers) for the Hugging Face side.
 """
 from __future__ import annotations
 
@@ -265,8 +265,7 @@ def main() -> None:
             summary["minutes_to_reach_it"][name] = reached
             print(f"{name} reaches Hugging Face's final known-word accuracy {target:.4f} after "
                   f"{'never' if reached is None else f'{reached:.2f} min'} (Hugging Face: {theirs[-1]['minutes']:.2f} min)")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    plot(runs, RESULTS / "quality.png")
+    plot(runs, ROOT / "bench" / "quality.png")  # the README shows it
     write_json("quality", {"minutes": args.minutes, "runs": runs, **summary})
 
 
