@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from bench.common import DEFAULT_DATA, RESULTS, ROOT, print_table, run_measured, write_json  # noqa: E402
+from bench.common import DEFAULT_DATA, ROOT, print_table, run_measured, write_json  # noqa: E402
 
 CONFIG = ROOT / "configs" / "bert_tiny_10min.yaml"
 # configs/bert_tiny_10min.yaml as it was before issue 17: what `previous` and Hugging Face run
@@ -55,7 +55,8 @@ def run_paddle(data_dir: str, minutes: float, overrides: list[str]) -> list[dict
            str(out), *(arg for s in settings for arg in ("-o", s))]
     print("running:", " ".join(cmd), flush=True)
     run_measured(cmd, timeout=60 * minutes + 600)
-    seconds = {r["step"]: r["training_seconds"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())}
+    records = map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+    seconds = {r["step"]: r["training_seconds"] for r in records}
     return evaluate_checkpoints(out, data_dir, seconds, 60 * minutes)
 
 
@@ -250,7 +251,8 @@ def main() -> None:
         for p in points:
             rows.append([name, f"{p['minutes']:.2f}", p["step"], round(p["mlm_accuracy_known"], 4),
                          round(p["mlm_accuracy_known"] / p["mlm_unigram_baseline_known"], 2),
-                         round(p["mlm_perplexity"], 1), round(p["encoding_mean_cosine"], 3), round(p["crane_cosine"], 3),
+                         round(p["mlm_perplexity"], 1), round(p["encoding_mean_cosine"], 3),
+                         round(p["crane_cosine"], 3),
                          f"{p['nsp_accuracy']:.3f} ({p['nsp_majority_baseline']:.3f})"])
     print_table(f"held-out quality against training time ({args.minutes:g} min budget, test split)",
                 ["run", "minutes", "step", "acc known", "x unigram", "perplexity", "token cos", "crane cos",
@@ -263,8 +265,9 @@ def main() -> None:
         for name, points in runs.items():
             reached = minutes_to_reach(points, target)
             summary["minutes_to_reach_it"][name] = reached
-            print(f"{name} reaches Hugging Face's final known-word accuracy {target:.4f} after "
-                  f"{'never' if reached is None else f'{reached:.2f} min'} (Hugging Face: {theirs[-1]['minutes']:.2f} min)")
+            when = "never" if reached is None else f"{reached:.2f} min"
+            print(f"{name} reaches Hugging Face's final known-word accuracy {target:.4f} after {when} "
+                  f"(Hugging Face: {theirs[-1]['minutes']:.2f} min)")
     plot(runs, ROOT / "bench" / "quality.png")  # the README shows it
     write_json("quality", {"minutes": args.minutes, "runs": runs, **summary})
 

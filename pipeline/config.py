@@ -48,9 +48,8 @@ class ModelConfig:
     tie_word_embeddings: bool = setting(False, "the MLM output layer reuses the word embeddings (BERT)")
     norm: str = setting("post", "post: LayerNorm after each residual add (BERT); pre: before each block, with a "
                                 "final LayerNorm (cramming, academic-budget BERT)", choices=("post", "pre"))
-    linear_bias: bool = setting(True, "biases in the encoder's linear layers (attention, feed-forward); false: "
-                                      "none (cramming, configs/bert_tiny.yaml); true for a config that leaves it "
-                                      "out, as checkpoints made before the setting")
+    linear_bias: bool = setting(False, "biases in the encoder's linear layers (attention, feed-forward), as in BERT; "
+                                       "false: none (cramming)")
     gated: bool = setting(False, "gated feed-forward (GLU): activation(x W1) * (x V), then W2 (cramming's gated "
                                  "GELU with model.activation=gelu)")
 
@@ -94,7 +93,8 @@ class TrainConfig:
     lr: float = setting(2e-3, "peak learning rate", above=0.0)
     weight_decay: float = setting(0.01, "AdamW decay (not on biases and LayerNorm)", at_least=0.0)
     warmup_steps: int = setting(70, "linear warm-up from 0", at_least=0)
-    lr_decay: str = setting("linear", "after warm-up: none or linear to 0 (at train.decay_to)", choices=("none", "linear"))
+    lr_decay: str = setting("linear", "after warm-up: none or linear to 0 (at train.decay_to)",
+                            choices=("none", "linear"))
     decay_to: str = setting("steps", "where the linear decay reaches 0: at train.steps, or at train.max_minutes of "
                                      "training time (the time budget: warm-up, then min(warm-up, 1 - time / budget))",
                             choices=("steps", "max_minutes"))
@@ -274,9 +274,17 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
     return cfg
 
 
+# the value a saved config (a checkpoint's config.json) without the setting was made with
+BEFORE_THE_SETTING = {"model": {"linear_bias": True}}
+
+
 def config_from_dict(raw: dict[str, dict[str, Any]]) -> Config:
-    """Rebuild a Config from `Config.to_dict()` output (e.g. a checkpoint's config.json)."""
+    """Rebuild a Config from `Config.to_dict()` output (e.g. a checkpoint's config.json); a setting newer
+    than the checkpoint gets the value the checkpoint was made with (BEFORE_THE_SETTING)."""
     cfg = Config()
+    for section, values in BEFORE_THE_SETTING.items():
+        for key, value in values.items():
+            _set(cfg, section, key, value)
     for section, values in raw.items():
         for key, value in values.items():
             _set(cfg, section, key, value)

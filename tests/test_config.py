@@ -111,3 +111,12 @@ def test_readme_settings_table_is_generated_from_the_fields():
     start, end = "<!-- settings table -->\n", "\n<!-- end of settings table -->"
     table = readme[readme.index(start) + len(start):readme.index(end)]
     assert table == settings_table(), "README out of date: paste pipeline.config.settings_table() into it"
+
+
+def test_a_checkpoint_config_from_before_a_setting_gets_the_value_it_was_made_with():
+    from pipeline.config import config_from_dict
+
+    old = Config().to_dict()
+    del old["model"]["linear_bias"]  # a config.json written before model.linear_bias existed: with biases
+    assert config_from_dict(old).model.linear_bias is True
+    assert config_from_dict(Config().to_dict()).model.linear_bias is False

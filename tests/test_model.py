@@ -8,7 +8,7 @@ from pipeline.dataset import compact_predictions
 from pipeline.model import BertForPretraining, BertSelfAttention, PretrainingStep, attention_mask, step_input_spec
 
 CFG = ModelConfig(vocab_size=50, hidden_size=16, num_layers=2, num_heads=2, ffn_size=32, dropout=0.0,
-                  max_position=32)
+                  max_position=32, linear_bias=True)
 
 
 def batch(rows=4, length=12, preds=3, seed=0):
@@ -49,7 +49,8 @@ def test_output_shapes():
 def reference_attention(layer: BertSelfAttention, x: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Textbook multi-head attention with every bias applied where the paper puts it."""
     w = {n: getattr(layer, n).weight.numpy() for n in ("query", "key", "value", "output")}
-    bq, bv, bo = layer.query.bias.numpy(), layer.value.bias.numpy(), layer.output.bias.numpy()
+    bq, bv, bo = (np.zeros(x.shape[-1]) if getattr(layer, n).bias is None else getattr(layer, n).bias.numpy()
+                  for n in ("query", "value", "output"))
     q, k, v = x @ w["query"] + bq, x @ w["key"], x @ w["value"] + bv
     d = layer.head_dim
     heads = []
@@ -63,9 +64,10 @@ def reference_attention(layer: BertSelfAttention, x: np.ndarray, valid: np.ndarr
 
 
 @pytest.mark.parametrize("heads", [2, 8])  # unrolled heads, and batched heads
-def test_folded_biases_equal_textbook_attention(heads):
+@pytest.mark.parametrize("bias", [True, False])  # model.linear_bias
+def test_folded_biases_equal_textbook_attention(heads, bias):
     paddle.seed(1)
-    layer = BertSelfAttention(ModelConfig(**{**CFG.__dict__, "num_heads": heads}))
+    layer = BertSelfAttention(ModelConfig(**{**CFG.__dict__, "num_heads": heads, "linear_bias": bias}))
     for p in layer.parameters():  # non-zero biases, so folding them is really tested
         p.set_value(paddle.randn(p.shape) * 0.5)
     x = np.random.default_rng(2).standard_normal((3, 7, 16)).astype(np.float32)
