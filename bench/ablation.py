@@ -100,7 +100,12 @@ def main() -> None:
     parser.add_argument("--ranks", type=int, default=1, help="processes per run (fleetrun --nproc_per_node)")
     parser.add_argument("extra", nargs="*", help="train.py arguments for every run, before the recipe's, after --, "
                                                  "e.g. -- -c configs/bert_tiny_10min.yaml")
+    parser.add_argument("--table", action="store_true", help="print the stage's stored results, run nothing")
     args = parser.parse_args()
+    if args.table:
+        stored = json.loads((RESULTS / f"ablation-{args.stage}.json").read_text())["runs"]
+        print_markdown([table_row(r) for r in stored])
+        return
     data_dir = Path(args.data_dir)
     if args.stage == "select":
         data_dir, train_split, eval_split = held_back_folder(data_dir), "train", "valid"
@@ -111,21 +116,27 @@ def main() -> None:
     recipes += [(name, settings.split(",")) for name, _, settings in (item.partition("=") for item in args.custom)]
     for name, settings in recipes:
         overrides = [arg for setting in settings for arg in ("-o", setting)]
-        r = run_recipe(name, overrides, data_dir, train_split, eval_split, args.extra, args.ranks)
-        results.append(r)
-        base = r["mlm_unigram_baseline_known"]
-        crane = "n/a" if r["crane_cosine"] is None else f"{r['crane_cosine']:.3f}"
-        rows.append([name, f"{r['wall_s']:.0f}", r["steps"], f"{r['mlm_accuracy_known']:.3f} "
-                     f"({r['mlm_accuracy_known'] / base:.2f}x)", f"{r['mlm_perplexity']:.0f}",
-                     f"{r['encoding_mean_cosine']:.3f}", crane,
-                     f"{r['nsp_accuracy']:.3f} ({r['nsp_majority_baseline']:.3f})",
-                     f"{r['train_mlm_loss_end']:.2f} / {math.log(r['mlm_perplexity']):.2f}"])
+        results.append(run_recipe(name, overrides, data_dir, train_split, eval_split, args.extra, args.ranks))
+        rows.append(table_row(results[-1]))
         print_table(f"ablation, stage {args.stage}", HEADER, rows)
+    print_markdown(rows)
+    write_json(f"ablation-{args.stage}", {"stage": args.stage, "runs": merged_with_earlier(args.stage, results)})
+
+
+def table_row(r: dict) -> list:
+    crane = "n/a" if r["crane_cosine"] is None else f"{r['crane_cosine']:.3f}"
+    return [r["recipe"], f"{r['wall_s']:.0f}", r["steps"],
+            f"{r['mlm_accuracy_known']:.3f} ({r['mlm_accuracy_known'] / r['mlm_unigram_baseline_known']:.2f}x)",
+            f"{r['mlm_perplexity']:.0f}", f"{r['encoding_mean_cosine']:.3f}", crane,
+            f"{r['nsp_accuracy']:.3f} ({r['nsp_majority_baseline']:.3f})",
+            f"{r['train_mlm_loss_end']:.2f} / {math.log(r['mlm_perplexity']):.2f}"]
+
+
+def print_markdown(rows: list[list]) -> None:
     print("\nas a README table:\n")
     print("| " + " | ".join(HEADER) + " |\n|" + " --- |" * len(HEADER))
     for row in rows:
         print("| " + " | ".join(str(c) for c in row) + " |")
-    write_json(f"ablation-{args.stage}", {"stage": args.stage, "runs": merged_with_earlier(args.stage, results)})
 
 
 def merged_with_earlier(stage: str, results: list[dict]) -> list[dict]:
