@@ -39,20 +39,25 @@ def test_weights_are_transposed_and_the_key_bias_is_zero(trained):
     assert not hf["bert.encoder.layer.0.attention.self.key.bias"].any()
 
 
+def train_and_export(tmp_path, *train_args: str):
+    """Train the tiny model with `train_args`, export it with --format huggingface; (output, export folder)."""
+    trained, folder = tmp_path / "trained", tmp_path / "hf"
+    result = run_script("pipeline/train.py", "--output-dir", str(trained), *TINY, *train_args)
+    assert result.returncode == 0, result.stderr
+    result = run_script("export/save.py", "--output-dir", str(trained), "--format", "huggingface",
+                        "--export-dir", str(folder))
+    assert result.returncode == 0, result.stderr
+    return trained, folder
+
+
 @pytest.mark.parametrize("tied,bias", [(False, True), (True, True), (False, False)])
 def test_transformers_loads_the_export_and_matches(corpus_dir, tmp_path, tied, bias):
     """Also without linear biases (model.linear_bias=false): zero biases there, exactly."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    trained = tmp_path / "trained"
-    result = run_script("pipeline/train.py", "--data-dir", str(corpus_dir), "--output-dir", str(trained), "--steps", "3",
-                        *TINY, "-o", f"model.tie_word_embeddings={str(tied).lower()}", "-o", "model.activation=gelu",
-                        "-o", f"model.linear_bias={str(bias).lower()}")
-    assert result.returncode == 0, result.stderr
-    folder = tmp_path / "hf"
-    result = run_script("export/save.py", "--output-dir", str(trained), "--format", "huggingface",
-                        "--export-dir", str(folder))
-    assert result.returncode == 0, result.stderr
+    trained, folder = train_and_export(tmp_path, "--data-dir", str(corpus_dir), "--steps", "3",
+                                       "-o", f"model.tie_word_embeddings={str(tied).lower()}",
+                                       "-o", "model.activation=gelu", "-o", f"model.linear_bias={str(bias).lower()}")
     assert {"config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json"} <= {p.name for p in folder.iterdir()}
     hf, info = transformers.BertForPreTraining.from_pretrained(str(folder), output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
@@ -98,15 +103,9 @@ def test_the_exported_tokenizer_gives_the_projects_ids_cased_and_uncased(tmp_pat
     write_chinese(corpus / "zh.txt", documents=100, seed=2)
     (corpus / "mixed.txt").write_text("The Crane is Flying over Berlin. Ünïcödé café naïve!\n\nÉcole ÉTÉ, Straße. "
                                       "İstanbul? Señor Müller's crane.\n", encoding="utf-8")
-    trained = tmp_path / "trained"
-    result = run_script("pipeline/train.py", "--corpus", str(corpus), "--output-dir", str(trained), "--steps", "1",
-                        *TINY, "-o", "data.tokenizer=wordpiece", "-o", "data.vocab_size=400",
-                        "-o", f"data.lowercase={str(lowercase).lower()}")
-    assert result.returncode == 0, result.stderr
-    folder = tmp_path / "hf"
-    result = run_script("export/save.py", "--output-dir", str(trained), "--format", "huggingface",
-                        "--export-dir", str(folder))
-    assert result.returncode == 0, result.stderr
+    trained, folder = train_and_export(tmp_path, "--corpus", str(corpus), "--steps", "1",
+                                       "-o", "data.tokenizer=wordpiece", "-o", "data.vocab_size=400",
+                                       "-o", f"data.lowercase={str(lowercase).lower()}")
     ours = WordPieceTokenizer.load(trained / TOKENIZER_FILE)
     theirs = transformers.AutoTokenizer.from_pretrained(str(folder))
     rng = np.random.default_rng(3)
