@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 
 from bench.common import ROOT, print_table, run_measured, write_json  # noqa: E402
-from export.save import export  # noqa: E402
+from export.save import export_checkpoint  # noqa: E402
 import infer.predictor as predictor_module  # noqa: E402
 from infer.predictor import Encoder  # noqa: E402
 from pipeline import checkpoint  # noqa: E402
@@ -69,7 +69,7 @@ def make_export(size: str, folder: Path) -> tuple[BertForPretraining, Path]:
     state = {k: v.numpy() for k, v in model.state_dict().items()}
     ckpt = checkpoint.Checkpoint(folder / "ckpt", 0, cfg, state, {}, {})
     vocab = Vocab(list(SPECIAL_TOKENS) + [f"w{i}" for i in range(VOCAB_SIZE - len(SPECIAL_TOKENS))])
-    return model, export(ckpt, WhitespaceTokenizer(vocab), folder / size, with_heads=False,
+    return model, export_checkpoint(ckpt, WhitespaceTokenizer(vocab), folder / size, with_heads=False,
                          onnx=has("paddle2onnx") and has("onnxruntime"))
 
 

@@ -3,9 +3,12 @@
     python export/save.py                                  # newest checkpoint of output/ -> output/inference
     python export/save.py --checkpoint output/checkpoints/step_50 --export-dir model/ --with-heads
     python export/save.py --format huggingface             # -> output/huggingface (transformers loads it)
+    python export/save.py --from-hf all-MiniLM-L6-v2/ --export-dir minilm/   # a published BERT, no training
 
-Writes <export-dir>/encoder.json + encoder.pdiparams (Paddle 3 PIR program), vocab.json and
-manifest.json (and pretraining.* with --with-heads), through a temporary folder renamed at the end.
+Writes <export-dir>/encoder.json + encoder.pdiparams (Paddle 3 PIR program), vocab.json (+ tokenizer.json)
+and manifest.json (and pretraining.* with --with-heads), through a temporary folder renamed at the end.
+The manifest says how token vectors become one embedding (pooling, normalisation) and the longest input:
+a checkpoint's are <cls>, not normalised, data.max_len; a published folder's are what it declares.
 """
 from __future__ import annotations
 
@@ -26,11 +29,14 @@ from paddle.static import InputSpec  # noqa: E402
 
 from export import huggingface  # noqa: E402
 from pipeline import checkpoint  # noqa: E402
+from pipeline.config import Config, load_config  # noqa: E402
 from pipeline.errors import UserError, run_cli  # noqa: E402
 from pipeline.export_format import (ENCODER, HEADS, HEADS_OUTPUTS, MANIFEST, MANIFEST_FORMAT,  # noqa: E402
-                                    ONNX_FILE, PRED_POSITIONS, VOCAB, inputs_manifest, outputs_manifest)
+                                    ONNX_FILE, PRED_POSITIONS, VOCAB, embedding_manifest, inputs_manifest,
+                                    outputs_manifest)
 from pipeline.files import atomic_folder, file_digest  # noqa: E402
 from pipeline.model import BertForPretraining, encoder_input_spec  # noqa: E402
+from pipeline.pretrained import complete_state, open_pretrained, sentence_embedding  # noqa: E402
 from pipeline.tokenizer import Tokenizer, load_tokenizer  # noqa: E402
 from pipeline.vocab import Vocab  # noqa: E402
 
@@ -55,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", default="output",
                    help="training output folder whose newest checkpoint is exported (default: output)")
     p.add_argument("--checkpoint", help="a checkpoint folder (checkpoints/step_N) instead of the newest")
+    p.add_argument("--from-hf", metavar="DIR",
+                   help="export a published BERT without training: a Hugging Face BertModel/BertForPreTraining "
+                        "folder or a sentence-transformers folder (its pooling, normalisation and max_seq_length go "
+                        "into the manifest); default dir <output-dir>/inference")
     p.add_argument("--export-dir", help="where to write the model (default: <output-dir>/inference)")
     p.add_argument("--with-heads", action="store_true",
                    help="also export encoder + MLM/NSP heads, needed by infer/encode.py --fill-mask")
@@ -67,12 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def export(ckpt: checkpoint.Checkpoint, tokenizer: Tokenizer, export_dir: Path, with_heads: bool,
-           onnx: bool = False) -> Path:
-    """Write the inference model of `ckpt` to `export_dir`, replacing what was there only on success."""
-    cfg = ckpt.config
+def export(cfg: Config, model_state: dict, tokenizer: Tokenizer, export_dir: Path, source: dict,
+           embedding: dict, with_heads: bool = False, onnx: bool = False) -> Path:
+    """Write the inference model of `model_state` (a `BertForPretraining` of `cfg.model`) to `export_dir`,
+    replacing what was there only on success. `source` (where the weights came from) and `embedding`
+    (`embedding_manifest`) go into the manifest."""
     model = BertForPretraining(cfg.model)
-    checkpoint.apply_model_state(model, ckpt.model_state, ckpt.path)
+    checkpoint.apply_model_state(model, model_state, Path(source.get("checkpoint") or source.get("from_hf")))
     model.eval()
     with atomic_folder(export_dir) as tmp:
         encoder = paddle.jit.to_static(model.encoder, input_spec=encoder_input_spec(), full_graph=True)
@@ -87,10 +98,10 @@ def export(ckpt: checkpoint.Checkpoint, tokenizer: Tokenizer, export_dir: Path, 
         manifest = {
             "format": MANIFEST_FORMAT,
             "model": cfg.model.__dict__, "max_len": cfg.data.max_len, "tokenizer": tokenizer.kind,
-            "checkpoint_step": ckpt.step,
-            "checkpoint": str(ckpt.path), "paddle_version": paddle.__version__,
+            **source, "paddle_version": paddle.__version__,
             "inputs": inputs_manifest(),
             "outputs": outputs_manifest(cfg.model.hidden_size),
+            "embedding": embedding,
             "with_heads": with_heads,
             "sha256": {p.name: file_digest(p) for p in sorted([*tmp.glob("*.pdiparams"), *tmp.glob("*.onnx")])},
         }
@@ -98,6 +109,32 @@ def export(ckpt: checkpoint.Checkpoint, tokenizer: Tokenizer, export_dir: Path, 
             manifest["heads_outputs"] = list(HEADS_OUTPUTS)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     return export_dir
+
+
+def export_checkpoint(ckpt: checkpoint.Checkpoint, tokenizer: Tokenizer, export_dir: Path, with_heads: bool,
+                      onnx: bool = False) -> Path:
+    """A training checkpoint's export: <cls> pooling, not normalised (what masked-LM pretraining gives)."""
+    source = {"checkpoint": str(ckpt.path), "checkpoint_step": ckpt.step}
+    embedding = embedding_manifest("cls", False, ckpt.config.model.hidden_size)
+    return export(ckpt.config, ckpt.model_state, tokenizer, export_dir, source, embedding, with_heads, onnx)
+
+
+def export_published(folder: Path, export_dir: Path, with_heads: bool, onnx: bool = False) -> Path:
+    """A published BERT's export, with no training step: its settings, weights and tokenizer as --init-from
+    reads them, and the pooling, normalisation and longest input the folder declares."""
+    pretrained = open_pretrained(folder)
+    if with_heads and pretrained.fresh:
+        raise UserError(f"--with-heads: {folder} holds no pretraining heads (a BertModel or sentence-transformers "
+                        f"folder is the encoder alone); export without --with-heads")
+    declared = sentence_embedding(folder, pretrained.model["max_position"])
+    cfg = load_config(None, (), {**{f"model.{k}": v for k, v in pretrained.model.items()},
+                                 "data.max_len": declared.max_len, "data.tokenizer": "wordpiece",
+                                 "data.lowercase": pretrained.tokenizer.lowercase})
+    fresh = {k: v.numpy() for k, v in BertForPretraining(cfg.model).state_dict().items()} if pretrained.fresh else {}
+    state = complete_state(pretrained, fresh)
+    embedding = embedding_manifest(declared.pooling, declared.normalize, cfg.model.hidden_size)
+    return export(cfg, state, pretrained.tokenizer, export_dir, {"from_hf": str(Path(folder).resolve())}, embedding,
+                  with_heads, onnx)
 
 
 def convert_to_onnx(folder: Path) -> None:
@@ -118,10 +155,18 @@ def convert_to_onnx(folder: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     output = Path(args.output_dir)
+    default_name = "huggingface" if args.format == "huggingface" else "inference"
+    export_dir = Path(args.export_dir) if args.export_dir else output / default_name
+    if args.from_hf is not None:
+        if args.checkpoint or args.format != "paddle":
+            raise UserError("--from-hf exports a published folder as a Paddle Inference model: it takes neither "
+                            "--checkpoint nor --format huggingface")
+        return write_export(lambda: export_published(Path(args.from_hf), export_dir, args.with_heads, args.onnx),
+                            export_dir, args.from_hf)
     path = Path(args.checkpoint) if args.checkpoint else checkpoint.latest(output)
     if path is None:
         raise UserError(f"no checkpoint in {output / 'checkpoints'}: train first (python pipeline/train.py) "
-                        f"or pass --checkpoint")
+                        f"or pass --checkpoint (or --from-hf DIR for a published BERT)")
     if not path.is_dir():
         raise UserError(f"checkpoint folder not found: {path}")
     ckpt = checkpoint.load(path)
@@ -131,19 +176,26 @@ def main(argv: list[str] | None = None) -> int:
     if len(vocab) != ckpt.config.model.vocab_size:
         raise UserError(f"vocab.json has {len(vocab)} tokens but checkpoint {ckpt.path} expects "
                         f"{ckpt.config.model.vocab_size}")
-    default_name = "huggingface" if args.format == "huggingface" else "inference"
-    export_dir = Path(args.export_dir) if args.export_dir else output / default_name
-    try:
+
+    def write() -> None:
         if args.format == "huggingface":
             huggingface.check_expressible(ckpt.config)
             with atomic_folder(export_dir) as tmp:
                 huggingface.write_folder(tmp, ckpt.config, ckpt.model_state, tokenizer)
         else:
-            export(ckpt, tokenizer, export_dir, args.with_heads, args.onnx)
-    except OSError as err:  # a full disk, a read-only folder: a previous export stays as it was
+            export_checkpoint(ckpt, tokenizer, export_dir, args.with_heads, args.onnx)
+
+    return write_export(write, export_dir, f"{path} (step {ckpt.step})")
+
+
+def write_export(write, export_dir: Path, what: str) -> int:
+    """Run `write`; a full disk or a read-only folder is one line, and a previous export stays as it was."""
+    try:
+        write()
+    except OSError as err:
         raise UserError(f"cannot write the export to {export_dir} ({err.strerror or err}); "
                         f"{'the previous export is unchanged' if export_dir.exists() else 'nothing was written'}") from None
-    print(f"exported {path} (step {ckpt.step}) to {export_dir}")
+    print(f"exported {what} to {export_dir}")
     return 0
 
 

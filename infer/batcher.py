@@ -4,6 +4,7 @@ Worker threads, each with its own predictor (an `Encoder.clone()`), take tokeniz
 bounded queue: a worker waits up to `max_wait_ms` after the first item for more, up to `max_batch`,
 then runs them in length buckets (so a short text is not padded to a long one) and completes each
 item's future. A full queue refuses new work at once (`QueueFull`) instead of letting latency grow.
+Each worker first runs a warm-up call (`warmup`); `ready` is set once every worker has.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import time
 from collections import Counter
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Callable
 
 Item = tuple[list[str], list[int]]  # tokens and segment ids, as `pipeline.tokenizer.tokenize` makes them
 BUCKET_WIDTH = 16  # items whose lengths fall in the same 16-token band share a predictor call
@@ -31,10 +33,15 @@ class Job:
 class Batcher:
     """Runs tokenized items on `encoders` (one worker thread each) in dynamic batches."""
 
-    def __init__(self, encoders: list, max_batch: int = 32, max_wait_ms: float = 2.0, queue_size: int = 1024):
+    def __init__(self, encoders: list, max_batch: int = 32, max_wait_ms: float = 2.0, queue_size: int = 1024,
+                 warmup: Item | None = None, on_batch: Callable[[int], None] | None = None):
         self.max_batch, self.max_wait = max_batch, max_wait_ms / 1000
         self.jobs: queue.Queue[Job] = queue.Queue(maxsize=queue_size)
         self.batch_sizes: Counter[int] = Counter()  # predictor calls by batch size, for bench/serve.py
+        self.ready = threading.Event()  # every worker has run its warm-up call
+        self.warmup_error: Exception | None = None
+        self._warmup, self._on_batch = warmup, on_batch
+        self._warm = 0
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._workers = [threading.Thread(target=self._work, args=(enc,), name=f"encoder-{i}", daemon=True)
@@ -74,11 +81,27 @@ class Batcher:
                 break
         return batch
 
+    def _warm_up(self, encoder) -> None:
+        """One predictor call before serving: the first call of a predictor pays for its set-up."""
+        try:
+            if self._warmup is not None:
+                encoder.encode_tokenized([self._warmup])
+        except Exception as err:  # noqa: BLE001 - reported by the readiness check, the worker still serves
+            self.warmup_error = err
+            return
+        with self._lock:
+            self._warm += 1
+            if self._warm == len(self._workers):
+                self.ready.set()
+
     def _work(self, encoder) -> None:
+        self._warm_up(encoder)
         while not (self._stopping.is_set() and self.jobs.empty()):
             batch = self._next_batch()
             for group in length_buckets(batch):
                 self.batch_sizes[len(group)] += 1
+                if self._on_batch is not None:
+                    self._on_batch(len(group))
                 try:
                     vectors = encoder.encode_tokenized([job.item for job in group])
                 except Exception as err:  # noqa: BLE001 - handed to the waiting requests, the worker lives on

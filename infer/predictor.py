@@ -2,8 +2,10 @@
 ONNX Runtime on CPU (`backend`).
 
     from infer.predictor import Encoder
-    encodings = Encoder("output/inference").encode(["a crane is flying"])
+    encoder = Encoder("output/inference")
+    encodings = encoder.encode(["a crane is flying"])
     encodings[0].vectors.shape   # (6, 128): <cls> a crane is flying <sep>
+    encoder.embed(["a crane is flying"]).shape   # (1, 128): pooled as the export's manifest says
 
 Preprocess (tokenise like training, pad, sort by length) / infer (predictor) / postprocess (unpad,
 restore input order), as in Paddle's own deploy code. Imports no training code (a test checks that
@@ -20,12 +22,13 @@ from typing import Sequence
 
 import numpy as np
 
+from infer.embedding import EmbeddingSpec, combine_windows, first_dimensions, normalized, pool
 from infer.tensorrt import converted_program
 from pipeline.errors import UserError
 from pipeline.files import file_digest
 from pipeline.export_format import ENCODER, HEADS, MANIFEST, ONNX_FILE, PRED_POSITIONS, VOCAB, input_names
 from pipeline.runtime import available_cores, cpu_has_bf16, has_cuda_gpu
-from pipeline.tokenizer import Text, load_tokenizer, pad_batch, tokenize
+from pipeline.tokenizer import Text, load_tokenizer, pad_batch, tokenize, tokenize_windows
 from pipeline.vocab import Vocab
 
 # Below this many tokens per call (batch x length) one thread without oneDNN is fastest on CPU;
@@ -121,6 +124,7 @@ class Encoder:
         self.vocab = self.folder.vocab
         self.tokenizer = load_tokenizer(self.folder.path, self.vocab)
         self.max_len = self.folder.max_len
+        self.embedding = EmbeddingSpec.from_manifest(self.folder.manifest)
         self.threads, self.onednn, self.verbose = threads, onednn, verbose
         self.trt, self.precision, self.max_batch = trt, precision, max_batch
         self.backend = choose_backend(backend, device, self.folder.path, precision)
@@ -232,13 +236,51 @@ class Encoder:
         if isinstance(texts, (str, tuple)):
             raise TypeError("encode() takes a list of texts")
         items = self.preprocess(texts, truncate)
-        results: list[Encoding | None] = [None] * len(items)
+        return [Encoding(*item, vectors) for item, vectors in zip(items, self.encode_items(items, batch_size))]
+
+    def encode_items(self, items: list[tuple[list[str], list[int]]], batch_size: int = 64) -> list[np.ndarray]:
+        """Vectors of tokenized items, in calls of `batch_size` items of similar length, in input order."""
+        results: list[np.ndarray | None] = [None] * len(items)
         order = sorted(range(len(items)), key=lambda i: len(items[i][0]))
         for lo in range(0, len(order), batch_size):
             chunk = order[lo:lo + batch_size]
             for i, vectors in zip(chunk, self.encode_tokenized([items[i] for i in chunk])):
-                results[i] = Encoding(*items[i], vectors)
+                results[i] = vectors
         return results
+
+    def tokenize_for_embedding(self, texts: Sequence[Text], truncate: bool = False,
+                               windows: bool = False) -> list[list[tuple[list[str], list[int]]]]:
+        """Each text's items: one, or with `windows` as many overlapping windows as a long text needs."""
+        if windows:
+            if any(not isinstance(t, str) for t in texts):
+                raise UserError("windows embed single texts, not (A, B) pairs")
+            return [tokenize_windows(self.tokenizer, t, self.max_len) for t in texts]
+        return [[item] for item in self.preprocess(texts, truncate)]
+
+    def embed(self, texts: Sequence[Text], normalize: bool | None = None, truncate: bool = False,
+              windows: bool = False, dimensions: int | None = None, batch_size: int = 64) -> np.ndarray:
+        """One vector per text ([len(texts), dimensions]), pooled as the export's manifest says and
+        normalised as it says unless `normalize` is given; `windows`: a text over the model's maximum is
+        embedded whole, by overlapping windows; `dimensions`: the first n values, renormalised."""
+        if isinstance(texts, (str, tuple)):
+            raise TypeError("embed() takes a list of texts")
+        per_text = self.tokenize_for_embedding(texts, truncate, windows)
+        flat = [item for items in per_text for item in items]
+        return self.pool_texts(per_text, self.encode_items(flat, batch_size), normalize, dimensions)
+
+    def pool_texts(self, per_text: list[list[tuple[list[str], list[int]]]], vectors: list[np.ndarray],
+                   normalize: bool | None = None, dimensions: int | None = None) -> np.ndarray:
+        """Token vectors (flat, in the order of `per_text`'s items) -> one embedding per text."""
+        pooling = self.embedding.pooling
+        out, at = [], 0
+        for items in per_text:
+            pooled = [pool(v, pooling) for v in vectors[at:at + len(items)]]
+            out.append(combine_windows(pooled, [len(tokens) for tokens, _ in items], pooling))
+            at += len(items)
+        result = np.asarray(out, dtype=np.float32).reshape(len(per_text), -1)
+        if self.embedding.normalize if normalize is None else normalize:
+            result = normalized(result)
+        return first_dimensions(result, dimensions)
 
     def encode_tokenized(self, items: list[tuple[list[str], list[int]]]) -> list[np.ndarray]:
         """Vectors ([len(tokens), hidden]) of tokenized items, in one predictor call padded to the longest."""

@@ -1,16 +1,23 @@
-"""Serve BERT encodings over HTTP: FastAPI + uvicorn around `Encoder` (Paddle Inference or ONNX Runtime).
+"""Serve BERT embeddings over HTTP: FastAPI + uvicorn around `Encoder` (Paddle Inference or ONNX Runtime).
 
     python infer/serve.py --model-dir output/inference [--host 127.0.0.1] [--port 8000]
-    curl -s localhost:8000/encode -d '{"texts": ["a crane is flying"], "pooling": "cls"}'
+    curl -s localhost:8000/embed -d '{"inputs": ["a crane is flying"]}'
 
-POST /encode {"texts": [text or [text_a, text_b], ...], "pooling": "cls" | "mean" | "tokens",
-"truncate": false} answers {"results": [{"tokens": [...], "embedding": [...]}, ...]} in input order
-("vectors", one per token, with "tokens" pooling). GET /health, GET /metadata (the export's manifest).
+Routes (request types and their defaults in infer/api.py), each pooling as the export's manifest says:
+- POST /embed, as text-embeddings-inference: {"inputs": str | [str], "normalize": true, "truncate": false,
+  "windows": false, "dimensions": null} -> [[float], ...];
+- POST /v1/embeddings, as OpenAI: {"input": str | [str], "model", "encoding_format": "float" | "base64",
+  "dimensions"} -> {"object": "list", "data": [{"embedding", "index"}], "model", "usage"}, normalised;
+- POST /encode, this project's: {"texts": [text or [text_a, text_b]], "pooling": cls | mean | max | tokens}
+  -> {"results": [{"tokens", "embedding" (or "vectors")}]};
+- GET /info (model, dimensions, pooling, limits), /metrics (Prometheus), /health (200 once the predictors
+  have run a warm-up call, 503 before), /live (the process answers), /metadata (the manifest).
+"windows": a text over the model's maximum is embedded whole, by overlapping windows pooled into one vector.
 Requests that arrive together are batched into one predictor call (infer/batcher.py); each worker thread
-has its own predictor. Every error answers {"error": one line, "error_type": kind}, its status taken from
-one table (`ERROR_STATUS`): no request body can cause a 5xx. With an API key (`--api-key`, or the
-BERT_SERVE_API_KEY environment variable) every endpoint but /health wants `Authorization: Bearer <key>`.
-SIGTERM (or Ctrl-C) finishes the requests in flight, then exits 0.
+has its own predictor. Every error answers one line ({"error", "error_type"}; OpenAI's shape under /v1/),
+its status taken from one table (`ERROR_STATUS`): no request body can cause a 5xx. With an API key
+(`--api-key`, or the BERT_SERVE_API_KEY environment variable) every endpoint but /health and /live wants
+`Authorization: Bearer <key>`. SIGTERM (or Ctrl-C) finishes the requests in flight, then exits 0.
 """
 from __future__ import annotations
 
@@ -19,12 +26,10 @@ import asyncio
 import contextlib
 import hmac
 import ipaddress
-import json
 import logging
 import os
 import signal
 import sys
-from enum import Enum
 from importlib import metadata as package_metadata
 from pathlib import Path
 
@@ -37,17 +42,21 @@ setup_process_for_paddle()
 
 import numpy as np  # noqa: E402
 from fastapi import Depends, FastAPI, Request  # noqa: E402
-from fastapi.responses import JSONResponse  # noqa: E402
+from fastapi.responses import JSONResponse, Response  # noqa: E402
 from starlette.exceptions import HTTPException as StarletteHTTPException  # noqa: E402
 
+from infer.api import (ERROR_HEADERS, ERROR_STATUS, ErrorKind, RequestError, error_body, openai_response,  # noqa: E402
+                       parse_embed, parse_encode, parse_openai, tokenization_error)
 from infer.batcher import Batcher, QueueFull  # noqa: E402
+from infer.embedding import pool  # noqa: E402
+from infer.metrics import MetricsMiddleware, ServiceMetrics  # noqa: E402
 from infer.predictor import Encoder  # noqa: E402
 from pipeline.errors import UserError, run_cli  # noqa: E402
 from pipeline.runtime import available_cores  # noqa: E402
-from pipeline.tokenizer import tokenize  # noqa: E402
+from pipeline.tokenizer import TokenizationError  # noqa: E402
 
-POOLINGS = ("cls", "mean", "tokens")
 API_KEY_VARIABLE = "BERT_SERVE_API_KEY"
+ROUTES = frozenset({"/embed", "/v1/embeddings", "/encode", "/info", "/metadata", "/metrics", "/health", "/live"})
 log = logging.getLogger("infer.serve")
 
 
@@ -59,116 +68,61 @@ def package_version() -> str:
         return "unknown (not installed: pip install -e .)"
 
 
-class ErrorKind(str, Enum):
-    INVALID_BODY = "invalid_body"      # not JSON, nested too deeply
-    VALIDATION = "validation"          # JSON of the wrong shape or types
-    TOO_LARGE = "too_large"            # over the body or texts-per-request limit
-    TOKENIZATION = "tokenization"      # an empty text, a text over max_len
-    UNAUTHORIZED = "unauthorized"      # no or a wrong API key
-    NOT_FOUND = "not_found"            # no such endpoint
-    METHOD_NOT_ALLOWED = "method_not_allowed"
-    OVERLOADED = "overloaded"          # the queue is full, or the service is stopping
-    INTERNAL = "internal"              # a bug: logged with its traceback
-
-
-# The one place where an error kind becomes an HTTP status (as text-embeddings-inference's ErrorType).
-ERROR_STATUS = {ErrorKind.INVALID_BODY: 400, ErrorKind.VALIDATION: 400, ErrorKind.TOO_LARGE: 413,
-                ErrorKind.TOKENIZATION: 422, ErrorKind.UNAUTHORIZED: 401, ErrorKind.NOT_FOUND: 404,
-                ErrorKind.METHOD_NOT_ALLOWED: 405, ErrorKind.OVERLOADED: 503,
-                ErrorKind.INTERNAL: 500}
-ERROR_HEADERS = {ErrorKind.UNAUTHORIZED: {"WWW-Authenticate": "Bearer"}, ErrorKind.OVERLOADED: {"Retry-After": "1"}}
-
-
-class RequestError(Exception):
-    """An error answered to the client: its kind decides the status, the message is one line."""
-
-    def __init__(self, kind: ErrorKind, message: str):
-        super().__init__(message)
-        self.kind = kind
-
-
-def error_response(kind: ErrorKind, message: str) -> JSONResponse:
-    return JSONResponse({"error": " ".join(message.split()), "error_type": kind.value},
+def error_response(kind: ErrorKind, message: str, path: str = "") -> JSONResponse:
+    return JSONResponse(error_body(kind, " ".join(message.split()), openai=path.startswith("/v1/")),
                         status_code=ERROR_STATUS[kind], headers=ERROR_HEADERS.get(kind))
 
 
-def parse_request(body: bytes, max_texts: int) -> tuple[list, str, bool]:
-    """(texts, pooling, truncate) from a JSON body, or a RequestError saying what is wrong."""
-    invalid, wrong = ErrorKind.INVALID_BODY, ErrorKind.VALIDATION
-    try:
-        request = json.loads(body)
-    except (ValueError, UnicodeDecodeError):  # ValueError also covers integers of over 4,300 digits
-        raise RequestError(invalid, "the body is not valid JSON") from None
-    except RecursionError:  # the C parser's answer to [[[[...]]]]: a 500 before
-        raise RequestError(invalid, "the body is nested too deeply") from None
-    if not isinstance(request, dict):
-        raise RequestError(wrong, 'the body must be a JSON object like {"texts": ["a crane is flying"]}')
-    unknown = set(request) - {"texts", "pooling", "truncate"}
-    if unknown:
-        raise RequestError(wrong, f"unknown field(s): {', '.join(sorted(unknown))[:200]} (known: texts, pooling, truncate)")
-    texts, pooling, truncate = request.get("texts"), request.get("pooling", "cls"), request.get("truncate", False)
-    if not isinstance(texts, list) or not texts:
-        raise RequestError(wrong, '"texts" must be a non-empty list of strings or [text_a, text_b] pairs')
-    if len(texts) > max_texts:
-        raise RequestError(ErrorKind.TOO_LARGE, f'"texts" holds {len(texts)} texts, over the limit of {max_texts} per request')
-    for i, text in enumerate(texts):
-        pair = isinstance(text, list) and len(text) == 2 and all(isinstance(t, str) for t in text)
-        if not (isinstance(text, str) or pair):
-            raise RequestError(wrong, f'texts[{i}] must be a string or a [text_a, text_b] pair of strings')
-        if not all(is_unicode(t) for t in ([text] if isinstance(text, str) else text)):
-            raise RequestError(wrong, f"texts[{i}] holds a lone surrogate escape (\\ud800-\\udfff): not Unicode text")
-    if not isinstance(pooling, str) or pooling not in POOLINGS:
-        raise RequestError(wrong, f'"pooling" must be one of {", ".join(POOLINGS)}, got {str(pooling)[:40]!r}')
-    if not isinstance(truncate, bool):
-        raise RequestError(wrong, '"truncate" must be true or false')
-    return [tuple(t) if isinstance(t, list) else t for t in texts], pooling, truncate
-
-
-def is_unicode(text: str) -> bool:
-    """False for a string with a lone surrogate (JSON allows the escape "\\ud800"; UTF-8 cannot hold it)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def result(tokens: list[str], vectors: np.ndarray, pooling: str) -> dict:
+def encode_result(tokens: list[str], vectors: np.ndarray, pooling: str) -> dict:
     if pooling == "tokens":
         return {"tokens": tokens, "vectors": vectors.tolist()}
-    embedding = vectors[0] if pooling == "cls" else vectors.mean(axis=0)
-    return {"tokens": tokens, "embedding": embedding.tolist()}
+    return {"tokens": tokens, "embedding": pool(vectors, pooling).tolist()}
+
+
+def model_id(encoder: Encoder) -> str:
+    """The name clients see: the published folder's, else the export folder's."""
+    source = encoder.folder.manifest.get("from_hf")
+    return Path(source).name if source else encoder.folder.path.resolve().name
 
 
 def create_app(encoder: Encoder, workers: int = 2, max_batch: int = 32, max_wait_ms: float = 2.0,
                queue_size: int = 1024, max_texts: int = 256, max_body_bytes: int = 1 << 20,
-               api_key: str | None = None):
+               api_key: str | None = None, auto_truncate: bool = False):
     """The ASGI app: one Batcher over `workers` clones of `encoder`, started and stopped with the app;
-    with `api_key`, every endpoint but /health wants `Authorization: Bearer <api_key>`."""
+    with `api_key`, every endpoint but /health and /live wants `Authorization: Bearer <api_key>`;
+    `auto_truncate`: texts over the model's maximum are cut unless a request says otherwise (TEI's flag)."""
     state: dict = {}
+    metrics = ServiceMetrics()
+    spec, name = encoder.embedding, model_id(encoder)
+    specials = encoder.vocab.specials
+    warmup = ([specials.cls, specials.sep], [0, 0])
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
-        state["batcher"] = Batcher([encoder.clone() for _ in range(workers)], max_batch, max_wait_ms, queue_size)
+        batcher = Batcher([encoder.clone() for _ in range(workers)], max_batch, max_wait_ms, queue_size,
+                          warmup=warmup, on_batch=metrics.batch_size.observe)
+        metrics.queue_depth.set_function(batcher.jobs.qsize)
+        state["batcher"] = batcher
         yield
-        state["batcher"].stop()  # uvicorn has let the requests in flight finish; the queue is empty
+        batcher.stop()  # uvicorn has let the requests in flight finish; the queue is empty
 
     app = FastAPI(title="BERT encodings", version=package_version(), lifespan=lifespan, docs_url=None,
                   redoc_url=None, openapi_url=None)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, routes=ROUTES)
 
     @app.exception_handler(RequestError)
-    async def request_error(request, err: RequestError):  # noqa: ARG001
-        return error_response(err.kind, str(err))
+    async def request_error(request, err: RequestError):
+        return error_response(err.kind, str(err), request.url.path)
 
     @app.exception_handler(StarletteHTTPException)
-    async def routing_error(request, err: StarletteHTTPException):  # noqa: ARG001 - unknown path or method
+    async def routing_error(request, err: StarletteHTTPException):  # unknown path or method
         kind = {404: ErrorKind.NOT_FOUND, 405: ErrorKind.METHOD_NOT_ALLOWED}.get(err.status_code, ErrorKind.VALIDATION)
-        return error_response(kind, f"{request.method} {request.url.path}: {err.detail}")
+        return error_response(kind, f"{request.method} {request.url.path}: {err.detail}", request.url.path)
 
     @app.exception_handler(Exception)
-    async def unexpected(request, err):  # noqa: ARG001 - never a traceback page or a dead worker
+    async def unexpected(request, err):  # never a traceback page or a dead worker
         log.exception("unexpected error")
-        return error_response(ErrorKind.INTERNAL, f"internal error: {type(err).__name__}")
+        return error_response(ErrorKind.INTERNAL, f"internal error: {type(err).__name__}", request.url.path)
 
     async def authorized(request: Request) -> None:
         if api_key is None:
@@ -177,35 +131,86 @@ def create_app(encoder: Encoder, workers: int = 2, max_batch: int = 32, max_wait
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), api_key.encode()):
             raise RequestError(ErrorKind.UNAUTHORIZED, "missing or wrong API key: send Authorization: Bearer <key>")
 
+    async def run(per_text: list[list], route: str) -> list[np.ndarray]:
+        """Token vectors of every item (texts, or their windows), through the batcher, in order."""
+        flat = [item for items in per_text for item in items]
+        try:
+            futures = state["batcher"].submit(flat)
+        except QueueFull as err:
+            raise RequestError(ErrorKind.OVERLOADED, f"busy: {err}; retry shortly") from None
+        metrics.tokens.labels(route).inc(sum(len(tokens) for tokens, _ in flat))
+        return list(await asyncio.gather(*(asyncio.wrap_future(f) for f in futures)))
+
+    def tokenized(texts: list, truncate: bool, windows: bool) -> list[list]:
+        try:
+            return encoder.tokenize_for_embedding(texts, truncate, windows)
+        except TokenizationError as err:
+            raise tokenization_error(err) from None
+
     @app.get("/health")
     async def health():
+        """Readiness: 200 once every predictor has run its warm-up call."""
+        batcher = state["batcher"]
+        if batcher.warmup_error is not None:
+            raise RequestError(ErrorKind.NOT_READY, f"the warm-up call failed: {batcher.warmup_error}")
+        if not batcher.ready.is_set():
+            raise RequestError(ErrorKind.NOT_READY, "warming up: the predictors have not run their first call yet")
         return {"status": "ok"}
+
+    @app.get("/live")
+    async def live():
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/info", dependencies=[Depends(authorized)])
+    async def info():
+        """What TEI's /info tells, plus this project's backend and batching."""
+        return {"model_id": name, "version": package_version(), "model_dtype": encoder.precision,
+                "model_type": {"embedding": {"pooling": spec.pooling}}, "dimensions": spec.dimensions,
+                "normalize": spec.normalize, "max_input_length": encoder.max_len, "backend": encoder.backend,
+                "device": encoder.device, "tokenizer": encoder.tokenizer.kind, "max_client_batch_size": max_texts,
+                "max_batch_requests": max_batch, "max_body_bytes": max_body_bytes,
+                "batching": {"workers": workers, "max_batch": max_batch, "max_wait_ms": max_wait_ms,
+                             "queue_size": queue_size}}
 
     @app.get("/metadata", dependencies=[Depends(authorized)])
     async def metadata():
         manifest = encoder.folder.manifest
         return {"version": package_version(), "model": manifest.get("model"), "max_len": encoder.max_len,
-                "backend": encoder.backend, "precision": encoder.precision, "tokenizer": encoder.tokenizer.kind,
-                "vocab_size": len(encoder.vocab), "inputs": manifest.get("inputs"),
+                "embedding": spec.__dict__, "backend": encoder.backend, "precision": encoder.precision,
+                "tokenizer": encoder.tokenizer.kind, "vocab_size": len(encoder.vocab), "inputs": manifest.get("inputs"),
                 "checkpoint_step": manifest.get("checkpoint_step"), "paddle_version": manifest.get("paddle_version"),
                 "batching": {"workers": workers, "max_batch": max_batch, "max_wait_ms": max_wait_ms,
                              "queue_size": queue_size, "max_texts": max_texts, "max_body_bytes": max_body_bytes},
                 "batch_sizes": dict(sorted(state["batcher"].batch_sizes.items()))}  # predictor calls by size
 
+    @app.get("/metrics", dependencies=[Depends(authorized)])
+    async def prometheus():
+        return Response(metrics.render(), media_type=metrics.content_type)
+
+    @app.post("/embed", dependencies=[Depends(authorized)])
+    async def embed(request: Request):
+        """TEI: {"inputs": str | [str], "normalize": true, "truncate": false} -> [[float], ...]."""
+        asked = parse_embed(await read_body(request, max_body_bytes), max_texts, spec.dimensions, auto_truncate)
+        per_text = tokenized(asked.texts, asked.truncate, asked.windows)
+        vectors = encoder.pool_texts(per_text, await run(per_text, "/embed"), asked.normalize, asked.dimensions)
+        return JSONResponse(vectors.tolist())
+
+    @app.post("/v1/embeddings", dependencies=[Depends(authorized)])
+    async def openai_embeddings(request: Request):
+        """OpenAI: {"input": str | [str], "model": ..., "encoding_format": "float" | "base64", "dimensions": n}."""
+        asked = parse_openai(await read_body(request, max_body_bytes), max_texts, spec.dimensions)
+        per_text = tokenized(asked.texts, auto_truncate and not asked.windows, asked.windows)
+        vectors = encoder.pool_texts(per_text, await run(per_text, "/v1/embeddings"), True, asked.dimensions)
+        tokens = sum(len(tokens) for items in per_text for tokens, _ in items)
+        return openai_response(vectors, asked.encoding_format, asked.model or name, tokens)
+
     @app.post("/encode", dependencies=[Depends(authorized)])
     async def encode(request: Request):
-        body = await read_body(request, max_body_bytes)
-        texts, pooling, truncate = parse_request(body, max_texts)
-        try:
-            items = [tokenize(encoder.tokenizer, t, encoder.max_len, truncate) for t in texts]
-        except UserError as err:
-            raise RequestError(ErrorKind.TOKENIZATION, str(err)) from None
-        try:
-            futures = state["batcher"].submit(items)
-        except QueueFull as err:
-            raise RequestError(ErrorKind.OVERLOADED, f"busy: {err}; retry shortly") from None
-        vectors = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
-        return {"results": [result(item[0], v, pooling) for item, v in zip(items, vectors)]}
+        asked = parse_encode(await read_body(request, max_body_bytes), max_texts, spec.pooling)
+        per_text = tokenized(asked.texts, asked.truncate, False)
+        vectors = await run(per_text, "/encode")
+        return {"results": [encode_result(items[0][0], v, asked.pooling) for items, v in zip(per_text, vectors)]}
 
     return app
 
@@ -226,8 +231,10 @@ async def read_body(request, limit: int) -> bytes:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Serve BERT encodings over HTTP (FastAPI + uvicorn, Paddle Inference or "
-                                            "ONNX Runtime, dynamic batching). POST /encode, GET /health, GET /metadata.")
+    p = argparse.ArgumentParser(description="Serve BERT embeddings over HTTP (FastAPI + uvicorn, Paddle Inference or "
+                                            "ONNX Runtime, dynamic batching): POST /embed (text-embeddings-inference), "
+                                            "POST /v1/embeddings (OpenAI), POST /encode (token vectors); GET /info, "
+                                            "/metrics (Prometheus), /health (ready), /live, /metadata.")
     p.add_argument("--model-dir", default="output/inference", help="exported model (default: output/inference)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
@@ -238,6 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queue-size", type=int, default=1024, help="texts waiting before requests get 503 (default 1024)")
     p.add_argument("--max-texts", type=int, default=256, help="most texts in one request (default 256)")
     p.add_argument("--max-body-kb", type=int, default=1024, help="largest request body in KiB (default 1024)")
+    p.add_argument("--auto-truncate", action="store_true",
+                   help="cut texts over the model's maximum instead of answering 422, unless a request says "
+                        '"truncate": false (as TEI\'s flag); /v1/embeddings follows it too')
     p.add_argument("--device", default="auto", choices=("auto", "gpu", "cpu"), help="as in infer/encode.py")
     p.add_argument("--backend", default="auto", choices=("auto", "paddle", "onnxruntime"),
                    help="auto (default): ONNX Runtime on CPU when the export has encoder.onnx (export/save.py "
@@ -245,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
                    help="as in infer/encode.py: bf16 on CPUs with bf16 units (oneDNN), fp16 with TensorRT on a GPU")
     access = p.add_argument_group("access")
-    access.add_argument("--api-key", help=f"require Authorization: Bearer KEY on every endpoint but /health; "
+    access.add_argument("--api-key", help=f"require Authorization: Bearer KEY on every endpoint but /health and /live; "
                                           f"prefer the {API_KEY_VARIABLE} environment variable, which stays out "
                                           f"of the process list and shell history")
     access.add_argument("--allow-unauthenticated", action="store_true",
@@ -293,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
                       backend=args.backend, precision=args.precision)
     app = create_app(encoder, workers=workers, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
                      queue_size=args.queue_size, max_texts=args.max_texts, max_body_bytes=args.max_body_kb * 1024,
-                     api_key=api_key)
+                     api_key=api_key, auto_truncate=args.auto_truncate)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     log.info("serving %s on http://%s:%d (%d worker(s) x %d thread(s), %s, %s)", args.model_dir, args.host, args.port,
              workers, threads, encoder.precision, "API key required" if api_key else "no API key")

@@ -19,6 +19,9 @@ ENCODER_INPUTS = (
 # The heads program takes the encoder's inputs and these positions.
 PRED_POSITIONS = ("pred_positions", (-1, -1), "positions (per row) whose masked word is predicted")
 HEADS_OUTPUTS = ("mlm_probabilities [B, P, vocab]", "nsp_probabilities [B, 2]")
+# How an input's token vectors become one embedding (the manifest's "embedding"): <cls>'s vector, or the
+# mean or element-wise max over every token, <cls> and <sep> included (as sentence-transformers pools).
+POOLINGS = ("cls", "mean", "max")
 
 
 def input_names(program: str = ENCODER) -> list[str]:
@@ -35,3 +38,10 @@ def inputs_manifest() -> list[dict]:
 def outputs_manifest(hidden_size: int) -> list[dict]:
     return [{"name": "encodings", "dtype": "float32", "shape": [-1, -1, hidden_size],
              "meaning": "one vector per token; row 0 (<cls>) represents the whole input"}]
+
+
+def embedding_manifest(pooling: str, normalize: bool, hidden_size: int) -> dict:
+    """The manifest's "embedding": how encodings become one vector per input, and its length."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    return {"pooling": pooling, "normalize": bool(normalize), "dimensions": hidden_size}

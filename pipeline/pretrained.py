@@ -8,6 +8,9 @@ the special tokens, which keep their own strings and ids. Weights are mapped by 
 `export/huggingface.py`: every matrix transposed; the attention key bias dropped, exactly (it adds the same
 number to every score of a query row, which softmax ignores); the value bias kept (this model folds it
 into the output bias at run time, the same sum). Heads absent from the folder (a `BertModel`) start fresh.
+A sentence-transformers folder (`modules.json`: Transformer, Pooling, optionally Normalize) is read the
+same way from its Transformer module's folder; `sentence_embedding` reads how its token vectors become one
+vector (pooling, normalisation, longest input), which `export/save.py --from-hf` records in the manifest.
 Pure numpy; never unpickles (a folder with only `pytorch_model.bin` is refused).
 """
 from __future__ import annotations
@@ -20,6 +23,7 @@ import numpy as np
 
 from export.huggingface import name_mapping
 from pipeline.errors import UserError
+from pipeline.export_format import POOLINGS
 from pipeline.tokenizer import TOKENIZER_FILE, WordPieceTokenizer
 from pipeline.vocab import SpecialTokens
 
@@ -32,6 +36,13 @@ MODEL_KEYS = {"vocab_size": "vocab_size", "hidden_size": "hidden_size", "num_hid
 BERT_SPECIALS = SpecialTokens(unk="[UNK]", pad="[PAD]", mask="[MASK]", cls="[CLS]", sep="[SEP]")
 # names a published folder may hold besides the mapped ones: all redundant here
 IGNORED = ("attention.self.key.bias", "embeddings.position_ids", "cls.predictions.decoder.bias")
+# sentence-transformers: modules.json lists the modules; these three are what a BERT embedding model is
+MODULES, POOLING_CONFIG, SENTENCE_CONFIG = "modules.json", "config.json", "sentence_bert_config.json"
+TRANSFORMER, POOLING, NORMALIZE = "Transformer", "Pooling", "Normalize"
+# 1_Pooling/config.json: "pooling_mode": NAME (sentence-transformers 5 and later), or one flag per mode (before)
+POOLING_FLAGS = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean", "pooling_mode_max_tokens": "max",
+                 "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+                 "pooling_mode_weightedmean_tokens": "weightedmean", "pooling_mode_lasttoken": "lasttoken"}
 
 
 @dataclass
@@ -45,11 +56,86 @@ class Pretrained:
     tokenizer: WordPieceTokenizer
 
 
+@dataclass(frozen=True)
+class SentenceEmbedding:
+    """How a folder's token vectors become one vector, as it declares it."""
+
+    pooling: str  # one of POOLINGS
+    normalize: bool  # to unit length (a Normalize module)
+    max_len: int  # longest input in tokens, <cls>/<sep> included
+
+
+def modules_of(folder: Path) -> dict[str, Path]:
+    """A sentence-transformers folder's modules, {kind: folder}; {} for a plain Hugging Face folder.
+    Any module but Transformer, Pooling and Normalize (a Dense projection, say) is refused."""
+    if not (folder / MODULES).is_file():
+        return {}
+    entries = read_json(folder / MODULES)
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and "type" in e for e in entries):
+        raise UserError(f"{folder / MODULES} is not a list of modules")
+    modules = {}
+    for entry in entries:
+        kind = str(entry["type"]).rsplit(".", 1)[-1]
+        if kind not in (TRANSFORMER, POOLING, NORMALIZE) or kind in modules:
+            raise UserError(f"{folder / MODULES}: module {entry['type']!r} is not supported (a BERT embedding model "
+                            f"is one Transformer, one Pooling and optionally Normalize)")
+        modules[kind] = folder / str(entry.get("path", ""))
+    if TRANSFORMER not in modules:
+        raise UserError(f"{folder / MODULES} names no Transformer module")
+    return modules
+
+
+def model_folder(folder: Path) -> Path:
+    """Where config.json and the weights are: the folder itself, or its Transformer module's folder."""
+    return modules_of(folder).get(TRANSFORMER, folder)
+
+
+def sentence_embedding(folder: str | Path, max_position: int) -> SentenceEmbedding:
+    """The pooling, normalisation and longest input a folder declares. A plain BERT folder: <cls>, not
+    normalised, up to max_position_embeddings; a sentence-transformers one: its Pooling module, whether it
+    has Normalize, and max_seq_length from sentence_bert_config.json (else the tokenizer's model_max_length)."""
+    folder = Path(folder).expanduser()
+    modules = modules_of(folder)
+    if not modules:
+        return SentenceEmbedding("cls", False, max_position)
+    pooling = declared_pooling(modules[POOLING] / POOLING_CONFIG) if POOLING in modules else "cls"
+    folder_of_model = modules[TRANSFORMER]
+    sentence_config = folder_of_model / SENTENCE_CONFIG  # the Transformer module's own settings
+    sentence = read_json(sentence_config) if sentence_config.is_file() else {}
+    tokenizer_config = (read_json(folder_of_model / "tokenizer_config.json")
+                        if (folder_of_model / "tokenizer_config.json").is_file() else {})
+    # sentence-transformers' own rule: max_seq_length, else the tokenizer's model_max_length within the
+    # position table (transformers writes a huge number there when the length is unknown)
+    max_len = sentence.get("max_seq_length")
+    if max_len is None:
+        given = tokenizer_config.get("model_max_length")
+        max_len = min(int(given), max_position) if isinstance(given, (int, float)) else max_position
+    if not isinstance(max_len, int) or not 5 <= max_len <= max_position:
+        raise UserError(f"{sentence_config}: max_seq_length {max_len!r} must be a whole number from 5 to "
+                        f"max_position_embeddings ({max_position})")
+    if sentence.get("do_lower_case") and not pretrained_tokenizer(folder_of_model).lowercase:
+        raise UserError(f"{sentence_config}: do_lower_case on a cased tokenizer is not supported")
+    return SentenceEmbedding(pooling, NORMALIZE in modules, max_len)
+
+
+def declared_pooling(path: Path) -> str:
+    """The one pooling a 1_Pooling/config.json declares, in either of its formats."""
+    config = read_json(path)
+    mode = config.get("pooling_mode")
+    modes = [mode] if isinstance(mode, str) else [name for key, name in POOLING_FLAGS.items() if config.get(key)]
+    if len(modes) != 1 or modes[0] not in POOLINGS:
+        raise UserError(f"{path}: pooling {' + '.join(map(str, modes)) or 'none'} is not supported (exactly one of "
+                        f"{', '.join(POOLINGS)})")
+    return modes[0]
+
+
 def open_pretrained(folder: str | Path) -> Pretrained:
-    """Read and check a Hugging Face BERT folder; every refusal names the file and what is wrong."""
+    """Read and check a Hugging Face BERT folder (or a sentence-transformers folder's Transformer module);
+    every refusal names the file and what is wrong."""
     folder = Path(folder).expanduser()
     if not folder.is_dir():
-        raise UserError(f"--init-from {folder}: no such folder")
+        raise UserError(f"{folder}: no such folder (a Hugging Face or sentence-transformers BERT folder is needed)")
+    folder = model_folder(folder)
     model = model_settings(read_json(folder / CONFIG), folder / CONFIG)
     hf_state = read_weights(folder)
     state, fresh = to_project(hf_state, model["num_layers"], model["tie_word_embeddings"], folder / WEIGHTS)
@@ -64,7 +150,7 @@ def read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise UserError(f"{path} is missing: --init-from needs a Hugging Face BERT folder") from None
+        raise UserError(f"{path} is missing: a Hugging Face BERT folder is needed") from None
     except (OSError, ValueError) as err:
         raise UserError(f"{path} is unreadable ({err})") from None
 

@@ -22,6 +22,20 @@ from pipeline.export_format import input_names
 from pipeline.vocab import OWN_SPECIALS, SpecialTokens, Vocab
 
 Text = Union[str, tuple[str, str]]
+
+
+class TokenizationError(UserError):
+    """A text that cannot become the model's input: empty, or too long (`TextTooLong`)."""
+
+
+class TextTooLong(TokenizationError):
+    """A text of `length` tokens (with <cls>/<sep>) over the model's `max_len`; each front end says how to
+    cut it (--truncate on the command line, "truncate": true over HTTP)."""
+
+    def __init__(self, length: int, max_len: int):
+        super().__init__(f"text is {length} tokens long with <cls>/<sep>, over the model's max_len {max_len} "
+                         f"(shorten it or pass --truncate)")
+        self.length, self.max_len = length, max_len
 TOKENIZER_FILE = "tokenizer.json"  # a WordPiece tokenizer in Hugging Face `tokenizers` format
 
 
@@ -69,6 +83,10 @@ class WordPieceTokenizer:
     kind = "wordpiece"
 
     def __init__(self, backend, specials: SpecialTokens = OWN_SPECIALS):
+        # a published tokenizer.json may pad to a fixed length and truncate on every encode; this
+        # project's own rules (`tokenize`, the example builder) decide both, so the file's never apply
+        backend.no_padding()
+        backend.no_truncation()
         self.backend = backend
         self.vocab = Vocab([backend.id_to_token(i) for i in range(backend.get_vocab_size())], specials)
 
@@ -146,13 +164,13 @@ def tokenize(tokenizer: Tokenizer, text: Text, max_len: int, truncate: bool = Fa
     a, b = (text, None) if isinstance(text, str) else text
     tokens_a, tokens_b = tokenizer.tokens(a), (tokenizer.tokens(b) if b is not None else None)
     if not tokens_a or (tokens_b is not None and not tokens_b):
-        raise UserError("empty text: give at least one word" + (" on each side of the pair" if b is not None else ""))
+        raise TokenizationError("empty text: give at least one word" +
+                                (" on each side of the pair" if b is not None else ""))
     specials = 2 if tokens_b is None else 3
     total = len(tokens_a) + len(tokens_b or []) + specials
     if total > max_len:
         if not truncate:
-            raise UserError(f"text is {total} tokens long with <cls>/<sep>, over the model's max_len {max_len} "
-                            f"(shorten it or pass --truncate)")
+            raise TextTooLong(total, max_len)
         while len(tokens_a) + len(tokens_b or []) + specials > max_len:
             if tokens_b and len(tokens_b) >= len(tokens_a):
                 tokens_b.pop()
@@ -165,6 +183,30 @@ def tokenize(tokenizer: Tokenizer, text: Text, max_len: int, truncate: bool = Fa
         tokens += [*tokens_b, sep]
         segments += [1] * (len(tokens_b) + 1)
     return tokens, segments
+
+
+WINDOW_OVERLAP = 0.25  # share of a window's tokens that the next window repeats
+
+
+def window_starts(length: int, width: int, overlap: float = WINDOW_OVERLAP) -> list[int]:
+    """Where each window of `width` tokens starts so that windows cover `length` tokens, each repeating
+    about `overlap` of the one before; the last one ends at the last token."""
+    if length <= width:
+        return [0]
+    stride = max(1, width - int(width * overlap))
+    return list(range(0, length - width, stride)) + [length - width]
+
+
+def tokenize_windows(tokenizer: Tokenizer, text: str, max_len: int) -> list[tuple[list[str], list[int]]]:
+    """`<cls> piece <sep>` windows of at most `max_len` tokens that cover all of `text`, overlapping by
+    WINDOW_OVERLAP (one window when it fits): a text longer than the model's maximum, whole."""
+    pieces = tokenizer.tokens(text)
+    if not pieces:
+        raise TokenizationError("empty text: give at least one word")
+    width = max_len - 2
+    cls, sep = tokenizer.vocab.specials.cls, tokenizer.vocab.specials.sep
+    windows = [[cls, *pieces[start:start + width], sep] for start in window_starts(len(pieces), width)]
+    return [(tokens, [0] * len(tokens)) for tokens in windows]
 
 
 def word_position(tokenizer: Tokenizer, tokens: list[str], word: str) -> int | None:

@@ -212,7 +212,7 @@ def test_export_errors_and_a_failed_export_keeps_the_old_model(trained, exported
     monkeypatch.setattr(save.paddle.jit, "save", broken_save)
     ckpt = checkpoint.load(checkpoint.latest(trained))
     with pytest.raises(RuntimeError):
-        save.export(ckpt, save.Vocab.load(trained / "vocab.json"), target, with_heads=False)
+        save.export_checkpoint(ckpt, save.Vocab.load(trained / "vocab.json"), target, with_heads=False)
     assert {p.name: p.read_bytes() for p in target.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 

@@ -18,7 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from infer.predictor import Encoder
-from infer.serve import API_KEY_VARIABLE, POOLINGS
+from infer.api import ENCODE_POOLINGS as POOLINGS
+from infer.serve import API_KEY_VARIABLE
 from tests.conftest import ROOT
 
 WORDS = "a crane is flying the driver came he just left over river bank".split()
@@ -85,7 +86,7 @@ def random_text(rng) -> str:
     return " ".join(rng.choice(WORDS, rng.integers(1, 25)))
 
 
-@pytest.mark.parametrize("pooling", ["cls", "mean", "tokens"])
+@pytest.mark.parametrize("pooling", ["cls", "mean", "max", "tokens"])
 def test_answers_equal_the_encoder_in_input_order(server, reference, pooling):
     texts = ["a crane is flying", ["a crane driver came", "he just left"], "flying", "the river bank is over there"]
     status, body, _ = encode(server, texts, pooling)
@@ -97,7 +98,7 @@ def test_answers_equal_the_encoder_in_input_order(server, reference, pooling):
         if pooling == "tokens":
             np.testing.assert_allclose(got["vectors"], want.vectors, atol=1e-4)
         else:
-            pooled = want.cls if pooling == "cls" else want.vectors.mean(axis=0)
+            pooled = {"cls": want.cls, "mean": want.vectors.mean(axis=0), "max": want.vectors.max(axis=0)}[pooling]
             np.testing.assert_allclose(got["embedding"], pooled, atol=1e-4)
 
 
@@ -115,7 +116,7 @@ def test_health_and_metadata(server):
     (b'{"texts": []}', 400, "non-empty list"),
     (b'{"texts": [3]}', 400, "texts[0] must be a string"),
     (b'{"texts": [["a", "b", "c"]]}', 400, "texts[0]"),
-    (b'{"texts": ["a"], "pooling": "max"}', 400, "pooling"),
+    (b'{"texts": ["a"], "pooling": "sum"}', 400, "pooling"),
     (b'{"texts": ["a"], "truncate": "yes"}', 400, "truncate"),
     (b'{"texts": ["a"], "colour": 1}', 400, "unknown field"),
     (b'{"texts": ' + b"[" * 1500 + b"]" * 1500 + b"}", 400, "nested too deeply"),  # a RecursionError: 500 before
