@@ -36,8 +36,10 @@ def _tree_rss_bytes(pid: int) -> int:
     return total
 
 
-def run_measured(cmd: list[str], env: dict | None = None, timeout: float = 1800) -> tuple[subprocess.CompletedProcess, float, int]:
-    """Run `cmd` from the repository root; return (result, wall seconds, peak RSS of its process tree)."""
+def run_measured(cmd: list[str], env: dict | None = None, timeout: float = 1800,
+                 check: bool = True) -> tuple[subprocess.CompletedProcess, float, int]:
+    """Run `cmd` from the repository root; return (result, wall seconds, peak RSS of its process tree).
+    With `check`, a failed command ends the benchmark with its stderr."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})})
@@ -50,7 +52,7 @@ def run_measured(cmd: list[str], env: dict | None = None, timeout: float = 1800)
     stdout, stderr = proc.communicate()
     wall = time.perf_counter() - start
     result = subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
-    if proc.returncode != 0:
+    if check and proc.returncode != 0:
         sys.exit(f"benchmark command failed ({proc.returncode}): {' '.join(cmd)}\n{stderr[-3000:]}")
     return result, wall, peak
 
@@ -86,5 +88,6 @@ def write_json(name: str, payload: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps({"cpu": cpu_name(), **payload}, indent=1), encoding="utf-8")
-    print(f"\nmeasured on {cpu_name()}; wrote {path.relative_to(ROOT)}")
+    shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+    print(f"\nmeasured on {cpu_name()}; wrote {shown}")
     return path

@@ -4,6 +4,7 @@
     python infer/encode.py --text "a crane driver came" --text-b "he just left" --json
     python infer/encode.py --text "a crane is flying" --compare "a crane driver came" --word crane
     python infer/encode.py --file sentences.txt --json        # one text (or A<TAB>B) per line; - for stdin
+    python infer/encode.py --file docs.txt --embed --windows  # one pooled vector per text, long texts whole
     python infer/encode.py --fill-mask "a <mask> is flying"   # needs export/save.py --with-heads
 """
 from __future__ import annotations
@@ -39,7 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "(needs an export made with --with-heads)")
     p.add_argument("--compare", metavar="TEXT2", help="cosine similarity of --word's vectors in --text and TEXT2")
     p.add_argument("--word", default="crane", help="the word compared by --compare (default: crane)")
-    p.add_argument("--json", action="store_true", help="one JSON object per input: tokens, segments, cls, encoding")
+    p.add_argument("--json", action="store_true", help="one JSON object per input: tokens, segments, cls, encoding "
+                                                       "(with --embed: the embedding)")
+    p.add_argument("--embed", action="store_true",
+                   help="print one vector per input, pooled and normalised as the export's manifest says "
+                        "(what the service's /embed answers) instead of every token's")
+    p.add_argument("--windows", action="store_true",
+                   help="with --embed: embed a text over the model's maximum whole, by overlapping windows")
     p.add_argument("--model-dir", default="output/inference", help="exported model folder (default: output/inference)")
     p.add_argument("--batch-size", type=int, default=64, help="texts per predictor call for --file (default: 64)")
     p.add_argument("--truncate", action="store_true", help="cut texts longer than the model's max_len instead of failing")
@@ -127,6 +134,16 @@ def main(argv: list[str] | None = None) -> int:
         texts = read_texts(args.file)
     else:
         texts = [(args.text, args.text_b) if args.text_b is not None else args.text]
+    if args.embed:
+        if args.compare is not None:
+            raise UserError("--compare compares a word's vectors; it does not go with --embed")
+        for text, vector in zip(texts, encoder.embed(texts, truncate=args.truncate, windows=args.windows,
+                                                     batch_size=args.batch_size)):
+            print(json.dumps({"text": text, "embedding": vector.round(6).tolist()}) if args.json else
+                  f"embedding {vector.shape} of {text!r}: {np.array2string(vector[:3], precision=4, separator=', ')} ...")
+        return 0
+    if args.windows:
+        raise UserError("--windows goes with --embed")
     if args.compare is not None:
         texts.append(args.compare)
     encodings = encoder.encode(texts, args.batch_size, args.truncate)

@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from infer.embedding import EmbeddingSpec, combine_windows, first_dimensions, normalized, pool
-from infer.tensorrt import converted_program
+from infer.tensorrt import converted_program, point_engine_lookup
 from pipeline.errors import UserError
 from pipeline.files import file_digest
 from pipeline.export_format import ENCODER, HEADS, MANIFEST, ONNX_FILE, PRED_POSITIONS, VOCAB, input_names
@@ -143,8 +143,7 @@ class Encoder:
     def _config(self, program: str, regime: str):
         model, params = self.folder.program_files(program)
         if self.device == "gpu" and self.trt and program == ENCODER and model.suffix == ".json":
-            model, params = converted_program(self.folder.path, self.folder.manifest, self.vocab, self.precision,
-                                              self.max_batch)  # PIR-TRT: the program converted ahead of time
+            model, params = self._converted_for_tensorrt()
         config = self._inference.Config(str(model), str(params))
         if not self.verbose:
             config.disable_glog_info()
@@ -172,6 +171,18 @@ class Encoder:
             config.disable_mkldnn()
             config.enable_custom_passes(CPU_PASSES)
         return config
+
+    def _converted_for_tensorrt(self) -> tuple[Path, Path]:
+        """PIR-TRT: the program converted ahead of time for this GPU model and TensorRT version, its engine
+        folder made the one a predictor made now looks in."""
+        import paddle
+
+        gpu = paddle.device.cuda.get_device_name(0)
+        trt_version = ".".join(map(str, self._inference.get_trt_runtime_version()))
+        model, params = converted_program(self.folder.path, self.folder.manifest, self.vocab, self.precision,
+                                          self.max_batch, gpu, trt_version)
+        point_engine_lookup(model.parent)
+        return model, params
 
     def _enable_legacy_tensorrt(self, config, program: str) -> None:
         """TensorRT for a legacy (old-IR) .pdmodel export: a subgraph engine built at load time."""
@@ -283,7 +294,11 @@ class Encoder:
         return first_dimensions(result, dimensions)
 
     def encode_tokenized(self, items: list[tuple[list[str], list[int]]]) -> list[np.ndarray]:
-        """Vectors ([len(tokens), hidden]) of tokenized items, in one predictor call padded to the longest."""
+        """Vectors ([len(tokens), hidden]) of tokenized items, in one predictor call padded to the longest
+        (with TensorRT, in calls of at most `max_batch` items: the engine's shape range ends there)."""
+        if self.trt and len(items) > self.max_batch:
+            return [v for lo in range(0, len(items), self.max_batch)
+                    for v in self.encode_tokenized(items[lo:lo + self.max_batch])]
         (encodings,) = self.run(pad_batch(self.vocab, items))[:1]
         return [encodings[row, :len(tokens)] for row, (tokens, _) in enumerate(items)]
 

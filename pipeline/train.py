@@ -100,9 +100,7 @@ def init_distributed(cfg: Config, verbose: bool = False) -> tuple[int, int, str]
     """fleet collective init; returns (rank, world size, device description). Unless `verbose`, fleet's
     INFO lines and the "Modified FLAGS" banner it writes to stderr are not shown."""
     use_gpu = has_cuda_gpu()
-    if cfg.train.amp != "none" and not use_gpu:
-        raise UserError(f"train.amp={cfg.train.amp} needs a GPU: PaddlePaddle ignores AMP on CPU without a "
-                        f"word, so it is refused here (use train.amp=none)")
+    check_amp(cfg.train.amp, use_gpu)
     if use_gpu:
         paddle.set_device(f"gpu:{paddle.distributed.ParallelEnv().dev_id}")
     else:
@@ -118,6 +116,23 @@ def init_distributed(cfg: Config, verbose: bool = False) -> tuple[int, int, str]
     rows_per_part(cfg.train.batch_size, world, cfg.train.accumulate_steps)  # refuses an uneven split
     devices = [f"gpu:{i}" for i in range(world)] if use_gpu else ["cpu"] * world
     return rank, world, "[" + ", ".join(f"Place({d})" for d in devices) + "]"
+
+
+def check_amp(amp: str, use_gpu: bool) -> None:
+    """Refuse mixed precision the device cannot run: paddle.amp.auto_cast only warns and trains in fp32 then
+    (on CPU; bf16 below compute capability 8.0, V100 or T4; fp16 below 7.0), and those warnings are hidden."""
+    if amp == "none":
+        return
+    if not use_gpu:
+        raise UserError(f"train.amp={amp} needs a GPU: PaddlePaddle ignores AMP on CPU without a "
+                        f"word, so it is refused here (use train.amp=none)")
+    supported = paddle.amp.is_bfloat16_supported() if amp == "bf16" else paddle.amp.is_float16_supported()
+    if not supported:
+        name = paddle.device.cuda.get_device_name()
+        raise UserError(f"train.amp={amp}: this GPU ({name}) has no {amp} arithmetic "
+                        f"({'compute capability 8.0 or newer' if amp == 'bf16' else 'compute capability 7.0 or newer'}"
+                        f" is needed), so PaddlePaddle would train in fp32; use "
+                        f"{'train.amp=fp16' if amp == 'bf16' else 'train.amp=none'}")
 
 
 def check_data(cfg: Config) -> None:

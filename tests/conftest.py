@@ -1,6 +1,7 @@
 """Shared fixtures: a small WikiText-like corpus the tests write themselves, and a tiny trained model."""
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -21,6 +22,14 @@ TINY = ["-o", "model.hidden_size=32", "-o", "model.num_layers=2", "-o", "model.n
         "-o", "model.ffn_size=64", "-o", "data.max_len=32", "-o", "data.min_freq=1",
         "-o", "train.batch_size=32", "-o", "train.lr=0.005", "-o", "train.warmup_steps=0", "-o", "train.lr_decay=none",
         "-o", "train.log_every=1"]
+
+
+def needs(module: str, extra: str):
+    """`module`, imported; without it the test skips in one line naming the extra that installs it, except
+    under CI=true, where .ci/run installs every extra: there a missing one fails the run."""
+    if os.environ.get("CI") == "true":
+        return importlib.import_module(module)
+    return pytest.importorskip(module, reason=f"needs the [{extra}] extra: pip install -e \".[{extra}]\"")
 
 
 def write_corpus(path: Path, paragraphs: int, seed: int, words: int = 80) -> None:

@@ -40,3 +40,10 @@ def test_every_flag_the_readme_uses_exists(script):
             used |= set(re.findall(r"(?<![\w-])(--[a-z][a-z-]*|-[co])(?![\w-])", after))
     assert used, f"the README shows no use of {script}"
     assert used <= flags, (script, sorted(used - flags))
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    command = next(line for line in ci.splitlines() if line.startswith("python3 -m venv"))
+    assert f"\n{command}\n" in readme

@@ -201,7 +201,7 @@ def test_training_from_maps_resumes_exactly(prepared_folder, tmp_path):
 def test_bad_prepared_folders_are_refused(prepared_folder, tmp_path):
     import shutil
 
-    from tests.test_train import assert_user_error
+    from tests.helpers.checks import assert_user_error
 
     _, out = prepared_folder
     assert_user_error(run_script("pipeline/train.py", "--prepared", str(tmp_path / "none"), *TINY), "no such folder")

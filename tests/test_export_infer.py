@@ -6,12 +6,16 @@ import numpy as np
 import paddle
 import pytest
 
+from hypothesis import given, strategies as st
+
 from infer.predictor import Encoder
 from pipeline.errors import UserError
 from pipeline.runtime import cpu_has_bf16
 from pipeline import checkpoint
 from pipeline.model import BertForPretraining
-from tests.conftest import ROOT, run_script
+from pipeline.tokenizer import WINDOW_OVERLAP, window_starts
+from tests.conftest import ROOT, needs, run_script
+from tests.helpers.checks import assert_user_error
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +62,36 @@ def test_export_writes_program_weights_vocab_and_manifest(exported, trained):
     import hashlib
     assert manifest["sha256"]["encoder.pdiparams"] == hashlib.sha256((exported / "encoder.pdiparams").read_bytes()).hexdigest()
     assert manifest["paddle_version"] == paddle.__version__
+    assert manifest["embedding"] == {"pooling": "cls", "normalize": False, "dimensions": 32}
+
+
+@given(length=st.integers(1, 2000), width=st.integers(1, 510))
+def test_windows_cover_every_token_and_overlap(length, width):
+    starts = window_starts(length, width)
+    covered = np.zeros(length, dtype=int)
+    for start in starts:
+        covered[start:start + width] += 1
+        assert 0 <= start and start + width <= max(length, width)
+    assert covered.min() >= 1 and starts == sorted(set(starts))
+    if length > width:
+        assert len(starts) >= 2 and starts[-1] + width == length
+        assert all(b - a <= width - int(width * WINDOW_OVERLAP) for a, b in zip(starts, starts[1:]))
+
+
+def test_embed_pools_as_the_manifest_says_and_an_older_export_pools_cls(exported, tmp_path):
+    texts = ["a crane is flying", "flying"]
+    encodings = Encoder(exported, device="cpu").encode(texts)
+    old = tmp_path / "old"
+    shutil.copytree(exported, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    del manifest["embedding"]  # as exports were written before the field existed
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    np.testing.assert_allclose(Encoder(old, device="cpu").embed(texts), [e.cls for e in encodings], atol=1e-6)
+    manifest["embedding"] = {"pooling": "max", "normalize": True, "dimensions": 32}
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    pooled = np.array([e.vectors.max(axis=0) for e in encodings])
+    np.testing.assert_allclose(Encoder(old, device="cpu").embed(texts),
+                               pooled / np.linalg.norm(pooled, axis=1, keepdims=True), atol=1e-6)
 
 
 @pytest.mark.parametrize("onednn", ["off", "on"])
@@ -141,6 +175,22 @@ def test_cli_json_pairs_file_and_stdin(exported, tmp_path):
     assert [len(o["tokens"]) for o in objs] == [6, 8, 3]
 
 
+def test_cli_embed_prints_the_pooled_vectors_and_long_texts_by_windows(exported, tmp_path):
+    texts = ["a crane is flying", " ".join(["w1 w2 w3 crane"] * 20)]  # the second is over max_len 32
+    (tmp_path / "in.txt").write_text("\n".join(texts) + "\n")
+    result = run_script("infer/encode.py", "--file", str(tmp_path / "in.txt"), "--embed", "--windows", "--json",
+                        "--model-dir", str(exported))
+    assert result.returncode == 0, result.stderr
+    got = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [o["text"] for o in got] == texts
+    np.testing.assert_allclose([o["embedding"] for o in got],
+                               Encoder(exported, device="cpu").embed(texts, windows=True), atol=1e-5)
+    assert_user_error(run_script("infer/encode.py", "--text", texts[1], "--embed", "--model-dir", str(exported)),
+                      "over the model's max_len 32")
+    assert_user_error(run_script("infer/encode.py", "--text", "a", "--windows", "--model-dir", str(exported)),
+                      "--windows goes with --embed")
+
+
 def test_crane_depends_on_its_context(exported):
     result = run_script("infer/encode.py", "--text", "a crane is flying", "--compare", "a crane driver came",
                         "--word", "crane", "--model-dir", str(exported))
@@ -155,13 +205,6 @@ def test_fill_mask_lists_five_words_with_probabilities(exported):
     words = result.stdout.strip().split(": ", 1)[1].split(", ")
     probabilities = [float(w.rsplit(" ", 1)[1]) for w in words]
     assert len(words) == 5 and probabilities == sorted(probabilities, reverse=True)
-
-
-def assert_user_error(result, fragment):
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: ") and fragment in last, last
 
 
 def test_bad_inputs(exported, tmp_path):
@@ -219,8 +262,8 @@ def test_export_errors_and_a_failed_export_keeps_the_old_model(trained, exported
 
 @pytest.fixture(scope="module")
 def exported_onnx(trained, tmp_path_factory):
-    pytest.importorskip("paddle2onnx")
-    pytest.importorskip("onnxruntime")
+    needs("paddle2onnx", "onnx")
+    needs("onnxruntime", "onnx")
     export_dir = tmp_path_factory.mktemp("onnx") / "inference"
     result = run_script("export/save.py", "--output-dir", str(trained), "--export-dir", str(export_dir), "--onnx")
     assert result.returncode == 0, result.stderr
@@ -243,7 +286,7 @@ def test_onnxruntime_backend_matches_the_paddle_predictor(exported_onnx):
 
 
 def test_onnxruntime_backend_needs_the_onnx_file(exported):
-    pytest.importorskip("onnxruntime")
+    needs("onnxruntime", "onnx")
     result = run_script("infer/encode.py", "--model-dir", str(exported), "--backend", "onnxruntime", "--text", "a")
     assert result.returncode == 2 and "export with python export/save.py --onnx" in result.stderr
 

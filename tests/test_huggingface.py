@@ -11,7 +11,7 @@ from export.huggingface import name_mapping, to_huggingface
 from pipeline import checkpoint
 from pipeline.config import ModelConfig
 from pipeline.model import BertForPretraining
-from tests.conftest import TINY, run_script
+from tests.conftest import TINY, needs, run_script
 from tests.test_export_infer import random_inputs
 
 TOLERANCE = 1e-4
@@ -53,8 +53,8 @@ def train_and_export(tmp_path, *train_args: str):
 @pytest.mark.parametrize("tied,bias", [(False, True), (True, True), (False, False)])
 def test_transformers_loads_the_export_and_matches(corpus_dir, tmp_path, tied, bias):
     """Also without linear biases (model.linear_bias=false): zero biases there, exactly."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
+    torch = needs("torch", "bench")
+    transformers = needs("transformers", "bench")
     trained, folder = train_and_export(tmp_path, "--data-dir", str(corpus_dir), "--steps", "3",
                                        "-o", f"model.tie_word_embeddings={str(tied).lower()}",
                                        "-o", "model.activation=gelu", "-o", f"model.linear_bias={str(bias).lower()}")
@@ -93,7 +93,7 @@ def test_transformers_loads_the_export_and_matches(corpus_dir, tmp_path, tied, b
 def test_the_exported_tokenizer_gives_the_projects_ids_cased_and_uncased(tmp_path, lowercase):
     """AutoTokenizer over a --format huggingface export of a WordPiece model, cased and uncased: the same
     ids as this project's tokenizer on 300 varied lines (English, Chinese, punctuation, accents, mixed case)."""
-    transformers = pytest.importorskip("transformers")
+    transformers = needs("transformers", "bench")
     from pipeline.tokenizer import TOKENIZER_FILE, WordPieceTokenizer
     from tests.test_corpus import EN_WORDS, ZH_CHARS, write_chinese, write_english
 

@@ -13,9 +13,10 @@ from pipeline import checkpoint
 from pipeline.config import load_config
 from pipeline.model import BertForPretraining
 from pipeline.pretrained import complete_state, open_pretrained
-from tests.conftest import TINY, run_script
+from tests.conftest import TINY, needs, run_script
 from tests.test_export_infer import random_inputs
-from tests.test_train import assert_user_error, losses
+from tests.helpers.checks import assert_user_error
+from tests.test_train import losses
 
 KEEP = ["-o", "data.max_len=32", "-o", "train.batch_size=32", "-o", "train.lr=0.002", "-o", "train.warmup_steps=0",
         "-o", "train.lr_decay=none", "-o", "train.log_every=1"]
@@ -188,8 +189,8 @@ def transformers_outputs(hf, arrays: dict) -> tuple[np.ndarray, np.ndarray, np.n
 
 @pytest.mark.parametrize("size", ["small", "base"])
 def test_a_transformers_folder_gives_its_logits(tmp_path, size):
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
+    torch = needs("torch", "bench")
+    transformers = needs("transformers", "bench")
     hf, vocab = write_transformers_folder(tmp_path, transformers, torch, size)
     pretrained = open_pretrained(tmp_path)
     v = pretrained.tokenizer.vocab

@@ -18,7 +18,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from pipeline import checkpoint, wikitext
 from pipeline.errors import UserError
 from tests.conftest import ROOT, TINY, run_script
-from tests.test_train import assert_user_error, train
+from tests.helpers.checks import assert_user_error
+from tests.test_train import train
 
 SOURCES = [p for folder in ("pipeline", "export", "infer") for p in (ROOT / folder).rglob("*.py")]
 

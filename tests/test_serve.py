@@ -1,15 +1,14 @@
 """infer/serve.py as a real server on a loopback port: answers equal to Encoder.encode, dynamic batching
 under concurrent clients with mixed lengths, one-line 4xx errors (also for bodies hypothesis builds),
 503 when full, the API key, SIGTERM drains."""
+import base64
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
@@ -21,52 +20,9 @@ from infer.predictor import Encoder
 from infer.api import ENCODE_POOLINGS as POOLINGS
 from infer.serve import API_KEY_VARIABLE
 from tests.conftest import ROOT
+from tests.helpers.service import encode, free_port, request, start, stop
 
 WORDS = "a crane is flying the driver came he just left over river bank".split()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start(model_dir, *flags, env: dict | None = None):
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "infer/serve.py", "--model-dir", str(model_dir), "--port", str(port), *flags],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **(env or {})})
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if request(url + "/health")[0] == 200:
-                return proc, url
-        except OSError:
-            time.sleep(0.1)
-        assert proc.poll() is None, proc.communicate()[1]
-    proc.kill()
-    raise AssertionError("the server did not start")
-
-
-def stop(proc) -> tuple[int, str]:
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
-    return proc.returncode, err
-
-
-def request(url, body: bytes | None = None, timeout: float = 30, headers: dict | None = None):
-    """(status, parsed JSON, headers) of a GET (no body) or a POST."""
-    req = urllib.request.Request(url, data=body, method="POST" if body is not None else "GET", headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as response:
-            return response.status, json.loads(response.read()), dict(response.headers)
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read()), dict(err.headers)
-
-
-def encode(url, texts, pooling="cls", **extra):
-    return request(url + "/encode", json.dumps({"texts": texts, "pooling": pooling, **extra}).encode())
 
 
 @pytest.fixture(scope="module")
@@ -104,9 +60,129 @@ def test_answers_equal_the_encoder_in_input_order(server, reference, pooling):
 
 def test_health_and_metadata(server):
     assert request(server + "/health")[:2] == (200, {"status": "ok"})
+    assert request(server + "/live")[:2] == (200, {"status": "ok"})
     status, meta, _ = request(server + "/metadata")
     assert status == 200 and meta["max_len"] == 32 and meta["model"]["hidden_size"] == 32
     assert [i["name"] for i in meta["inputs"]] == ["input_ids", "token_type_ids", "valid_length"]
+    status, info, _ = request(server + "/info")
+    assert status == 200 and info["model_type"] == {"embedding": {"pooling": "cls"}}, info
+    assert (info["dimensions"], info["max_input_length"], info["max_client_batch_size"]) == (32, 32, 16)
+    assert info["model_id"] == "inference" and info["backend"] == "paddle" and info["model_dtype"] == "fp32"
+
+
+def test_embed_and_openai_routes_pool_and_normalise_as_the_encoder(server, reference):
+    texts = ["a crane is flying", "flying", "the river bank is over there"]
+    status, vectors, _ = request(server + "/embed", json.dumps({"inputs": texts}).encode())
+    assert status == 200, vectors
+    pooled = np.array([e.cls for e in reference.encode(texts)])  # the tiny export pools <cls>
+    unit = pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
+    np.testing.assert_allclose(vectors, unit, atol=1e-5)  # TEI normalises unless told not to
+    status, vectors, _ = request(server + "/embed", json.dumps({"inputs": texts[0], "normalize": False}).encode())
+    np.testing.assert_allclose(vectors, pooled[:1], atol=1e-4)
+    status, vectors, _ = request(server + "/embed", json.dumps({"inputs": texts, "dimensions": 5}).encode())
+    np.testing.assert_allclose(vectors, pooled[:, :5] / np.linalg.norm(pooled[:, :5], axis=1, keepdims=True), atol=1e-5)
+    body = {"input": texts, "model": "anything", "encoding_format": "base64"}
+    status, answer, _ = request(server + "/v1/embeddings", json.dumps(body).encode())
+    assert status == 200 and answer["model"] == "anything", answer
+    decoded = [np.frombuffer(base64.b64decode(d["embedding"]), "<f4") for d in answer["data"]]
+    np.testing.assert_allclose(decoded, unit, atol=1e-5)
+    assert answer["usage"]["prompt_tokens"] == sum(len(e.tokens) for e in reference.encode(texts))
+
+
+def test_windows_embed_a_long_text_whole(server, reference):
+    long_text = " ".join(WORDS * 6)  # 84 words: three windows of the 32-token model
+    status, answer, _ = request(server + "/embed", json.dumps({"inputs": [long_text]}).encode())
+    assert status == 422 and "windows" in answer["error"]
+    status, vectors, _ = request(server + "/embed", json.dumps({"inputs": [long_text], "windows": True,
+                                                                "normalize": False}).encode())
+    assert status == 200, vectors
+    windows = reference.tokenize_for_embedding([long_text], windows=True)[0]
+    assert len(windows) >= 3 and all(len(tokens) <= 32 for tokens, _ in windows)
+    cls = [v[0] for v in reference.encode_items(windows)]
+    weights = np.array([len(tokens) for tokens, _ in windows], dtype=np.float32)
+    np.testing.assert_allclose(vectors[0], (np.array(cls) * weights[:, None]).sum(0) / weights.sum(), atol=1e-4)
+    np.testing.assert_allclose(reference.embed([long_text], windows=True)[0], vectors[0], atol=1e-4)
+    status, short, _ = request(server + "/embed", json.dumps({"inputs": ["a crane"], "windows": True}).encode())
+    np.testing.assert_allclose(short, request(server + "/embed", json.dumps({"inputs": ["a crane"]}).encode())[1],
+                               atol=1e-6)  # a text that fits is one window
+
+
+@pytest.mark.parametrize("route, body, status, fragment", [
+    ("/embed", {"inputs": []}, 400, "non-empty list"),
+    ("/embed", {"inputs": [[1, 2, 3]]}, 400, "token ids"),
+    ("/embed", {"inputs": "a", "dimensions": 33}, 400, "from 1 to 32"),
+    ("/embed", {"inputs": "a", "dimensions": True}, 400, "dimensions"),
+    ("/embed", {"inputs": "a", "normalize": "yes"}, 400, "normalize"),
+    ("/embed", {"inputs": "a", "truncation_direction": "Left"}, 400, "Right"),
+    ("/embed", {"inputs": "a", "prompt_name": "query"}, 400, "prompts"),
+    ("/embed", {"inputs": "a", "truncate": True, "windows": True}, 400, "not both"),
+    ("/embed", {"inputs": ["a"] * 17}, 413, "over the limit of 16"),
+    ("/embed", {"inputs": [" ".join(["crane"] * 40)]}, 422, "over the model's max_len 32"),
+    ("/embed", {"inputs": ["a", "  "]}, 422, "empty text"),
+    ("/embed", {"text": "a"}, 400, "unknown field"),
+    ("/v1/embeddings", {"input": [1, 2, 3]}, 400, "token ids"),
+    ("/v1/embeddings", {"input": "a", "encoding_format": "int8"}, 400, "encoding_format"),
+    ("/v1/embeddings", {"input": "a", "model": 3}, 400, "model"),
+    ("/v1/embeddings", {"input": "a", "dimensions": 0}, 400, "dimensions"),
+    ("/v1/embeddings", {"input": " ".join(["crane"] * 40)}, 422, "max_len"),
+])
+def test_new_routes_refuse_bad_bodies_in_one_line(server, route, body, status, fragment):
+    got, answer, _ = request(server + route, json.dumps(body).encode())
+    assert got == status, answer
+    message = error_text(answer)
+    assert fragment in message and "\n" not in message
+    if route.startswith("/v1/"):  # OpenAI's error shape, which its client reads
+        assert set(answer["error"]) == {"message", "type", "param", "code"}
+    else:
+        assert set(answer) == {"error", "error_type"}
+
+
+def test_metrics_count_requests_batches_and_tokens(server):
+    request(server + "/embed", json.dumps({"inputs": ["a crane is flying"]}).encode())
+    request(server + "/embed", json.dumps({"inputs": []}).encode())
+    request(server + "/nowhere")
+    with urllib.request.urlopen(server + "/metrics", timeout=10) as response:
+        assert response.headers["content-type"].startswith("text/plain")
+        text = response.read().decode()
+    samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line and not line.startswith("#")}
+    assert samples['embedding_requests_total{route="/embed",status="200"}'] >= 1
+    assert samples['embedding_requests_total{route="/embed",status="400"}'] >= 1
+    assert samples['embedding_requests_total{route="other",status="404"}'] >= 1
+    assert samples['embedding_request_duration_seconds_count{route="/embed"}'] >= 2
+    assert samples["embedding_batch_size_count"] >= 1 and samples["embedding_queue_depth"] == 0
+    assert samples['embedding_tokens_total{route="/embed"}'] >= 6  # <cls> a crane is flying <sep>
+
+
+def test_health_is_503_until_every_predictor_has_warmed_up(exported, monkeypatch):
+    """Readiness apart from liveness: a predictor whose first call is slow keeps /health at 503."""
+    from fastapi.testclient import TestClient
+
+    from infer.serve import create_app
+
+    release = threading.Event()
+    encoder = Encoder(exported, device="cpu")
+    real_clone = Encoder.clone
+
+    def slow_clone(self):
+        twin = real_clone(self)
+        real = twin.encode_tokenized
+
+        def first_call_waits(items):
+            release.wait(30)
+            return real(items)
+        twin.encode_tokenized = first_call_waits
+        return twin
+    monkeypatch.setattr(Encoder, "clone", slow_clone)
+    with TestClient(create_app(encoder, workers=2)) as client:
+        answer = client.get("/health")
+        assert answer.status_code == 503 and "warming up" in answer.json()["error"]
+        assert answer.headers["retry-after"] == "1" and client.get("/live").status_code == 200
+        release.set()
+        deadline = time.time() + 30
+        while client.get("/health").status_code != 200:
+            assert time.time() < deadline
+            time.sleep(0.05)
 
 
 @pytest.mark.parametrize("body, status, fragment", [
@@ -150,13 +226,31 @@ def json_values():
 
 
 def request_bodies():
-    """Bodies shaped like requests, with wrong pieces: texts of every type and arity, odd fields."""
+    """(route, body): bodies shaped like each route's requests, with wrong pieces: texts of every type and
+    arity, token ids, odd fields and values."""
     text = st.text(max_size=80) | st.sampled_from(["a crane is flying", "   ", " ".join(["crane"] * 40)])
     texts = st.lists(text | st.lists(text, max_size=3) | json_values(), max_size=20) | json_values()
-    fields = st.fixed_dictionaries({"texts": texts}, optional={
-        "pooling": st.sampled_from(list(POOLINGS)) | json_values(), "truncate": st.booleans() | json_values(),
-        "extra": json_values()})
-    return (fields | json_values()).map(lambda value: json.dumps(value).encode())
+    inputs = text | texts | st.lists(st.integers(-5, 10**6), max_size=5)
+    odd = json_values()
+    encode_body = st.fixed_dictionaries({"texts": texts}, optional={
+        "pooling": st.sampled_from(list(POOLINGS)) | odd, "truncate": st.booleans() | odd, "extra": odd})
+    embed_body = st.fixed_dictionaries({"inputs": inputs}, optional={
+        "normalize": st.booleans() | odd, "truncate": st.booleans() | odd, "windows": st.booleans() | odd,
+        "dimensions": st.integers(-2, 40) | odd, "truncation_direction": st.sampled_from(["Right", "Left"]) | odd,
+        "prompt_name": odd})
+    openai_body = st.fixed_dictionaries({"input": inputs}, optional={
+        "model": st.text(max_size=10) | odd, "encoding_format": st.sampled_from(["float", "base64"]) | odd,
+        "dimensions": st.integers(-2, 40) | odd, "user": odd, "windows": st.booleans() | odd})
+    bodies = {"/encode": encode_body, "/embed": embed_body, "/v1/embeddings": openai_body}
+    return st.sampled_from(sorted(bodies)).flatmap(
+        lambda route: st.tuples(st.just(route), (bodies[route] | odd).map(lambda v: json.dumps(v).encode())
+                                | st.binary(max_size=300)))
+
+
+def error_text(answer) -> str:
+    """The one-line message of an error body: TEI's {"error": str} or OpenAI's {"error": {"message": str}}."""
+    error = answer["error"]
+    return error["message"] if isinstance(error, dict) else error
 
 
 def test_no_body_gets_a_5xx_and_the_service_is_unchanged_after(exported):
@@ -165,11 +259,12 @@ def test_no_body_gets_a_5xx_and_the_service_is_unchanged_after(exported):
     before and the log holds no traceback."""
     proc, url = start(exported)
 
-    @settings(max_examples=150, deadline=None, database=None, suppress_health_check=list(HealthCheck))
-    @given(body=request_bodies() | st.binary(max_size=300))
-    def answered_without_5xx(body):
-        status, answer, _ = request(url + "/encode", body)
-        assert status == 200 or (400 <= status < 500 and "\n" not in answer["error"]), (status, answer, body[:200])
+    @settings(max_examples=300, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(route_and_body=request_bodies())
+    def answered_without_5xx(route_and_body):
+        route, body = route_and_body
+        status, answer, _ = request(url + route, body)
+        assert status == 200 or (400 <= status < 500 and "\n" not in error_text(answer)), (status, answer, body[:200])
 
     try:
         encode(url, ["warm up"])

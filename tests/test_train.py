@@ -11,6 +11,7 @@ import pytest
 
 from pipeline import checkpoint
 from tests.conftest import ROOT, TINY, run_script
+from tests.helpers.checks import assert_user_error
 
 
 def train(corpus_dir, out, *extra, steps=8):
@@ -115,15 +116,6 @@ def test_sigterm_stops_at_a_step_boundary_with_a_checkpoint_that_resumes(corpus_
     assert [r[0] for r in losses(out)] == list(range(1, stopped_at + 3))
 
 
-def assert_user_error(result, *fragments):
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    err = result.stderr.strip().splitlines()
-    assert "Traceback" not in result.stderr
-    assert err[-1].startswith("error: ")
-    for fragment in fragments:
-        assert fragment in err[-1]
-
-
 def test_bad_settings_and_paths(corpus_dir, tmp_path):
     assert_user_error(train(corpus_dir, tmp_path / "a", "-o", "train.bogus=1"), "unknown setting train.bogus")
     assert_user_error(train(corpus_dir, tmp_path / "a", "-o", "train.steps=x"), "train.steps must be int")
@@ -136,6 +128,26 @@ def test_bad_settings_and_paths(corpus_dir, tmp_path):
     assert_user_error(train(corpus_dir, tmp_path / "a", "-o", "train.amp=bf16"), "needs a GPU")
     assert_user_error(train(corpus_dir, tmp_path / "a", "-o", "train.accumulate_steps=5"), "not divisible")
     assert_user_error(train(corpus_dir, tmp_path / "a", "-o", "data.max_len=6"), "no sentence pair fits")
+
+
+@pytest.mark.parametrize("amp, bf16, fp16, fragment", [
+    ("bf16", False, True, "no bf16 arithmetic"),   # a V100 or T4: auto_cast would only warn, then train in fp32
+    ("fp16", False, False, "no fp16 arithmetic"),  # below compute capability 7.0
+])
+def test_amp_a_gpu_cannot_run_is_refused(monkeypatch, amp, bf16, fp16, fragment):
+    import paddle
+
+    from pipeline import train as train_module
+    from pipeline.errors import UserError
+
+    monkeypatch.setattr(paddle.amp, "is_bfloat16_supported", lambda device=None: bf16)
+    monkeypatch.setattr(paddle.amp, "is_float16_supported", lambda device=None: fp16)
+    monkeypatch.setattr(paddle.device.cuda, "get_device_name", lambda device=None: "Tesla V100-SXM2-16GB")
+    with pytest.raises(UserError, match=fragment):
+        train_module.check_amp(amp, use_gpu=True)
+    monkeypatch.setattr(paddle.amp, "is_bfloat16_supported", lambda device=None: True)
+    monkeypatch.setattr(paddle.amp, "is_float16_supported", lambda device=None: True)
+    train_module.check_amp(amp, use_gpu=True)  # an A100 runs both
 
 
 def test_bad_resumes(corpus_dir, trained, tmp_path):
