@@ -114,6 +114,9 @@ class TrainConfig:
     threads: int = setting(0, "CPU threads per process; 0 = its share of the cores", at_least=0)
     max_minutes: float = setting(0.0, "end the run (with a checkpoint) after this much training time, resumes "
                                       "included; 0 = no limit", at_least=0.0)
+    stall_minutes: float = setting(10.0, "several ranks: end a rank when no step has finished for this long (a peer "
+                                         "died or hangs on another node; rerun with --resume auto); 0 = never",
+                                   at_least=0.0)
     log_every: int = setting(100, "steps between progress lines", at_least=1)
     save_every: int = setting(0, "steps between checkpoints; 0 = at the end only", at_least=0)
     keep_checkpoints: int = setting(3, "newest checkpoints kept", at_least=1)

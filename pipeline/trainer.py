@@ -24,6 +24,7 @@ from pipeline.errors import UserError
 from pipeline.pretrained import Pretrained, complete_state
 from pipeline.model import BertForPretraining, PretrainingStep, step_input_spec
 from pipeline.progress import Progress
+from pipeline.watchdog import StallWatchdog
 
 log = logging.getLogger("pipeline.train")
 
@@ -205,6 +206,23 @@ class Trainer:
                           budget > 0 and self.training_seconds >= budget)
 
 
+PEER_FAILURES = ("gloo", "nccl", "connection reset", "connection closed")  # what a collective says of a lost peer
+
+
+def peer_checked(step: Callable[[dict], StepResult], batch: dict, rank: int) -> StepResult:
+    """`step(batch)`, a collective that failed because a peer died or hung (gloo's 30 s timeout, a reset
+    connection, an NCCL error) said in one line instead of a traceback."""
+    try:
+        return step(batch)
+    except RuntimeError as err:
+        message = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        if not any(word in str(err).lower() for word in PEER_FAILURES):
+            raise
+        raise UserError(f"rank {rank}: a collective operation failed ({message[:200]}): a peer rank has died or "
+                        f"hangs. Run the same command again with --resume auto to continue from the newest "
+                        f"checkpoint") from None
+
+
 def run_loop(trainer: Trainer, data: PretrainingData, output: Path) -> LoopResult:
     """Train to train.steps, until train.max_minutes, or until SIGTERM/Ctrl-C (then stop at the step
     boundary). Rank 0 writes checkpoints: every train.save_every steps and at the end."""
@@ -220,9 +238,14 @@ def run_loop(trainer: Trainer, data: PretrainingData, output: Path) -> LoopResul
     start = time.perf_counter()
     trainer.start_clock()
     pairs = 0
+    watchdog = None
     try:
         for batch in data.iterate(trainer.step, cfg.train.steps, cfg.train.batch_size, trainer.rank, trainer.world):
-            result = trainer.train_step(batch)
+            result = peer_checked(trainer.train_step, batch, trainer.rank)
+            if watchdog is not None:
+                watchdog.beat()
+            elif trainer.world > 1 and cfg.train.stall_minutes:  # after the first step, which builds the graph
+                watchdog = StallWatchdog(cfg.train.stall_minutes * 60, trainer.rank)
             mlm, nsp = result.mlm_loss, result.nsp_loss
             if not (math.isfinite(mlm) and math.isfinite(nsp)):
                 good = checkpoint.latest(output)
@@ -239,9 +262,13 @@ def run_loop(trainer: Trainer, data: PretrainingData, output: Path) -> LoopResul
             due = trainer.step == cfg.train.steps or ending or (every and trainer.step % every == 0)
             if trainer.rank == 0 and due:
                 trainer.save()
+                if watchdog is not None:
+                    watchdog.beat()
             if ending:
                 break
     finally:
+        if watchdog is not None:
+            watchdog.stop()
         progress.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import subprocess
 import sys
@@ -24,9 +25,14 @@ TINY = ["-o", "model.hidden_size=32", "-o", "model.num_layers=2", "-o", "model.n
         "-o", "train.log_every=1"]
 
 
-def needs(module: str, extra: str):
-    """`module`, imported; without it the test skips in one line naming the extra that installs it, except
-    under CI=true, where .ci/run installs every extra: there a missing one fails the run."""
+def needs(module: str, extra: str, load: bool = True):
+    """`module`, imported (or only found, without `load`); without it the test skips in one line naming the
+    extra that installs it, except under CI=true, where .ci/run installs every extra: there it fails the run."""
+    if not load:
+        if importlib.util.find_spec(module) is None:
+            message = f"needs the [{extra}] extra: pip install -e \".[{extra}]\""
+            pytest.fail(message) if os.environ.get("CI") == "true" else pytest.skip(message)
+        return None
     if os.environ.get("CI") == "true":
         return importlib.import_module(module)
     return pytest.importorskip(module, reason=f"needs the [{extra}] extra: pip install -e \".[{extra}]\"")

@@ -173,3 +173,55 @@ def test_sigkill_of_one_rank_ends_the_job_and_resume_auto_finishes_it_as_if_unbr
     resumed, whole = final_weights(out), final_weights(tmp_path / "unbroken")
     for name in whole:
         np.testing.assert_allclose(resumed[name], whole[name], rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+def test_a_rank_whose_peer_on_another_node_hangs_ends_within_the_stall_bound(prepared, tmp_path):
+    """Two nodes with an HTTP master: node 1's rank is frozen (SIGSTOP) mid-run. Paddle's launcher of node 0
+    is never told, and its rank would wait in the all-reduce for the process group's 30 minutes; the
+    project's watchdog (train.stall_minutes=0.1, 6 s) ends it, and node 0's job ends, within the bound."""
+    master, out = f"127.0.0.1:{free_port()}", tmp_path / "job"
+    train_args = ["pipeline/train.py", "--prepared", str(prepared), "--output-dir", str(out), *FLAGS,
+                  "--steps", "100000", "-o", "train.save_every=1", "-o", "train.stall_minutes=0.1", "--resume", "auto"]
+    nodes = [subprocess.Popen([sys.executable, "-m", "paddle.distributed.launch", "--nnodes", "2", "--master", master,
+                               "--rank", str(rank), "--nproc_per_node", "1", "--log_dir", str(tmp_path / f"log{rank}"),
+                               *train_args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              env={**os.environ, "PYTHONWARNINGS": "ignore"}) for rank in (0, 1)]
+    victim = None
+    try:
+        deadline = time.time() + 120
+        while checkpoint.latest(out) is None or checkpoint.load(checkpoint.latest(out)).step < 3:
+            assert time.time() < deadline and all(n.poll() is None for n in nodes), "the job made no progress"
+            time.sleep(0.2)
+        victim = rank_process(1, str(out))
+        assert victim is not None
+        frozen_at = time.time()
+        os.kill(victim, signal.SIGSTOP)
+        code = nodes[0].wait(60)
+        took = time.time() - frozen_at
+    finally:
+        if victim is not None:
+            os.kill(victim, signal.SIGKILL)
+        for node in nodes:
+            node.kill()
+    log = (tmp_path / "log0" / "workerlog.0").read_text(errors="replace")
+    print(f"node 0 ended with exit code {code}, {took:.1f} s after its peer froze")
+    assert code != 0 and 6 <= took < 30, (code, took)
+    assert "no training step finished" in log and "--resume auto" in log
+    assert checkpoint.load(checkpoint.latest(out)).step >= 3  # the newest checkpoint is complete
+
+
+def test_a_collective_that_lost_its_peer_is_said_in_one_line_and_other_errors_are_not_hidden():
+    from pipeline.errors import UserError
+    from pipeline.trainer import peer_checked
+
+    def gloo_timeout(batch):
+        raise RuntimeError("[/paddle/third_party/gloo/gloo/transport/tcp/unbound_buffer.cc:80] TIMEOUT self_rank = "
+                           "none pair_rank = -1 peer_str = none")
+
+    def bug(batch):
+        raise RuntimeError("shape mismatch in matmul")
+    with pytest.raises(UserError, match=r"rank 1: a collective operation failed \(.*TIMEOUT.*--resume auto") as caught:
+        peer_checked(gloo_timeout, {}, 1)
+    assert "\n" not in str(caught.value)
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        peer_checked(bug, {}, 0)
