@@ -8,7 +8,8 @@
 Writes <export-dir>/encoder.json + encoder.pdiparams (Paddle 3 PIR program), vocab.json (+ tokenizer.json)
 and manifest.json (and pretraining.* with --with-heads), through a temporary folder renamed at the end.
 The manifest says how token vectors become one embedding (pooling, normalisation) and the longest input:
-a checkpoint's are <cls>, not normalised, data.max_len; a published folder's are what it declares.
+a checkpoint's are model.pooling, normalised after the contrastive stage, data.max_len; a published
+folder's are what it declares.
 """
 from __future__ import annotations
 
@@ -113,9 +114,11 @@ def export(cfg: Config, model_state: dict, tokenizer: Tokenizer, export_dir: Pat
 
 def export_checkpoint(ckpt: checkpoint.Checkpoint, tokenizer: Tokenizer, export_dir: Path, with_heads: bool,
                       onnx: bool = False) -> Path:
-    """A training checkpoint's export: <cls> pooling, not normalised (what masked-LM pretraining gives)."""
+    """A training checkpoint's export, its embedding as trained: model.pooling, normalised after the
+    contrastive stage (its cosine loss is what the vectors were trained for), not after masked-LM alone."""
     source = {"checkpoint": str(ckpt.path), "checkpoint_step": ckpt.step}
-    embedding = embedding_manifest("cls", False, ckpt.config.model.hidden_size)
+    m = ckpt.config.model
+    embedding = embedding_manifest(m.pooling, ckpt.config.train.objective == "contrastive", m.hidden_size)
     return export(ckpt.config, ckpt.model_state, tokenizer, export_dir, source, embedding, with_heads, onnx)
 
 

@@ -52,6 +52,9 @@ class ModelConfig:
                                        "false: none (cramming)")
     gated: bool = setting(False, "gated feed-forward (GLU): activation(x W1) * (x V), then W2 (cramming's gated "
                                  "GELU with model.activation=gelu)")
+    pooling: str = setting("cls", "how token vectors become one embedding: <cls>'s vector, or the mean of every "
+                                  "token's (contrastive training and the export's embedding use it)",
+                           choices=("cls", "mean"))
 
 
 @dataclass
@@ -78,6 +81,8 @@ class DataConfig:
     mask_replace: bool = setting(True, "80/10/10: of the chosen tokens 80% masked, 10% random, 10% kept; false: "
                                        "all masked")
     dynamic_masking: bool = setting(True, "new masks every epoch (false: the seed's fixed masks)")
+    pairs: str | None = setting(None, "train.positives=pairs: a file of anchor<TAB>positive[<TAB>hard negative] "
+                                      "lines")
     cache_dir: str | None = setting(None, "prepared-example cache; none = ~/.cache/paddle-bert-pipeline")
     seed: int = setting(0, "pairs, masks and order")
 
@@ -105,6 +110,13 @@ class TrainConfig:
     nsp: bool = setting(True, "train next sentence prediction (the seed's); false: masked LM only")
     accumulate_steps: int = setting(1, "micro-batches per step", at_least=1)
     amp: str = setting("none", "mixed precision (GPU only)", choices=("none", "fp16", "bf16"))
+    objective: str = setting("mlm", "mlm: masked LM + next sentence (pretraining); contrastive: sentence vectors "
+                                    "with in-batch negatives (after mlm, with --init-from)",
+                             choices=("mlm", "contrastive"))
+    positives: str = setting("crops", "contrastive positives: crops (two spans of one document, Contriever), "
+                                      "dropout (one sentence twice, SimCSE) or pairs (data.pairs)",
+                             choices=("crops", "dropout", "pairs"))
+    temperature: float = setting(0.05, "contrastive: softmax temperature of the cosine similarities", above=0.0)
     init_from: str | None = setting(None, "a Hugging Face BERT folder to start from: its model settings, weights "
                                           "and tokenizer (continued pretraining)")
     to_static: bool = setting(True, "static graph (false: dygraph)")
@@ -203,6 +215,15 @@ def _check_together(cfg: Config) -> None:
         raise UserError("setting train.decay_to=max_minutes needs a time budget: set train.max_minutes")
     if cfg.train.decay_to == "max_minutes" and cfg.train.lr_decay != "linear":
         raise UserError("setting train.decay_to=max_minutes needs train.lr_decay=linear (it says where that decay ends)")
+    contrastive = cfg.train.objective == "contrastive"
+    if (cfg.train.positives == "pairs" and contrastive) != bool(cfg.data.pairs):
+        raise UserError("setting data.pairs goes with train.objective=contrastive and train.positives=pairs, "
+                        "and they need it")
+    if contrastive and cfg.train.accumulate_steps > 1:
+        raise UserError("train.objective=contrastive takes no train.accumulate_steps: in-batch negatives need the "
+                        "whole batch in one pass (raise train.batch_size or use more ranks)")
+    if contrastive and cfg.train.batch_ramp_steps:
+        raise UserError("train.objective=contrastive takes no train.batch_ramp_steps")
     if cfg.data.max_len > cfg.model.max_position:
         raise UserError(f"setting data.max_len ({cfg.data.max_len}) exceeds model.max_position "
                         f"({cfg.model.max_position})")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
@@ -48,6 +48,39 @@ def rows_per_part(batch_size: int, ranks: int, accumulate_steps: int = 1) -> int
         raise UserError(f"train.batch_size={batch_size} is not divisible by the {ranks} ranks x "
                         f"train.accumulate_steps={accumulate_steps}")
     return batch_size // (ranks * accumulate_steps)
+
+
+def prefetched(make: Callable[[int], dict[str, np.ndarray]], start: int, stop: int,
+               prefetch: int = 2) -> Iterator[dict[str, np.ndarray]]:
+    """make(step) for steps `start`..`stop-1`, made by a background thread `prefetch` steps ahead."""
+    ready: queue.Queue = queue.Queue(maxsize=prefetch)
+    stop_flag = threading.Event()
+
+    def produce() -> None:
+        try:
+            for step in range(start, stop):
+                item = make(step)
+                while not stop_flag.is_set():
+                    try:
+                        ready.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop_flag.is_set():
+                    return
+        except BaseException as err:  # handed to the consumer, raised there
+            ready.put(err)
+
+    worker = threading.Thread(target=produce, daemon=True)
+    worker.start()
+    try:
+        for _ in range(start, stop):
+            item = ready.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop_flag.set()
 
 
 def epoch_order(seed: int, epoch: int, count: int) -> np.ndarray:
@@ -156,34 +189,7 @@ class PretrainingData:
     def iterate(self, start: int, stop: int, batch_size: int, rank: int = 0, world: int = 1,
                 prefetch: int = 2) -> Iterator[dict[str, np.ndarray]]:
         """Batches `start`..`stop-1`, made by a background thread `prefetch` steps ahead."""
-        ready: queue.Queue = queue.Queue(maxsize=prefetch)
-        stop_flag = threading.Event()
-
-        def produce() -> None:
-            try:
-                for step in range(start, stop):
-                    item = self.batch(step, batch_size, rank, world)
-                    while not stop_flag.is_set():
-                        try:
-                            ready.put(item, timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
-                    if stop_flag.is_set():
-                        return
-            except BaseException as err:  # handed to the consumer, raised there
-                ready.put(err)
-
-        worker = threading.Thread(target=produce, daemon=True)
-        worker.start()
-        try:
-            for _ in range(start, stop):
-                item = ready.get()
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            stop_flag.set()
+        return prefetched(lambda step: self.batch(step, batch_size, rank, world), start, stop, prefetch)
 
 
 class MappedPretrainingData(PretrainingData):

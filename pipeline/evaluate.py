@@ -25,6 +25,7 @@ import numpy as np
 from pipeline.dataset import eval_batches
 from pipeline.examples import Pairs
 from pipeline.export_format import input_names
+from pipeline.retrieval import EmbedFn, RetrievalSet, retrieval_figures
 from pipeline.tokenizer import Tokenizer, load_tokenizer, pad_batch, tokenize, word_position
 from pipeline.vocab import Vocab
 
@@ -122,6 +123,46 @@ def encoding_figures(encoder: EncoderFn, pairs: Pairs, tokenizer: Tokenizer, max
             "crane_cosine": crane_cosine(encoder, tokenizer, max_len)}
 
 
+def sentence_embedder(encoder: EncoderFn, tokenizer: Tokenizer, max_len: int, pooling: str,
+                      batch_size: int = 128) -> EmbedFn:
+    """texts -> [N, H] pooled vectors (<cls>'s, or the mean or max over real tokens), texts cut at max_len."""
+    def embed(texts: list[str]) -> np.ndarray:
+        items = [tokenize(tokenizer, text, max_len, truncate=True) for text in texts]
+        order = sorted(range(len(items)), key=lambda i: len(items[i][0]))
+        out: list[np.ndarray | None] = [None] * len(items)
+        for lo in range(0, len(order), batch_size):
+            chunk = order[lo:lo + batch_size]
+            arrays = pad_batch(tokenizer.vocab, [items[i] for i in chunk])
+            encodings = encoder(*(arrays[name] for name in input_names()))
+            for row, i in enumerate(chunk):
+                n = len(items[i][0])
+                real = encodings[row, :n]
+                out[i] = real[0] if pooling == "cls" else real.max(axis=0) if pooling == "max" else real.mean(axis=0)
+        return np.asarray(out, dtype=np.float32)
+    return embed
+
+
+def retrieval_figures_of(model, cfg, tokenizer: Tokenizer, retrieval: RetrievalSet) -> dict[str, dict[str, float]]:
+    """Same-document retrieval of `model` (a BertForPretraining, in eval mode), next to tf-idf's and to the
+    same architecture's with random weights (initialised as training initialises it)."""
+    import paddle
+
+    from pipeline.model import BertForPretraining
+
+    was_training = model.training
+    model.eval()
+    paddle.seed(cfg.train.seed)
+    twin = BertForPretraining(cfg.model)
+    twin.eval()
+    try:
+        embed, random_weights = (sentence_embedder(paddle_functions(m)[1], tokenizer, cfg.data.max_len,
+                                                   cfg.model.pooling) for m in (model, twin))
+        return retrieval_figures(embed, retrieval, {"random weights": random_weights})
+    finally:
+        if was_training:
+            model.train()
+
+
 def paddle_functions(model) -> tuple[PretrainingFn, EncoderFn]:
     """numpy-in, numpy-out views of a BertForPretraining for the figures above (eval mode, no grad)."""
     import paddle
@@ -171,21 +212,53 @@ def format_metrics(metrics: dict[str, float]) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description="Evaluate a pretraining checkpoint on held-out text, tokenized by the checkpoint's own "
+        description="Evaluate a pretraining checkpoint (or an export) on held-out text, tokenized by its own "
                     "tokenizer (as training's --eval-split/--eval-corpus): a WikiText split, your own files, or "
-                    "a prepared folder. Prints the figures next to their baselines, then them as JSON.")
+                    "a prepared folder. Prints the figures next to their baselines, then them as JSON: masked LM "
+                    "and NSP (checkpoints), and same-document retrieval next to tf-idf and random weights.")
     parser.add_argument("--output-dir", default="output", help="training output folder (default: output)")
     parser.add_argument("--checkpoint", help="checkpoint folder (default: the newest in --output-dir)")
+    parser.add_argument("--export", metavar="DIR",
+                        help="evaluate an inference export (export/save.py, --from-hf too) instead: retrieval "
+                             "figures with its own pooling and normalisation")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--split", help="WikiText split to evaluate: train, valid or test (default: test)")
     source.add_argument("--corpus", action="append", metavar="PATH",
-                        help="your own held-out text: files, folders, globs (repeatable)")
+                        help="your own held-out text: files, folders, globs (repeatable); documents are separated "
+                             "by blank lines, their lines are paragraphs")
     source.add_argument("--prepared", metavar="DIR",
-                        help="a folder made by pipeline/prepare.py with the same tokenizer")
+                        help="a folder made by pipeline/prepare.py with the same tokenizer (MLM figures only)")
     parser.add_argument("--data-dir", help="with --split: folder or zip with wiki.*.tokens (default: the "
                                            "checkpoint's data.data_dir, else download WikiText-2)")
     parser.add_argument("--batch-size", type=int, default=256, help="pairs per forward pass (default: 256)")
     return parser
+
+
+def export_retrieval(folder: Path, retrieval: RetrievalSet) -> dict[str, dict[str, float]]:
+    """An export's retrieval figures (its program through paddle.jit.load, its tokenizer, its manifest's
+    pooling and longest input), next to tf-idf's and to its architecture's with random weights."""
+    import paddle
+
+    from pipeline.config import config_from_dict
+    from pipeline.export_format import ENCODER, MANIFEST, VOCAB
+    from pipeline.model import BertForPretraining
+
+    manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    tokenizer = load_tokenizer(folder, Vocab.load(folder / VOCAB))
+    pooling, max_len = (manifest.get("embedding") or {"pooling": "cls"})["pooling"], int(manifest["max_len"])
+    program = paddle.jit.load(str(folder / ENCODER))
+    program.eval()
+
+    def exported(ids, token_type_ids, lens):
+        with paddle.no_grad():
+            return program(*(paddle.to_tensor(a) for a in (ids, token_type_ids, lens))).numpy()
+
+    paddle.seed(0)
+    twin = BertForPretraining(config_from_dict({"model": manifest["model"]}).model)
+    twin.eval()
+    embed, random_weights = (sentence_embedder(fn, tokenizer, max_len, pooling)
+                             for fn in (exported, paddle_functions(twin)[1]))
+    return retrieval_figures(embed, retrieval, {"random weights": random_weights})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,11 +268,40 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline import checkpoint
     from pipeline.errors import UserError
     from pipeline.model import BertForPretraining
+    from pipeline.retrieval import corpus_articles, format_retrieval, retrieval_set, wikitext_articles
     from pipeline.sources import held_out_pairs, prepared_pairs
+    from pipeline.wikitext import find_split
 
     args = build_parser().parse_args(argv)
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
+
+    def held_out_documents(data_dir: str | None) -> RetrievalSet | None:
+        """The retrieval set of the held-out text; None (said in a line) where it cannot be measured."""
+        if args.prepared:
+            return None
+        try:
+            if args.corpus:
+                return retrieval_set(corpus_articles(args.corpus))
+            return retrieval_set(wikitext_articles(find_split(args.data_dir or data_dir, args.split or "test")))
+        except UserError as err:
+            if args.export:
+                raise
+            print(f"same-document retrieval not measured: {err}")
+            return None
+
+    if args.export:
+        retrieval = held_out_documents(None)
+        if retrieval is None:
+            raise UserError("--export is evaluated by retrieval, which needs text with documents: --split or --corpus")
+        folder = Path(args.export)
+        if not (folder / "manifest.json").is_file():
+            raise UserError(f"--export {folder}: no manifest.json there (make an export with python export/save.py)")
+        metrics = {"retrieval": export_retrieval(folder, retrieval)}
+        pooling = (json.loads((folder / "manifest.json").read_text()).get("embedding") or {"pooling": "cls"})["pooling"]
+        print(format_retrieval(metrics["retrieval"], retrieval, pooling))
+        print(json.dumps(metrics))
+        return 0
     output = Path(args.output_dir)
     path = Path(args.checkpoint) if args.checkpoint else checkpoint.latest(output)
     if path is None:
@@ -216,6 +318,10 @@ def main(argv: list[str] | None = None) -> int:
     checkpoint.apply_model_state(model, ckpt.model_state, path)
     metrics = evaluate(model, pairs, tokenizer, d.max_len, args.batch_size)
     print(format_metrics(metrics))
+    retrieval = held_out_documents(d.data_dir)
+    if retrieval is not None:
+        metrics["retrieval"] = retrieval_figures_of(model, cfg, tokenizer, retrieval)
+        print(format_retrieval(metrics["retrieval"], retrieval, cfg.model.pooling))
     print(json.dumps(metrics))
     return 0
 

@@ -323,6 +323,29 @@ class PretrainingStep(nn.Layer):
         return mlm_loss, nsp_loss * self.nsp_weight
 
 
+def pooled(encodings: paddle.Tensor, valid_length: paddle.Tensor, pooling: str) -> paddle.Tensor:
+    """[B, L, H] encodings -> [B, H]: <cls>'s vector, or the mean over each row's real tokens."""
+    if pooling == "cls":
+        return encodings[:, 0]
+    keep = paddle.arange(paddle.shape(encodings)[1], dtype=valid_length.dtype).unsqueeze(0) < valid_length.unsqueeze(1)
+    weights = keep.astype(encodings.dtype).unsqueeze(-1)  # [B, L, 1]: padding counts 0
+    return (encodings * weights).sum(axis=1) / valid_length.astype(encodings.dtype).unsqueeze(1)
+
+
+class EmbeddingStep(nn.Layer):
+    """The contrastive forward pass: the encoder (with dropout in training), pooled, scaled to unit length.
+    It holds the encoder only, so data parallel sees no unused parameter (the heads are not trained here)."""
+
+    def __init__(self, encoder: BertEncoder, pooling: str):
+        super().__init__()
+        self.encoder, self.pooling = encoder, pooling
+
+    def forward(self, input_ids: paddle.Tensor, token_type_ids: paddle.Tensor, valid_length: paddle.Tensor
+                ) -> paddle.Tensor:
+        vectors = pooled(self.encoder(input_ids, token_type_ids, valid_length), valid_length, self.pooling)
+        return F.normalize(vectors.astype("float32"), axis=-1)
+
+
 def step_input_spec(host_dropout: bool) -> list:
     """InputSpecs of PretrainingStep.forward, batch and length dynamic; with the dropout masks or not."""
     from paddle.static import InputSpec

@@ -24,7 +24,8 @@ import numpy as np
 from export.huggingface import name_mapping
 from pipeline.errors import UserError
 from pipeline.export_format import POOLINGS
-from pipeline.tokenizer import TOKENIZER_FILE, WordPieceTokenizer
+from pipeline.tokenizer import TOKENIZER_FILE, Tokenizer, WordPieceTokenizer, load_tokenizer
+from pipeline.vocab import Vocab
 from pipeline.vocab import SpecialTokens
 
 CONFIG, WEIGHTS = "config.json", "model.safetensors"
@@ -53,7 +54,7 @@ class Pretrained:
     model: dict  # model.* settings
     state: dict[str, np.ndarray]  # this project's parameter names; the heads a BertModel lacks are absent
     fresh: list[str]  # this project's parameters that start fresh
-    tokenizer: WordPieceTokenizer
+    tokenizer: Tokenizer
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,8 @@ def open_pretrained(folder: str | Path) -> Pretrained:
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise UserError(f"{folder}: no such folder (a Hugging Face or sentence-transformers BERT folder is needed)")
+    if (folder / "checkpoints").is_dir():
+        return own_run(folder)
     folder = model_folder(folder)
     model = model_settings(read_json(folder / CONFIG), folder / CONFIG)
     hf_state = read_weights(folder)
@@ -144,6 +147,24 @@ def open_pretrained(folder: str | Path) -> Pretrained:
         raise UserError(f"{folder}: the tokenizer has {len(tokenizer.vocab)} tokens but {CONFIG} says vocab_size "
                         f"{model['vocab_size']}")
     return Pretrained(folder, model, state, fresh, tokenizer)
+
+
+# settings of a run that are not its architecture: the new run's own
+NOT_ARCHITECTURE = ("dropout", "init_std", "pooling")
+
+
+def own_run(folder: Path) -> Pretrained:
+    """This project's training output folder: its newest checkpoint's architecture and weights (heads
+    included) and the run's tokenizer, e.g. to follow masked-LM pretraining with the contrastive stage."""
+    from pipeline import checkpoint
+
+    path = checkpoint.latest(folder)
+    if path is None:
+        raise UserError(f"{folder}/checkpoints holds no checkpoint to start from")
+    ckpt = checkpoint.load(path)
+    model = {k: v for k, v in ckpt.config.model.__dict__.items() if k not in NOT_ARCHITECTURE}
+    tokenizer = load_tokenizer(folder, Vocab.load(folder / "vocab.json"))
+    return Pretrained(path, model, ckpt.model_state, [], tokenizer)
 
 
 def read_json(path: Path) -> dict:

@@ -7,6 +7,12 @@ import sys
 from pathlib import Path
 
 log = logging.getLogger("pipeline.train")
+LOSS_NAMES = {"mlm_loss": "MLM", "nsp_loss": "NSP", "contrastive_loss": "contrastive"}  # as progress shows them
+
+
+def loss_keys(record: dict) -> list[str]:
+    """The losses a metrics record holds, in LOSS_NAMES order."""
+    return [key for key in LOSS_NAMES if key in record]
 
 
 class Progress:
@@ -27,8 +33,8 @@ class Progress:
             return
         self.metrics.write(json.dumps(record) + "\n")
         self.metrics.flush()
-        text = (f"MLM {record['mlm_loss']:.3f} NSP {record['nsp_loss']:.3f} lr {record['lr']:.2e} "
-                f"{record['pairs_per_sec']:.1f} pairs/s")
+        losses = " ".join(f"{LOSS_NAMES[key]} {record[key]:.3f}" for key in loss_keys(record))
+        text = f"{losses} lr {record['lr']:.2e} {record['pairs_per_sec']:.1f} pairs/s"
         if self.bar is not None:
             self.bar.set_postfix_str(text, refresh=False)
             self.bar.update(1)
@@ -52,7 +58,7 @@ def keep_metrics_until(metrics_path: Path, step: int) -> None:
 
 
 def plot_losses(metrics_path: Path, png_path: Path) -> None:
-    """MLM and NSP loss against step, like the seed's plot."""
+    """The losses against step (MLM and NSP, like the seed's plot; or the contrastive loss)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -63,8 +69,8 @@ def plot_losses(metrics_path: Path, png_path: Path) -> None:
         return
     steps = [r["step"] for r in records]
     fig, ax = plt.subplots(figsize=(4.5, 3.2))
-    ax.plot(steps, [r["mlm_loss"] for r in records], label="mlm")
-    ax.plot(steps, [r["nsp_loss"] for r in records], label="nsp", linestyle="--")
+    for key, style in zip(loss_keys(records[-1]), ("-", "--")):
+        ax.plot(steps, [r[key] for r in records], label=LOSS_NAMES[key].lower(), linestyle=style)
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_xlim(1, max(steps[-1], 2))

@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from pipeline.config import Config
+from pipeline.contrastive import ContrastiveData, document_units, read_pairs
 from pipeline.corpus import find_files, read_documents, text_files
 from pipeline.dataset import MappedPretrainingData, PretrainingData
 from pipeline.wikitext_cache import wikitext_examples
@@ -24,6 +25,7 @@ from pipeline.examples import Pairs, encode_documents, make_pairs
 from pipeline.prepare import FORMAT as PREPARE_FORMAT, MappedCorpus, prepare_corpus
 from pipeline.tokenizer import (TOKENIZER_FILE, Tokenizer, WhitespaceTokenizer, learn_tokenizer,
                                 load_tokenizer)
+from pipeline.retrieval import RetrievalSet, corpus_articles, retrieval_set, wikitext_articles
 from pipeline.vocab import Vocab
 from pipeline.wikitext import ARCHIVE_URL, SAMPLE_ARCHIVE, cache_home, find_split, official_or_sample, read_sentences
 
@@ -99,7 +101,8 @@ def training_data(cfg: Config, output: Path, resume: bool, given: Tokenizer | No
             raise UserError("data.dynamic_masking=false (the seed's fixed masks) needs in-memory data: a prepared "
                             "corpus draws new masks for every batch")
     elif d.tokenizer == "whitespace":
-        examples = wikitext_examples(find_split(d.data_dir, d.split), d.max_len, d.min_freq, d.seed, example_cache(cfg))
+        examples = wikitext_examples(find_split(d.data_dir, d.split), d.max_len, d.min_freq, d.seed, example_cache(cfg),
+                                     vocab=given.vocab if given is not None else None)
         tokenizer, pairs = WhitespaceTokenizer(examples.vocab), examples.pairs
     else:
         documents = wikitext_documents(find_split(d.data_dir, d.split))
@@ -120,6 +123,56 @@ def training_data(cfg: Config, output: Path, resume: bool, given: Tokenizer | No
         return tokenizer, MappedPretrainingData(mapped, d.max_len, d.mask_prob, d.seed, continuation, d.mask_replace)
     return tokenizer, PretrainingData(pairs, tokenizer.vocab, d.max_len, d.mask_prob, d.dynamic_masking,
                                       d.seed, continuation=continuation, mask_replace=d.mask_replace)
+
+
+def contrastive_documents(cfg: Config) -> Documents:
+    """The documents contrastive positives come from: your corpus's (separated by blank lines), or each
+    WikiText article's sentences (an article, not a paragraph: crops then span its paragraphs)."""
+    d = cfg.data
+    if d.prepared:
+        raise UserError("train.objective=contrastive reads text: pass --corpus (or a WikiText split), not --prepared")
+    if d.corpus:
+        return corpus_documents(d.corpus)
+    articles = wikitext_articles(find_split(d.data_dir, d.split))
+    return [[s for paragraph in article for s in paragraph.split(" . ") if s.strip()] for article in articles]
+
+
+def contrastive_training_data(cfg: Config, output: Path, resume: bool, given: Tokenizer | None = None
+                              ) -> tuple[Tokenizer, ContrastiveData]:
+    """The tokenizer (a given one, the run's own on a resume, else one learnt from the text) and the
+    contrastive batches of train.positives."""
+    d, t = cfg.data, cfg.train
+    documents = None if t.positives == "pairs" else contrastive_documents(cfg)
+    if given is not None:
+        tokenizer = given
+    elif resume and (output / "vocab.json").is_file():
+        tokenizer = load_tokenizer(output, Vocab.load(output / "vocab.json"))
+    else:
+        sentences = ([s for doc in documents for s in doc] if documents is not None else
+                     Path(d.pairs).read_text(encoding="utf-8").replace("\t", "\n").splitlines())
+        tokenizer = learn_tokenizer(sentences, d.tokenizer, d.vocab_size, d.lowercase, d.min_freq, len(sentences))
+    if documents is None:
+        units, fields = read_pairs(Path(d.pairs), tokenizer)
+    else:
+        units, fields = document_units(documents, tokenizer, t.positives), 2
+    cfg.model.vocab_size = len(tokenizer.vocab)
+    v = tokenizer.vocab
+    return tokenizer, ContrastiveData(units, t.positives, d.max_len, v.cls, v.sep, v.pad, d.seed, fields)
+
+
+def held_out_retrieval(cfg: Config) -> RetrievalSet | None:
+    """The same-document retrieval set of data.eval_corpus or data.eval_split; None without held-out text,
+    or (said in a log line) when it has too few documents of long paragraphs to measure retrieval."""
+    d = cfg.data
+    if not (d.eval_corpus or d.eval_split):
+        return None
+    try:
+        if d.eval_corpus:
+            return retrieval_set(corpus_articles(d.eval_corpus))
+        return retrieval_set(wikitext_articles(find_split(d.data_dir, d.eval_split)))
+    except UserError as err:
+        log.info("same-document retrieval not measured: %s", err)
+        return None
 
 
 def corpus_in_cache(cfg: Config, tokenizer: Tokenizer | None = None) -> Path:

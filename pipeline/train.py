@@ -34,12 +34,14 @@ from pipeline.config import SPLITS, Config, load_config, save_config  # noqa: E4
 from pipeline.corpus import find_files  # noqa: E402
 from pipeline.dataset import rows_per_part  # noqa: E402
 from pipeline.errors import UserError, run_cli  # noqa: E402
-from pipeline.evaluate import evaluate, format_metrics  # noqa: E402
+from pipeline.evaluate import evaluate, format_metrics, retrieval_figures_of  # noqa: E402
 from pipeline.files import FolderLock, write_text_atomic  # noqa: E402
 from pipeline.pretrained import Pretrained, open_pretrained  # noqa: E402
 from pipeline.progress import keep_metrics_until, plot_losses  # noqa: E402
+from pipeline.retrieval import format_retrieval  # noqa: E402
 from pipeline.runtime import has_cuda_gpu, set_cpu_threads  # noqa: E402
-from pipeline.sources import held_out_pairs, training_data, use_sample_without_network  # noqa: E402
+from pipeline.sources import (contrastive_training_data, held_out_pairs, held_out_retrieval,  # noqa: E402
+                              training_data, use_sample_without_network)
 from pipeline.tokenizer import Tokenizer  # noqa: E402
 from pipeline.trainer import LoopResult, Trainer, run_loop  # noqa: E402
 from pipeline.wikitext import find_split  # noqa: E402
@@ -186,7 +188,7 @@ def adopt_pretrained(cfg: Config, args: argparse.Namespace) -> Pretrained:
     if cfg.data.max_len > cfg.model.max_position:
         raise UserError(f"data.max_len={cfg.data.max_len} is over the checkpoint's max_position_embeddings "
                         f"{cfg.model.max_position}")
-    cfg.data.tokenizer, cfg.data.lowercase = "wordpiece", pretrained.tokenizer.lowercase
+    cfg.data.tokenizer, cfg.data.lowercase = pretrained.tokenizer.kind, pretrained.tokenizer.lowercase
     return pretrained
 
 
@@ -222,7 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     ckpt = checkpoint_to_resume(output, args.resume)
     pretrained = adopt_pretrained(cfg, args) if cfg.train.init_from else None
 
-    tokenizer, data = training_data(cfg, output, ckpt is not None, pretrained.tokenizer if pretrained else None)
+    given = pretrained.tokenizer if pretrained else None
+    make_data = contrastive_training_data if cfg.train.objective == "contrastive" else training_data
+    tokenizer, data = make_data(cfg, output, ckpt is not None, given)
     if ckpt is not None:
         checkpoint.check_compatible(ckpt, cfg)
     steps_per_epoch = data.steps_per_epoch(cfg.train.batch_size)
@@ -262,15 +266,27 @@ def report(trainer: Trainer, tokenizer: Tokenizer, devices: str, result: LoopRes
         return
     if result.out_of_time:
         log.info("train.max_minutes=%g reached at step %d of %d", cfg.train.max_minutes, trainer.step, cfg.train.steps)
-    if result.steps:
-        print(f"MLM loss {result.mlm_loss:.3f}, " + (f"NSP loss {result.nsp_loss:.3f}" if cfg.train.nsp
-                                                     else "NSP off (train.nsp=false)"))
+    if result.steps and cfg.train.objective == "contrastive":
+        print(f"contrastive loss {result.losses['contrastive_loss']:.3f} (train.positives={cfg.train.positives})")
+        print(f"{result.pairs / result.seconds:.1f} anchors/sec on {devices}")
+    elif result.steps:
+        losses = result.losses
+        print(f"MLM loss {losses['mlm_loss']:.3f}, " + (f"NSP loss {losses['nsp_loss']:.3f}" if cfg.train.nsp
+                                                        else "NSP off (train.nsp=false)"))
         print(f"{result.pairs / result.seconds:.1f} sentence pairs/sec on {devices}")
     log.info("%d steps in %.1f s, now at step %d; outputs in %s", result.steps, result.seconds, trainer.step, output)
-    pairs = held_out_pairs(cfg, tokenizer)
+    try:
+        pairs = held_out_pairs(cfg, tokenizer)
+    except UserError as err:  # the run is done and saved: odd held-out text only loses its figures
+        log.warning("held-out figures not measured: %s", err)
+        pairs = None
     if pairs is not None:
         metrics = evaluate(trainer.model, pairs, tokenizer, cfg.data.max_len)
         print(format_metrics(metrics))
+        retrieval = held_out_retrieval(cfg)
+        if retrieval is not None:
+            metrics["retrieval"] = retrieval_figures_of(trainer.model, cfg, tokenizer, retrieval)
+            print(format_retrieval(metrics["retrieval"], retrieval, cfg.model.pooling))
         write_text_atomic(output / "eval.json", json.dumps(metrics, indent=1))
 
 

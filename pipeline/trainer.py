@@ -19,22 +19,25 @@ from paddle.distributed import fleet
 
 from pipeline import checkpoint
 from pipeline.config import Config, TrainConfig
+from pipeline.contrastive import ContrastiveData, contrastive_loss
 from pipeline.dataset import PretrainingData, compact_predictions
 from pipeline.errors import UserError
 from pipeline.pretrained import Pretrained, complete_state
-from pipeline.model import BertForPretraining, PretrainingStep, step_input_spec
+from pipeline.model import BertForPretraining, EmbeddingStep, PretrainingStep, encoder_input_spec, step_input_spec
 from pipeline.progress import Progress
 from pipeline.watchdog import StallWatchdog
 
 log = logging.getLogger("pipeline.train")
 
 
+LOSSES = {"mlm": ("mlm_loss", "nsp_loss"), "contrastive": ("contrastive_loss",)}  # each objective's, by name
+
+
 @dataclass
 class StepResult:
-    """One optimizer step, agreed by all ranks: global mean losses and whether to stop here."""
+    """One optimizer step, agreed by all ranks: global mean losses (LOSSES) and whether to stop here."""
 
-    mlm_loss: float
-    nsp_loss: float
+    losses: dict[str, float]
     stop_requested: bool  # SIGTERM / Ctrl-C on some rank
     out_of_time: bool  # train.max_minutes reached on some rank
 
@@ -44,9 +47,8 @@ class LoopResult:
     """What a call of `run_loop` did."""
 
     steps: int
-    pairs: int  # sentence pairs trained on, all ranks together
-    mlm_loss: float  # mean over this run's steps
-    nsp_loss: float
+    pairs: int  # sentence pairs (contrastive: rows of anchors) trained on, all ranks together
+    losses: dict[str, float]  # means over this run's steps
     seconds: float
     stopped: bool  # by a signal: the run is unfinished and can be resumed
     out_of_time: bool  # by train.max_minutes: the run is finished, at fewer steps than train.steps
@@ -95,21 +97,27 @@ def micro_batch(array: np.ndarray, name: str, index: int, parts: int) -> np.ndar
 class Trainer:
     """Owns the model, optimizer and data of one rank, and runs its steps."""
 
-    def __init__(self, cfg: Config, data: PretrainingData, rank: int, world: int, output: Path):
+    def __init__(self, cfg: Config, data: PretrainingData | ContrastiveData, rank: int, world: int, output: Path):
         self.cfg, self.data, self.rank, self.world, self.output = cfg, data, rank, world, output
         paddle.seed(cfg.train.seed)  # the same initial weights on every rank and every run
         self.model = BertForPretraining(cfg.model)
         # training time, resumes included, as all ranks agree on it after each step (train.max_minutes)
         self.training_seconds = 0.0
         self.optimizer, self.scheduler = build_optimizer(cfg, self.model, lambda: self.training_seconds)
-        if cfg.train.batch_ramp_steps:
-            data.ramp_batch(cfg.train.batch_ramp_steps, world * cfg.train.accumulate_steps)
-        host_dropout = cfg.model.dropout > 0 and (cfg.train.dropout_masks == "data" or (
-            cfg.train.dropout_masks == "auto" and paddle.get_device() == "cpu"))
-        if host_dropout:  # numpy's random bytes are ~10x cheaper than Paddle's CPU dropout
-            data.use_host_dropout(2 * cfg.model.num_layers, cfg.model.hidden_size, cfg.model.dropout)
-        self.input_spec = step_input_spec(host_dropout)
-        step_layer = PretrainingStep(self.model, cfg.train.nsp)
+        self.contrastive = cfg.train.objective == "contrastive"
+        if self.contrastive:  # the encoder, pooled and normalised; Paddle's dropout makes SimCSE's two views
+            data.check_batch(cfg.train.batch_size, world)
+            self.input_spec = encoder_input_spec()
+            step_layer = EmbeddingStep(self.model.encoder, cfg.model.pooling)
+        else:
+            if cfg.train.batch_ramp_steps:
+                data.ramp_batch(cfg.train.batch_ramp_steps, world * cfg.train.accumulate_steps)
+            host_dropout = cfg.model.dropout > 0 and (cfg.train.dropout_masks == "data" or (
+                cfg.train.dropout_masks == "auto" and paddle.get_device() == "cpu"))
+            if host_dropout:  # numpy's random bytes are ~10x cheaper than Paddle's CPU dropout
+                data.use_host_dropout(2 * cfg.model.num_layers, cfg.model.hidden_size, cfg.model.dropout)
+            self.input_spec = step_input_spec(host_dropout)
+            step_layer = PretrainingStep(self.model, cfg.train.nsp)
         if cfg.train.to_static:
             step_layer = paddle.jit.to_static(step_layer, input_spec=self.input_spec, full_graph=True)
         self.step_fn = step_layer
@@ -166,9 +174,47 @@ class Trainer:
         tc = self.cfg.train
         # Paddle's randomness (its dropout) depends on (seed, step, rank) only: resumable, and ranks differ
         paddle.seed((tc.seed * 1_000_003 + self.step) * 1024 + self.rank)
-        parts = tc.accumulate_steps
         amp = (paddle.amp.auto_cast(dtype="float16" if tc.amp == "fp16" else "bfloat16")
                if tc.amp != "none" else contextlib.nullcontext())
+        losses = self._contrastive_pass(batch, amp) if self.contrastive else self._pretraining_pass(batch, amp)
+        self.last_lr = float(self.optimizer.get_lr())  # the rate this step used (the scheduler moves on below)
+        if self.scaler:
+            self.scaler.step(self.dist_optimizer)
+            self.scaler.update()
+        else:
+            self.dist_optimizer.step()
+        self.dist_optimizer.clear_grad()
+        self.step += 1
+        seconds = time.perf_counter() - self._clock_origin
+        report = np.array([*losses, float(self.stop_requested), seconds], dtype=np.float32)
+        if self.world > 1:
+            tensor = paddle.to_tensor(report)
+            paddle.distributed.all_reduce(tensor)
+            report = tensor.numpy() / self.world
+        self.training_seconds = float(report[-1])  # the ranks' mean: the same schedule and ending on every rank
+        if self.scheduler is not None:
+            self.scheduler.step()  # the next step's rate, from the agreed time
+        budget = 60 * tc.max_minutes
+        names = LOSSES[tc.objective]
+        return StepResult(dict(zip(names, map(float, report))), bool(report[-2] > 0),
+                          budget > 0 and self.training_seconds >= budget)
+
+    def _backward(self, loss) -> None:
+        (self.scaler.scale(loss) if self.scaler else loss).backward()
+
+    def _contrastive_pass(self, batch: dict[str, np.ndarray], amp) -> list[float]:
+        """Forward over this rank's rows, the global batch's loss (gathered negatives), backward."""
+        inputs = [paddle.to_tensor(batch[spec.name]) for spec in self.input_spec]
+        with amp:
+            vectors = self.step_fn(*inputs)
+        loss, scale = contrastive_loss(vectors.astype("float32"), self.rank, self.world, self.data.views,
+                                       self.cfg.train.temperature)
+        self._backward(loss * scale)
+        return [float(loss)]
+
+    def _pretraining_pass(self, batch: dict[str, np.ndarray], amp) -> list[float]:
+        """Forward and backward over the accumulation micro-batches; the MLM and NSP losses."""
+        parts = self.cfg.train.accumulate_steps
         names = [spec.name for spec in self.input_spec]
         mlm_total = nsp_total = 0.0
         for i in range(parts):
@@ -180,30 +226,10 @@ class Trainer:
                     mlm, nsp = self.step_fn(*inputs)
                 # MLM is a sum over this part's predictions divided by the global count (mlm_norm), so
                 # the parts add up to the global mean without a further division; NSP is a mean per part
-                loss = mlm + nsp / parts
-                (self.scaler.scale(loss) if self.scaler else loss).backward()
+                self._backward(mlm + nsp / parts)
             mlm_total += float(mlm)
             nsp_total += float(nsp) / parts
-        self.last_lr = float(self.optimizer.get_lr())  # the rate this step used (the scheduler moves on below)
-        if self.scaler:
-            self.scaler.step(self.dist_optimizer)
-            self.scaler.update()
-        else:
-            self.dist_optimizer.step()
-        self.dist_optimizer.clear_grad()
-        self.step += 1
-        seconds = time.perf_counter() - self._clock_origin
-        report = np.array([mlm_total, nsp_total, float(self.stop_requested), seconds], dtype=np.float32)
-        if self.world > 1:
-            tensor = paddle.to_tensor(report)
-            paddle.distributed.all_reduce(tensor)
-            report = tensor.numpy() / self.world
-        self.training_seconds = float(report[3])  # the ranks' mean: the same schedule and ending on every rank
-        if self.scheduler is not None:
-            self.scheduler.step()  # the next step's rate, from the agreed time
-        budget = 60 * tc.max_minutes
-        return StepResult(float(report[0]), float(report[1]), bool(report[2] > 0),
-                          budget > 0 and self.training_seconds >= budget)
+        return [mlm_total, nsp_total]
 
 
 PEER_FAILURES = ("gloo", "nccl", "connection reset", "connection closed")  # what a collective says of a lost peer
@@ -233,8 +259,9 @@ def run_loop(trainer: Trainer, data: PretrainingData, output: Path) -> LoopResul
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     progress = Progress(output / "metrics.jsonl", trainer.step, cfg.train.steps, cfg.train.log_every,
                         trainer.rank == 0)
-    mlm_sum, nsp_sum, done = 0.0, 0.0, 0
-    result = StepResult(0.0, 0.0, False, False)
+    names = LOSSES[cfg.train.objective]
+    sums, done = dict.fromkeys(names, 0.0), 0
+    result = StepResult(dict.fromkeys(names, 0.0), False, False)
     start = time.perf_counter()
     trainer.start_clock()
     pairs = 0
@@ -246,15 +273,16 @@ def run_loop(trainer: Trainer, data: PretrainingData, output: Path) -> LoopResul
                 watchdog.beat()
             elif trainer.world > 1 and cfg.train.stall_minutes:  # after the first step, which builds the graph
                 watchdog = StallWatchdog(cfg.train.stall_minutes * 60, trainer.rank)
-            mlm, nsp = result.mlm_loss, result.nsp_loss
-            if not (math.isfinite(mlm) and math.isfinite(nsp)):
+            bad = next((v for v in result.losses.values() if not math.isfinite(v)), None)
+            if bad is not None:
                 good = checkpoint.latest(output)
-                raise UserError(f"loss became {mlm if not math.isfinite(mlm) else nsp} at step {trainer.step}; "
+                raise UserError(f"loss became {bad} at step {trainer.step}; "
                                 f"stopped (last good checkpoint: {good or 'none'}); try a lower train.lr")
-            mlm_sum, nsp_sum, done = mlm_sum + mlm, nsp_sum + nsp, done + 1
+            sums = {k: sums[k] + v for k, v in result.losses.items()}
+            done += 1
             pairs += data.global_batch_size(trainer.step - 1, cfg.train.batch_size)
             elapsed = time.perf_counter() - start
-            progress.update({"step": trainer.step, "mlm_loss": mlm, "nsp_loss": nsp, "lr": trainer.last_lr,
+            progress.update({"step": trainer.step, **result.losses, "lr": trainer.last_lr,
                              "pairs_per_sec": pairs / elapsed, "elapsed": elapsed,
                              "training_seconds": trainer.training_seconds, "time": time.time()})
             ending = result.stop_requested or result.out_of_time
@@ -272,5 +300,5 @@ def run_loop(trainer: Trainer, data: PretrainingData, output: Path) -> LoopResul
         progress.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    return LoopResult(done, pairs, mlm_sum / max(done, 1), nsp_sum / max(done, 1), time.perf_counter() - start,
+    return LoopResult(done, pairs, {k: v / max(done, 1) for k, v in sums.items()}, time.perf_counter() - start,
                       stopped=result.stop_requested, out_of_time=result.out_of_time and not result.stop_requested)
