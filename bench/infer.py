@@ -87,11 +87,12 @@ def huggingface_onnx(model: BertForPretraining, cfg_path: str, folder: Path):
     import torch
     import transformers
 
-    from export.huggingface import bert_config, to_huggingface
+    from export.huggingface import bert_config
+    from pipeline.hf_mapping import to_hf
 
     cfg = load_config(cfg_path, [f"model.vocab_size={VOCAB_SIZE}"])
     bert = transformers.BertModel(transformers.BertConfig(**bert_config(cfg)), add_pooling_layer=False).eval()
-    state = to_huggingface({k: v.numpy() for k, v in model.state_dict().items()}, cfg.model.num_layers)
+    state = to_hf({k: v.numpy() for k, v in model.state_dict().items()}, cfg.model.num_layers)
     bert.load_state_dict({k[len("bert."):]: torch.from_numpy(v) for k, v in state.items() if k.startswith("bert.")
                           and not k.startswith("bert.pooler")}, strict=False)
 

@@ -3,11 +3,8 @@
     python export/save.py --format huggingface          # -> output/huggingface
     transformers.BertForPreTraining.from_pretrained("output/huggingface")
 
-Pure numpy (no Paddle, no torch). The name mapping is explicit below. Two of this project's exact
-simplifications are written back as their standard form: the attention key has no bias (softmax ignores
-a per-row shift), so Hugging Face's key bias is zero; the value bias is stored as trained (this project
-folds it into the output bias at run time, which is the same sum). Paddle keeps linear weights as
-[in, out], PyTorch as [out, in]: every matrix is transposed.
+Pure numpy (no Paddle, no torch). The weights go through the one name mapping that --init-from reads
+back with (pipeline/hf_mapping.py: names, transposed weights, zero key biases, the tied keys).
 """
 from __future__ import annotations
 
@@ -18,72 +15,8 @@ import numpy as np
 
 from pipeline.config import Config
 from pipeline.errors import UserError
+from pipeline.hf_mapping import to_hf
 from pipeline.tokenizer import TOKENIZER_FILE, Tokenizer
-
-# (Hugging Face name, this project's name); "{i}" is the layer index.
-EMBEDDINGS = [
-    ("bert.embeddings.word_embeddings.weight", "encoder.embeddings.word_embeddings.weight"),
-    ("bert.embeddings.position_embeddings.weight", "encoder.embeddings.position_embeddings.weight"),
-    ("bert.embeddings.token_type_embeddings.weight", "encoder.embeddings.token_type_embeddings.weight"),
-    ("bert.embeddings.LayerNorm.weight", "encoder.embeddings.layer_norm.weight"),
-    ("bert.embeddings.LayerNorm.bias", "encoder.embeddings.layer_norm.bias"),
-]
-LAYER = [
-    ("attention.self.query.weight", "attention.query.weight"),
-    ("attention.self.query.bias", "attention.query.bias"),
-    ("attention.self.key.weight", "attention.key.weight"),
-    ("attention.self.value.weight", "attention.value.weight"),
-    ("attention.self.value.bias", "attention.value.bias"),
-    ("attention.output.dense.weight", "attention.output.weight"),
-    ("attention.output.dense.bias", "attention.output.bias"),
-    ("attention.output.LayerNorm.weight", "attention_norm.weight"),
-    ("attention.output.LayerNorm.bias", "attention_norm.bias"),
-    ("intermediate.dense.weight", "intermediate.weight"),
-    ("intermediate.dense.bias", "intermediate.bias"),
-    ("output.dense.weight", "output.weight"),
-    ("output.dense.bias", "output.bias"),
-    ("output.LayerNorm.weight", "output_norm.weight"),
-    ("output.LayerNorm.bias", "output_norm.bias"),
-]
-HEADS = [
-    ("bert.pooler.dense.weight", "nsp_head.pooler.weight"),
-    ("bert.pooler.dense.bias", "nsp_head.pooler.bias"),
-    ("cls.predictions.transform.dense.weight", "mlm_head.transform.weight"),
-    ("cls.predictions.transform.dense.bias", "mlm_head.transform.bias"),
-    ("cls.predictions.transform.LayerNorm.weight", "mlm_head.layer_norm.weight"),
-    ("cls.predictions.transform.LayerNorm.bias", "mlm_head.layer_norm.bias"),
-    ("cls.seq_relationship.weight", "nsp_head.classifier.weight"),
-    ("cls.seq_relationship.bias", "nsp_head.classifier.bias"),
-]
-DECODER = [("cls.predictions.decoder.weight", "mlm_head.decoder.weight"), ("cls.predictions.bias", "mlm_head.decoder.bias")]
-TIED_DECODER = [("cls.predictions.bias", "mlm_head.decoder_bias")]  # the weight is the word embeddings
-
-
-def name_mapping(num_layers: int, tied: bool = False) -> list[tuple[str, str]]:
-    """Every (Hugging Face name, this project's name) pair of a model with `num_layers` layers, whose
-    MLM output layer is `tied` to the word embeddings or not."""
-    layers = [(f"bert.encoder.layer.{i}.{hf}", f"encoder.layers.{i}.{ours}")
-              for i in range(num_layers) for hf, ours in LAYER]
-    return EMBEDDINGS + layers + HEADS + (TIED_DECODER if tied else DECODER)
-
-
-def to_huggingface(state: dict[str, np.ndarray], num_layers: int, tied: bool = False) -> dict[str, np.ndarray]:
-    """This project's model state -> `BertForPreTraining`'s state dict (numpy, float32)."""
-    out = {}
-    for hf, ours in name_mapping(num_layers, tied):
-        if ours not in state and ours.endswith(".bias"):  # model.linear_bias=false: exactly a zero bias there
-            value = np.zeros(state[ours.removesuffix("bias") + "weight"].shape[1], dtype=np.float32)
-        else:
-            value = state[ours]
-        is_linear_weight = value.ndim == 2 and "embeddings" not in ours
-        out[hf] = np.ascontiguousarray(value.T if is_linear_weight else value, dtype=np.float32)
-    # Hugging Face ties the decoder's bias to cls.predictions.bias and lists both names
-    out["cls.predictions.decoder.bias"] = out["cls.predictions.bias"].copy()
-    for i in range(num_layers):  # no key bias here: exactly a zero bias there
-        width = state[f"encoder.layers.{i}.attention.key.weight"].shape[1]
-        out[f"bert.encoder.layer.{i}.attention.self.key.bias"] = np.zeros(width, dtype=np.float32)
-    return out
-
 
 def check_expressible(cfg: Config) -> None:
     """Refuse a model transformers' BertForPreTraining cannot be: it is post-LN (LayerNorm after each
@@ -134,7 +67,7 @@ def write_folder(folder: Path, cfg: Config, state: dict[str, np.ndarray], tokeni
     """Write the whole Hugging Face folder into `folder` (an empty, temporary one: the caller renames)."""
     from safetensors.numpy import save_file
 
-    save_file(to_huggingface(state, cfg.model.num_layers, cfg.model.tie_word_embeddings), str(folder / "model.safetensors"),
+    save_file(to_hf(state, cfg.model.num_layers, cfg.model.tie_word_embeddings), str(folder / "model.safetensors"),
               metadata={"format": "pt"})
     (folder / "config.json").write_text(json.dumps(bert_config(cfg, tokenizer.vocab.pad), indent=1), encoding="utf-8")
     for name, text in tokenizer_files(tokenizer, cfg.data.max_len).items():

@@ -131,7 +131,7 @@ def export_published(folder: Path, export_dir: Path, with_heads: bool, onnx: boo
                         f"folder is the encoder alone); export without --with-heads")
     declared = sentence_embedding(folder, pretrained.model["max_position"])
     cfg = load_config(None, (), {**{f"model.{k}": v for k, v in pretrained.model.items()},
-                                 "data.max_len": declared.max_len, "data.tokenizer": "wordpiece",
+                                 "model.pooling": declared.pooling, "data.max_len": declared.max_len, "data.tokenizer": "wordpiece",
                                  "data.lowercase": pretrained.tokenizer.lowercase})
     fresh = {k: v.numpy() for k, v in BertForPretraining(cfg.model).state_dict().items()} if pretrained.fresh else {}
     state = complete_state(pretrained, fresh)

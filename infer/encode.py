@@ -23,6 +23,7 @@ setup_process_for_paddle()
 
 import numpy as np  # noqa: E402
 
+from infer.embedding import normalized  # noqa: E402
 from infer.predictor import Encoder, Encoding, Text  # noqa: E402
 from pipeline.errors import UserError, run_cli  # noqa: E402
 from pipeline.tokenizer import Tokenizer, word_position  # noqa: E402
@@ -112,8 +113,8 @@ def cosine_of_word(tokenizer: Tokenizer, first: Encoding, second: Encoding, word
         if position is None:
             raise UserError(f"--word {word!r} ({' '.join(tokenizer.tokens(word))}) is not among the tokens {enc.tokens}")
         vectors.append(enc.vectors[position])
-    a, b = vectors
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+    a, b = normalized(np.asarray(vectors))  # a zero vector gives 0, not a division by zero
+    return float(a @ b)
 
 
 def main(argv: list[str] | None = None) -> int:

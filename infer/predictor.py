@@ -31,9 +31,23 @@ from pipeline.runtime import available_cores, cpu_has_bf16, has_cuda_gpu
 from pipeline.tokenizer import Text, load_tokenizer, pad_batch, tokenize, tokenize_windows
 from pipeline.vocab import Vocab
 
-# Below this many tokens per call (batch x length) one thread without oneDNN is fastest on CPU;
-# above it oneDNN with every core wins (bench/infer.py measures both regimes).
+# Below this much work per call one thread without oneDNN is fastest on CPU; above it oneDNN with every
+# core wins (bench/infer.py, bench/embed.py). Measured as 512 tokens (batch x length) of the tiny model and
+# scaled by each model's work per token: a 6 x 384 encoder's boundary is then 12 tokens (32 short
+# sentences, 448 tokens, took 423 ms on one thread without oneDNN and 91 ms with oneDNN on 2 threads).
 SMALL_CALL_TOKENS = 512
+TINY_SHAPE = {"num_layers": 2, "hidden_size": 128, "ffn_size": 256}
+
+
+def flops_per_token(model: dict) -> int:
+    """The encoder's matrix work per token (projections and feed-forward), a model's size for the CPU choice."""
+    hidden, layers, ffn = model["hidden_size"], model["num_layers"], model["ffn_size"]
+    return 2 * layers * (4 * hidden * hidden + 2 * hidden * ffn)
+
+
+def small_call_tokens(model: dict) -> int:
+    """Tokens per call up to which this model runs in the small-call regime."""
+    return max(1, SMALL_CALL_TOKENS * flops_per_token(TINY_SHAPE) // flops_per_token(model))
 # Inference passes added for small CPU calls (no oneDNN), each exact (max difference 0.0, bench/infer.py):
 # eval-mode dropout (an identity) removed, and matmul + bias [+ relu/gelu] fused into one fc op; one
 # sentence then runs 72 ops instead of 90, at ~3.5 us of executor time each. Not for oneDNN batches,
@@ -125,13 +139,14 @@ class Encoder:
         self.tokenizer = load_tokenizer(self.folder.path, self.vocab)
         self.max_len = self.folder.max_len
         self.embedding = EmbeddingSpec.from_manifest(self.folder.manifest)
+        self.small_tokens = small_call_tokens(self.folder.manifest["model"])
         self.threads, self.onednn, self.verbose = threads, onednn, verbose
         self.trt, self.precision, self.max_batch = trt, precision, max_batch
         self.backend = choose_backend(backend, device, self.folder.path, precision)
         self._predictors: dict[tuple[str, str], tuple] = {}
         if self.backend == "onnxruntime":
             self.device = "cpu"
-            self._onnx = OnnxEncoder(self.folder.path / ONNX_FILE, threads)
+            self._onnx = OnnxEncoder(self.folder.path / ONNX_FILE, threads, self.small_tokens)
             self.folder.verify(ONNX_FILE)
             return
         from paddle import inference
@@ -157,8 +172,8 @@ class Encoder:
         config.disable_gpu()
         cores = available_cores()
         small = regime == "small"
-        # bf16 runs through oneDNN's bf16 kernels (Paddle's plain CPU kernels have no bf16 matmul), on calls
-        # above SMALL_CALL_TOKENS only: below, fp32 on one thread without oneDNN is 4x faster (bench/infer.py)
+        # bf16 runs through oneDNN's bf16 kernels (Paddle's plain CPU kernels have no bf16 matmul), on
+        # large calls only: below, fp32 on one thread without oneDNN is 4x faster (bench/infer.py)
         bf16 = self.precision == "bf16" and not small
         use_onednn = bf16 or {"on": True, "off": False}.get(self.onednn, not small)
         config.set_cpu_math_library_num_threads(self.threads or (1 if small else cores))
@@ -203,7 +218,7 @@ class Encoder:
 
     def _predictor(self, program: str, tokens_per_call: int) -> tuple:
         """(predictor, {input name: handle}, [output handles]) for this program and input size."""
-        regime = "large" if self.device == "gpu" or tokens_per_call > SMALL_CALL_TOKENS else "small"
+        regime = "large" if self.device == "gpu" or tokens_per_call > self.small_tokens else "small"
         return self._predictor_for(program, regime)
 
     def _predictor_for(self, program: str, regime: str) -> tuple:
@@ -324,14 +339,14 @@ class Encoder:
 class OnnxEncoder:
     """ONNX Runtime sessions over encoder.onnx: one thread for short inputs, all cores for batches."""
 
-    def __init__(self, path: Path, threads: int = 0):
+    def __init__(self, path: Path, threads: int = 0, small_tokens: int = SMALL_CALL_TOKENS):
         try:
             import onnxruntime
         except ImportError:
             raise UserError("--backend onnxruntime needs onnxruntime: pip install onnxruntime") from None
         if not path.is_file():
             raise UserError(f"{path} is missing: export with python export/save.py --onnx")
-        self._ort, self.path, self.threads = onnxruntime, path, threads
+        self._ort, self.path, self.threads, self.small_tokens = onnxruntime, path, threads, small_tokens
         self._sessions: dict[str, object] = {}
 
     def _session(self, regime: str):
@@ -346,7 +361,7 @@ class OnnxEncoder:
 
     def run(self, arrays: dict[str, np.ndarray]) -> list[np.ndarray]:
         tokens = arrays[input_names()[0]].size
-        session = self._session("small" if tokens <= SMALL_CALL_TOKENS else "large")
+        session = self._session("small" if tokens <= self.small_tokens else "large")
         return session.run(None, {name: arrays[name] for name in input_names()})
 
 

@@ -52,9 +52,9 @@ class ModelConfig:
                                        "false: none (cramming)")
     gated: bool = setting(False, "gated feed-forward (GLU): activation(x W1) * (x V), then W2 (cramming's gated "
                                  "GELU with model.activation=gelu)")
-    pooling: str = setting("cls", "how token vectors become one embedding: <cls>'s vector, or the mean of every "
-                                  "token's (contrastive training and the export's embedding use it)",
-                           choices=("cls", "mean"))
+    pooling: str = setting("cls", "how token vectors become one embedding: <cls>'s vector, or the mean or "
+                                  "element-wise max of every token's (contrastive training and the export use it)",
+                           choices=("cls", "mean", "max"))
 
 
 @dataclass

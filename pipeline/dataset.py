@@ -13,7 +13,7 @@ from pipeline.examples import MaskedTokens, Pairs, mask_tokens, max_predictions
 from pipeline.vocab import Vocab
 
 if TYPE_CHECKING:
-    from pipeline.prepare import MappedCorpus
+    from pipeline.mapped_corpus import MappedCorpus
 
 
 def _gather(pairs: Pairs, masked: MaskedTokens, rows: np.ndarray | slice, mlm_norm: float) -> dict[str, np.ndarray]:

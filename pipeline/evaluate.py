@@ -24,7 +24,7 @@ import numpy as np
 
 from pipeline.dataset import eval_batches
 from pipeline.examples import Pairs
-from pipeline.export_format import input_names
+from pipeline.export_format import VOCAB, input_names
 from pipeline.retrieval import EmbedFn, RetrievalSet, retrieval_figures
 from pipeline.tokenizer import Tokenizer, load_tokenizer, pad_batch, tokenize, word_position
 from pipeline.vocab import Vocab
@@ -230,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a folder made by pipeline/prepare.py with the same tokenizer (MLM figures only)")
     parser.add_argument("--data-dir", help="with --split: folder or zip with wiki.*.tokens (default: the "
                                            "checkpoint's data.data_dir, else download WikiText-2)")
+    parser.add_argument("--pooling", choices=("cls", "mean", "max"),
+                        help="how a checkpoint's token vectors become a sentence vector for retrieval (default: its "
+                             "model.pooling)")
     parser.add_argument("--batch-size", type=int, default=256, help="pairs per forward pass (default: 256)")
     return parser
 
@@ -240,7 +243,7 @@ def export_retrieval(folder: Path, retrieval: RetrievalSet) -> dict[str, dict[st
     import paddle
 
     from pipeline.config import config_from_dict
-    from pipeline.export_format import ENCODER, MANIFEST, VOCAB
+    from pipeline.export_format import ENCODER, MANIFEST
     from pipeline.model import BertForPretraining
 
     manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
@@ -309,10 +312,11 @@ def main(argv: list[str] | None = None) -> int:
     ckpt = checkpoint.load(path)
     cfg = ckpt.config
     run_folder = path.parent.parent
-    tokenizer = load_tokenizer(run_folder, Vocab.load(run_folder / "vocab.json"))
+    tokenizer = load_tokenizer(run_folder, Vocab.load(run_folder / VOCAB))
     d = cfg.data
     d.eval_corpus, d.eval_split = args.corpus, None if args.corpus or args.prepared else (args.split or "test")
     d.data_dir = args.data_dir or d.data_dir
+    cfg.model.pooling = args.pooling or cfg.model.pooling
     pairs = prepared_pairs(Path(args.prepared), tokenizer, d.max_len) if args.prepared else held_out_pairs(cfg, tokenizer)
     model = BertForPretraining(cfg.model)
     checkpoint.apply_model_state(model, ckpt.model_state, path)

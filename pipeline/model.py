@@ -324,11 +324,13 @@ class PretrainingStep(nn.Layer):
 
 
 def pooled(encodings: paddle.Tensor, valid_length: paddle.Tensor, pooling: str) -> paddle.Tensor:
-    """[B, L, H] encodings -> [B, H]: <cls>'s vector, or the mean over each row's real tokens."""
+    """[B, L, H] encodings -> [B, H]: <cls>'s vector, or the mean or max over each row's real tokens."""
     if pooling == "cls":
         return encodings[:, 0]
     keep = paddle.arange(paddle.shape(encodings)[1], dtype=valid_length.dtype).unsqueeze(0) < valid_length.unsqueeze(1)
     weights = keep.astype(encodings.dtype).unsqueeze(-1)  # [B, L, 1]: padding counts 0
+    if pooling == "max":
+        return (encodings + (1.0 - weights) * MASK_VALUE).max(axis=1)
     return (encodings * weights).sum(axis=1) / valid_length.astype(encodings.dtype).unsqueeze(1)
 
 

@@ -35,15 +35,15 @@ import numpy as np
 from pipeline.config import Config, load_config
 from pipeline.corpus import file_documents, file_lines, text_files
 from pipeline.errors import UserError
-from pipeline.examples import Pairs, build_pairs, choose_pairs, encode_documents
+from pipeline.export_format import VOCAB
+from pipeline.examples import choose_pairs, encode_documents
 from pipeline.files import atomic_folder
+from pipeline.mapped_corpus import FORMAT, INDEX
 from pipeline.runtime import available_cores
 from pipeline.tokenizer import Tokenizer, learn_tokenizer, load_tokenizer
 from pipeline.vocab import Vocab
 
 log = logging.getLogger("pipeline.prepare")
-FORMAT = 1
-INDEX = "index.json"
 CHUNK_SENTENCES = 20000  # sentences tokenized and written at a time
 CHUNK_DOCUMENTS = 50000  # documents paired at a time
 SAMPLE_BLOCK = 1 << 20  # most bytes read at each sampled place of the corpus (tokenizer_sample_mb)
@@ -139,7 +139,7 @@ def after_blank_line(f, offset: int, size: int) -> int:
 def tokenize_part(part: Part, tokenizer_folder: Path, dtype: str, out: Path) -> tuple[int, int, int]:
     """One worker's job: `part`'s token ids, sentence starts and document starts (relative to the part)
     written to out.tokens / out.sentences / out.documents; returns their counts."""
-    tokenizer = load_tokenizer(tokenizer_folder, Vocab.load(tokenizer_folder / "vocab.json"))
+    tokenizer = load_tokenizer(tokenizer_folder, Vocab.load(tokenizer_folder / VOCAB))
     tokens = sentences = documents = 0
     with open(f"{out}.tokens", "wb") as tok_out, open(f"{out}.sentences", "wb") as sent_out, \
             open(f"{out}.documents", "wb") as doc_out:
@@ -253,54 +253,6 @@ def prepare_corpus(paths: list[str], cfg: Config, output: Path, tokenizer: Token
     log.info("%d files, %d documents, %d sentences, %d tokens, %d pairs in %.1f s -> %s", len(files), docs,
              sentences, tokens, pairs, index["seconds"], output)
     return output
-
-
-@dataclass
-class MappedCorpus:
-    """A prepared folder, memory-mapped: pairs are built row by row when a batch asks for them."""
-
-    folder: Path
-    index: dict
-    tokenizer: Tokenizer
-    tokens: np.ndarray
-    sentence_starts: np.ndarray
-    pairs: np.ndarray  # [P, 3] int64: first sentence, second sentence, is_next
-
-    @classmethod
-    def open(cls, folder: str | Path) -> "MappedCorpus":
-        folder = Path(folder)
-        try:
-            index = json.loads((folder / INDEX).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise UserError(f"{folder} is not a prepared corpus (no {INDEX}): make one with "
-                            f"python pipeline/prepare.py --corpus ... --output-dir {folder}") from None
-        except (OSError, ValueError) as err:
-            raise UserError(f"{folder / INDEX} is unreadable ({err})") from None
-        if index.get("format") != FORMAT:
-            raise UserError(f"{folder} was prepared by another version (format {index.get('format')}); prepare it again")
-        tokenizer = load_tokenizer(folder, Vocab.load(folder / "vocab.json"))
-
-        def mapped(name: str, dtype: str, shape: tuple) -> np.ndarray:
-            path = folder / f"{name}.bin"
-            expected = int(np.prod(shape)) * np.dtype(dtype).itemsize
-            if not path.is_file() or path.stat().st_size != expected:
-                raise UserError(f"{path} is missing or has the wrong size (expected {expected} bytes): prepare again")
-            return np.memmap(path, dtype=dtype, mode="r", shape=shape)
-
-        return cls(folder, index, tokenizer, mapped("tokens", index["token_dtype"], (index["tokens"],)),
-                   mapped("sentence_starts", "int64", (index["sentences"] + 1,)),
-                   mapped("pairs", "int64", (index["pairs"], 3)))
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def take(self, rows: np.ndarray, max_len: int) -> Pairs:
-        """The padded pairs at `rows` (read from the maps)."""
-        chosen = np.asarray(self.pairs[np.sort(rows)])
-        order = np.argsort(np.argsort(rows))  # back to the order asked for
-        chosen = chosen[order]
-        return build_pairs(self.tokens, self.sentence_starts, chosen[:, 0], chosen[:, 1], chosen[:, 2],
-                           self.tokenizer.vocab, max_len)
 
 
 def build_parser() -> argparse.ArgumentParser:

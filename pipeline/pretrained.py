@@ -4,10 +4,8 @@ pretraining it (`train.py --init-from DIR`, domain-adaptive pretraining).
 The folder, as published or as `export/save.py --format huggingface` writes it: `config.json` (model_type
 bert), `model.safetensors` (a `BertForPreTraining`, or a `BertModel`: the encoder alone), and
 `tokenizer.json` or `vocab.txt`, with `tokenizer_config.json` / `special_tokens_map.json` for the casing and
-the special tokens, which keep their own strings and ids. Weights are mapped by name, the inverse of
-`export/huggingface.py`: every matrix transposed; the attention key bias dropped, exactly (it adds the same
-number to every score of a query row, which softmax ignores); the value bias kept (this model folds it
-into the output bias at run time, the same sum). Heads absent from the folder (a `BertModel`) start fresh.
+the special tokens, which keep their own strings and ids. Weights are mapped by name through the one
+mapping both directions use (pipeline/hf_mapping.py). Heads absent from the folder (a `BertModel`) start fresh.
 A sentence-transformers folder (`modules.json`: Transformer, Pooling, optionally Normalize) is read the
 same way from its Transformer module's folder; `sentence_embedding` reads how its token vectors become one
 vector (pooling, normalisation, longest input), which `export/save.py --from-hf` records in the manifest.
@@ -21,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from export.huggingface import name_mapping
 from pipeline.errors import UserError
-from pipeline.export_format import POOLINGS
+from pipeline.export_format import POOLINGS, VOCAB
+from pipeline.hf_mapping import from_hf
 from pipeline.tokenizer import TOKENIZER_FILE, Tokenizer, WordPieceTokenizer, load_tokenizer
 from pipeline.vocab import Vocab
 from pipeline.vocab import SpecialTokens
@@ -35,8 +33,6 @@ MODEL_KEYS = {"vocab_size": "vocab_size", "hidden_size": "hidden_size", "num_hid
               "max_position_embeddings": "max_position", "layer_norm_eps": "layer_norm_eps",
               "tie_word_embeddings": "tie_word_embeddings"}
 BERT_SPECIALS = SpecialTokens(unk="[UNK]", pad="[PAD]", mask="[MASK]", cls="[CLS]", sep="[SEP]")
-# names a published folder may hold besides the mapped ones: all redundant here
-IGNORED = ("attention.self.key.bias", "embeddings.position_ids", "cls.predictions.decoder.bias")
 # sentence-transformers: modules.json lists the modules; these three are what a BERT embedding model is
 MODULES, POOLING_CONFIG, SENTENCE_CONFIG = "modules.json", "config.json", "sentence_bert_config.json"
 TRANSFORMER, POOLING, NORMALIZE = "Transformer", "Pooling", "Normalize"
@@ -55,6 +51,7 @@ class Pretrained:
     state: dict[str, np.ndarray]  # this project's parameter names; the heads a BertModel lacks are absent
     fresh: list[str]  # this project's parameters that start fresh
     tokenizer: Tokenizer
+    pooling: str | None = None  # what a published folder declares (model.pooling); None: the run's own choice
 
 
 @dataclass(frozen=True)
@@ -138,15 +135,15 @@ def open_pretrained(folder: str | Path) -> Pretrained:
         raise UserError(f"{folder}: no such folder (a Hugging Face or sentence-transformers BERT folder is needed)")
     if (folder / "checkpoints").is_dir():
         return own_run(folder)
-    folder = model_folder(folder)
+    root, folder = folder, model_folder(folder)
     model = model_settings(read_json(folder / CONFIG), folder / CONFIG)
     hf_state = read_weights(folder)
-    state, fresh = to_project(hf_state, model["num_layers"], model["tie_word_embeddings"], folder / WEIGHTS)
+    state, fresh = from_hf(hf_state, model["num_layers"], model["tie_word_embeddings"], folder / WEIGHTS)
     tokenizer = pretrained_tokenizer(folder)
     if len(tokenizer.vocab) != model["vocab_size"]:
         raise UserError(f"{folder}: the tokenizer has {len(tokenizer.vocab)} tokens but {CONFIG} says vocab_size "
                         f"{model['vocab_size']}")
-    return Pretrained(folder, model, state, fresh, tokenizer)
+    return Pretrained(folder, model, state, fresh, tokenizer, sentence_embedding(root, model["max_position"]).pooling)
 
 
 # settings of a run that are not its architecture: the new run's own
@@ -163,7 +160,7 @@ def own_run(folder: Path) -> Pretrained:
         raise UserError(f"{folder}/checkpoints holds no checkpoint to start from")
     ckpt = checkpoint.load(path)
     model = {k: v for k, v in ckpt.config.model.__dict__.items() if k not in NOT_ARCHITECTURE}
-    tokenizer = load_tokenizer(folder, Vocab.load(folder / "vocab.json"))
+    tokenizer = load_tokenizer(folder, Vocab.load(folder / VOCAB))
     return Pretrained(path, model, ckpt.model_state, [], tokenizer)
 
 
@@ -214,30 +211,6 @@ def read_weights(folder: Path) -> dict[str, np.ndarray]:
     if not any(k.startswith("bert.") for k in state):
         state = {f"bert.{k}": v for k, v in state.items()}
     return {k: v.astype(np.float32) for k, v in state.items()}
-
-
-def to_project(hf: dict[str, np.ndarray], num_layers: int, tied: bool, path: Path) -> tuple[dict, list[str]]:
-    """(this project's state, the parameters that start fresh) from a `BertForPreTraining` state."""
-    mapping = name_mapping(num_layers, tied)
-    # the heads: cls.* and the pooler (a BertModel may lack them; they then start fresh)
-    heads = {ours for hf_name, ours in mapping if not hf_name.startswith("bert.") or "pooler" in hf_name}
-    state, fresh = {}, []
-    for hf_name, ours in mapping:
-        if hf_name in hf:
-            value = hf[hf_name]
-            state[ours] = np.ascontiguousarray(value.T if value.ndim == 2 and "embeddings" not in ours else value)
-        elif ours in heads:
-            fresh.append(ours)
-    missing = [hf_name for hf_name, ours in mapping if hf_name not in hf and ours not in heads]
-    if missing:
-        raise UserError(f"{path} lacks {len(missing)} weight(s) of a {num_layers}-layer BERT, "
-                        f"e.g. {', '.join(missing[:3])}")
-    known = {hf_name for hf_name, _ in mapping} | ({"cls.predictions.decoder.weight"} if tied else set())
-    extra = sorted(k for k in hf if k not in known and not k.endswith(IGNORED))
-    if extra:
-        raise UserError(f"{path} holds {len(extra)} weight(s) a BERT for pretraining does not have, e.g. "
-                        f"{', '.join(extra[:3])}")
-    return state, fresh
 
 
 def pretrained_tokenizer(folder: Path) -> WordPieceTokenizer:

@@ -1,6 +1,7 @@
-"""Where the training and held-out data come from, and how they become a tokenizer and NSP pairs:
-WikiText-2 with the seed's whitespace words (cached arrays, `dataset.prepare`), WikiText-2 with WordPiece,
-your own corpus (prepared into memory maps by `prepare.py`, into the cache or ahead of time).
+"""Where the training and held-out data come from, and how they become a tokenizer and batches:
+WikiText-2 with the seed's whitespace words (cached arrays, `wikitext_cache.wikitext_examples`), WikiText-2
+with WordPiece, your own corpus (prepared into memory maps by `prepare.py`, into the cache or ahead of
+time); for the contrastive stage, documents (`contrastive.ContrastiveData`); held-out retrieval sets.
 
 Documents of sentences -> token ids through the one tokenizer -> `examples.make_pairs`, the same
 vectorised pair building as WikiText's.
@@ -21,8 +22,10 @@ from pipeline.corpus import find_files, read_documents, text_files
 from pipeline.dataset import MappedPretrainingData, PretrainingData
 from pipeline.wikitext_cache import wikitext_examples
 from pipeline.errors import UserError
+from pipeline.export_format import VOCAB
 from pipeline.examples import Pairs, encode_documents, make_pairs
-from pipeline.prepare import FORMAT as PREPARE_FORMAT, MappedCorpus, prepare_corpus
+from pipeline.mapped_corpus import FORMAT as PREPARE_FORMAT, MappedCorpus
+from pipeline.prepare import prepare_corpus
 from pipeline.tokenizer import (TOKENIZER_FILE, Tokenizer, WhitespaceTokenizer, learn_tokenizer,
                                 load_tokenizer)
 from pipeline.retrieval import RetrievalSet, corpus_articles, retrieval_set, wikitext_articles
@@ -109,12 +112,12 @@ def training_data(cfg: Config, output: Path, resume: bool, given: Tokenizer | No
         if given is not None:
             tokenizer = given
         elif resume and (output / TOKENIZER_FILE).is_file():  # WordPiece training is not deterministic
-            tokenizer = load_tokenizer(output, Vocab.load(output / "vocab.json"))
+            tokenizer = load_tokenizer(output, Vocab.load(output / VOCAB))
         else:
             sentences = [s for doc in documents for s in doc]
             tokenizer = learn_tokenizer(sentences, d.tokenizer, d.vocab_size, d.lowercase, d.min_freq, len(sentences))
         pairs = documents_to_pairs(documents, tokenizer, d.max_len, d.seed, "the corpus")
-    saved_vocab = output / "vocab.json"
+    saved_vocab = output / VOCAB
     if resume and saved_vocab.exists() and Vocab.load(saved_vocab).idx_to_token != tokenizer.vocab.idx_to_token:
         raise UserError(f"the corpus gives another vocabulary than {saved_vocab}: resume with the same data")
     cfg.model.vocab_size = len(tokenizer.vocab)
@@ -126,15 +129,15 @@ def training_data(cfg: Config, output: Path, resume: bool, given: Tokenizer | No
 
 
 def contrastive_documents(cfg: Config) -> Documents:
-    """The documents contrastive positives come from: your corpus's (separated by blank lines), or each
-    WikiText article's sentences (an article, not a paragraph: crops then span its paragraphs)."""
+    """The documents contrastive positives come from: your corpus's (separated by blank lines), or
+    WikiText's paragraphs, as for pretraining (crops from whole articles did worse: 60 articles are too
+    few to draw hard batches from; README, contrastive recipe)."""
     d = cfg.data
     if d.prepared:
         raise UserError("train.objective=contrastive reads text: pass --corpus (or a WikiText split), not --prepared")
     if d.corpus:
         return corpus_documents(d.corpus)
-    articles = wikitext_articles(find_split(d.data_dir, d.split))
-    return [[s for paragraph in article for s in paragraph.split(" . ") if s.strip()] for article in articles]
+    return wikitext_documents(find_split(d.data_dir, d.split))
 
 
 def contrastive_training_data(cfg: Config, output: Path, resume: bool, given: Tokenizer | None = None
@@ -145,8 +148,8 @@ def contrastive_training_data(cfg: Config, output: Path, resume: bool, given: To
     documents = None if t.positives == "pairs" else contrastive_documents(cfg)
     if given is not None:
         tokenizer = given
-    elif resume and (output / "vocab.json").is_file():
-        tokenizer = load_tokenizer(output, Vocab.load(output / "vocab.json"))
+    elif resume and (output / VOCAB).is_file():
+        tokenizer = load_tokenizer(output, Vocab.load(output / VOCAB))
     else:
         sentences = ([s for doc in documents for s in doc] if documents is not None else
                      Path(d.pairs).read_text(encoding="utf-8").replace("\t", "\n").splitlines())

@@ -18,7 +18,7 @@ from typing import Iterable, Protocol, Union
 import numpy as np
 
 from pipeline.errors import UserError
-from pipeline.export_format import input_names
+from pipeline.export_format import VOCAB, input_names
 from pipeline.vocab import OWN_SPECIALS, SpecialTokens, Vocab
 
 Text = Union[str, tuple[str, str]]
@@ -73,7 +73,7 @@ class WhitespaceTokenizer:
         return [self.vocab.ids_of(self.tokens(t)).tolist() for t in texts]
 
     def save(self, folder: Path) -> None:
-        self.vocab.save(Path(folder) / "vocab.json")
+        self.vocab.save(Path(folder) / VOCAB)
 
 
 class WordPieceTokenizer:
@@ -134,7 +134,7 @@ class WordPieceTokenizer:
 
     def save(self, folder: Path) -> None:
         self.backend.save(str(Path(folder) / TOKENIZER_FILE))
-        self.vocab.save(Path(folder) / "vocab.json")
+        self.vocab.save(Path(folder) / VOCAB)
 
 
 def learn_tokenizer(sentences: Iterable[str], kind: str, vocab_size: int, lowercase: bool, min_freq: int,

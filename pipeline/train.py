@@ -26,11 +26,10 @@ setup_process_for_paddle()
 
 import numpy as np  # noqa: E402
 import paddle  # noqa: E402
-import yaml  # noqa: E402
 from paddle.distributed import fleet  # noqa: E402
 
 from pipeline import checkpoint  # noqa: E402
-from pipeline.config import SPLITS, Config, load_config, save_config  # noqa: E402
+from pipeline.config import SPLITS, Config, load_config, parse_override, save_config  # noqa: E402
 from pipeline.corpus import find_files  # noqa: E402
 from pipeline.dataset import rows_per_part  # noqa: E402
 from pipeline.errors import UserError, run_cli  # noqa: E402
@@ -91,11 +90,25 @@ FLAG_SETTINGS = {"data_dir": "data.data_dir", "corpus": "data.corpus", "prepared
                  "output_dir": "train.output_dir", "steps": "train.steps", "init_from": "train.init_from"}
 
 
-def resolve_config(args: argparse.Namespace) -> Config:
-    """The YAML config, then -o overrides, then the short flags, whose values are used as typed (never
-    re-read as YAML: --output-dir 012 is the folder "012")."""
+def resolve_config(args: argparse.Namespace) -> tuple[Config, Pretrained | None]:
+    """The run's settings and the --init-from folder it starts from: the YAML config, then -o overrides,
+    then the short flags (used as typed, never re-read as YAML: --output-dir 012 is the folder "012"),
+    then what the folder's model is (its architecture, tokenizer and, for an embedding model, pooling), all
+    through the config's own setters and cross-checks. An -o model.* that contradicts the folder is refused."""
     flags = {key: getattr(args, flag) for flag, key in FLAG_SETTINGS.items() if getattr(args, flag) is not None}
-    return load_config(args.config, args.override, flags)
+    cfg = load_config(args.config, args.override, flags)
+    if not cfg.train.init_from:
+        return cfg, None
+    pretrained = open_pretrained(cfg.train.init_from)
+    asked = {f"{section}.{key}": value for section, key, value in map(parse_override, args.override)}
+    adopted = {f"model.{key}": value for key, value in pretrained.model.items()}
+    for name, value in adopted.items():
+        if name in asked and asked[name] != value:
+            raise UserError(f"-o {name}={asked[name]} contradicts {pretrained.folder} ({value})")
+    if pretrained.pooling is not None and "model.pooling" not in asked:  # a published embedding model's own
+        adopted["model.pooling"] = pretrained.pooling
+    adopted.update({"data.tokenizer": pretrained.tokenizer.kind, "data.lowercase": pretrained.tokenizer.lowercase})
+    return load_config(args.config, args.override, {**flags, **adopted}), pretrained
 
 
 def init_distributed(cfg: Config, verbose: bool = False) -> tuple[int, int, str]:
@@ -175,23 +188,6 @@ def checkpoint_to_resume(output: Path, resume: str | None) -> checkpoint.Checkpo
     return checkpoint.load(existing) if existing is not None else None
 
 
-def adopt_pretrained(cfg: Config, args: argparse.Namespace) -> Pretrained:
-    """--init-from: the folder's model settings replace the config's (a contradicting -o model.* is refused),
-    its tokenizer replaces the data's; the weights are applied by the trainer when the run starts fresh."""
-    pretrained = open_pretrained(cfg.train.init_from)
-    asked = dict(o.split("=", 1) for o in args.override if o.startswith("model.") and "=" in o)
-    for key, value in pretrained.model.items():
-        given = asked.get(f"model.{key}")
-        if given is not None and yaml.safe_load(given) != value:
-            raise UserError(f"-o model.{key}={given} contradicts {pretrained.folder}/config.json ({value})")
-        setattr(cfg.model, key, value)
-    if cfg.data.max_len > cfg.model.max_position:
-        raise UserError(f"data.max_len={cfg.data.max_len} is over the checkpoint's max_position_embeddings "
-                        f"{cfg.model.max_position}")
-    cfg.data.tokenizer, cfg.data.lowercase = pretrained.tokenizer.kind, pretrained.tokenizer.lowercase
-    return pretrained
-
-
 def main(argv: list[str] | None = None) -> int:
     """Pretrain BERT in five steps:
     1. settings: YAML config + overrides, fleet collective init, CPU threads;
@@ -204,10 +200,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.verbose:
         show_paddle_warnings()
-    cfg = resolve_config(args)
-    if cfg.train.init_from and args.resume == "yes":
+    if args.resume == "yes" and (args.init_from or any(o.startswith("train.init_from=") for o in args.override)):
         raise UserError("--init-from starts a new run and --resume continues one: pass one of them (or "
                         "--resume auto, which starts from --init-from only when there is no checkpoint yet)")
+    cfg, pretrained = resolve_config(args)
     output = Path(cfg.train.output_dir)
     check_writable(output)
     # rank 0 (or a lone process) holds the output folder until the end; the kernel frees it if we die
@@ -222,7 +218,6 @@ def main(argv: list[str] | None = None) -> int:
     local_ranks = int(os.environ.get("PADDLE_LOCAL_SIZE", world))
     threads = set_cpu_threads(cfg.train.threads, local_ranks) if paddle.get_device() == "cpu" else 0
     ckpt = checkpoint_to_resume(output, args.resume)
-    pretrained = adopt_pretrained(cfg, args) if cfg.train.init_from else None
 
     given = pretrained.tokenizer if pretrained else None
     make_data = contrastive_training_data if cfg.train.objective == "contrastive" else training_data

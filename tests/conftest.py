@@ -6,17 +6,15 @@ import importlib.util
 import os
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from pipeline.runtime import setup_process_for_paddle
+
 ROOT = Path(__file__).resolve().parent.parent
-os.environ.setdefault("MKL_DEBUG_CPU_TYPE", "5")
-os.environ.setdefault("GLOG_minloglevel", "2")
-os.environ.setdefault("FLAGS_new_executor_serial_run", "true")
-warnings.filterwarnings("ignore", message=".*ccache.*")
+setup_process_for_paddle()  # as every command does, before the tests import paddle
 
 # A tiny model that trains in a second or two; every test that trains uses it.
 TINY = ["-o", "model.hidden_size=32", "-o", "model.num_layers=2", "-o", "model.num_heads=2",

@@ -166,7 +166,7 @@ def prepared_folder(tmp_path_factory):
 
 
 def test_prepare_writes_maps_an_index_and_the_tokenizer(prepared_folder):
-    from pipeline.prepare import MappedCorpus
+    from pipeline.mapped_corpus import MappedCorpus
 
     folder, out = prepared_folder
     index = json.loads((out / "index.json").read_text())

@@ -303,6 +303,27 @@ def test_inference_imports_no_training_code():
 
     probe = ("import sys, infer.predictor, infer.serve, infer.tensorrt; "
              "print(sorted(m for m in sys.modules if m in ('pipeline.examples', 'pipeline.model', "
-             "'pipeline.trainer', 'pipeline.dataset', 'pipeline.sources', 'pipeline.prepare')))")
+             "'pipeline.trainer', 'pipeline.dataset', 'pipeline.sources', 'pipeline.prepare', "
+             "'pipeline.contrastive', 'pipeline.mapped_corpus')))")
     result = subprocess.run([sys.executable, "-W", "ignore", "-c", probe], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr
+
+
+def test_the_training_package_imports_nothing_from_export_or_infer():
+    """pipeline/ is below export/ and infer/: what both need (the Hugging Face mapping, the export format)
+    lives in pipeline/."""
+    import re
+
+    upward = re.compile(r"^\s*(from|import)\s+(export|infer)\b", re.M)
+    offenders = [p.name for p in (ROOT / "pipeline").glob("*.py") if upward.search(p.read_text(encoding="utf-8"))]
+    assert offenders == []
+
+
+def test_the_cpu_regime_follows_the_work_of_a_call_not_its_tokens_alone():
+    from infer.predictor import SMALL_CALL_TOKENS, TINY_SHAPE, small_call_tokens
+
+    assert small_call_tokens(TINY_SHAPE) == SMALL_CALL_TOKENS
+    minilm = {"num_layers": 6, "hidden_size": 384, "ffn_size": 1536}
+    assert 6 < small_call_tokens(minilm) < 32  # one short sentence small, a batch of them large
+    base = {"num_layers": 12, "hidden_size": 768, "ffn_size": 3072}
+    assert small_call_tokens(base) < small_call_tokens(minilm)

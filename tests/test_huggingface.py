@@ -2,12 +2,13 @@
 its encodings and MLM/NSP logits match this project's model. Skipped where torch/transformers are absent
 (they are a bench-only extra: pip install -e ".[bench]")."""
 import json
+from pathlib import Path
 
 import numpy as np
 import paddle
 import pytest
 
-from export.huggingface import name_mapping, to_huggingface
+from pipeline.hf_mapping import name_mapping, to_hf
 from pipeline import checkpoint
 from pipeline.config import ModelConfig
 from pipeline.model import BertForPretraining
@@ -23,7 +24,7 @@ def test_every_parameter_is_mapped_once(tied, bias):
     """Without linear biases, the names left over are exactly the encoder's linear biases (zeros there)."""
     cfg = ModelConfig(vocab_size=40, hidden_size=16, num_layers=3, num_heads=2, ffn_size=32, tie_word_embeddings=tied,
                       linear_bias=bias)
-    ours = [o for _, o in name_mapping(cfg.num_layers, tied)]
+    ours = [o for _, o, _ in name_mapping(cfg.num_layers, tied)]
     state = BertForPretraining(cfg).state_dict()
     assert len(ours) == len(set(ours)) and set(state) <= set(ours), "each parameter has one Hugging Face name"
     missing = set(ours) - set(state)
@@ -33,7 +34,7 @@ def test_every_parameter_is_mapped_once(tied, bias):
 
 def test_weights_are_transposed_and_the_key_bias_is_zero(trained):
     ckpt = checkpoint.load(checkpoint.latest(trained))
-    hf = to_huggingface(ckpt.model_state, ckpt.config.model.num_layers)
+    hf = to_hf(ckpt.model_state, ckpt.config.model.num_layers)
     q = "encoder.layers.0.attention.query.weight"
     np.testing.assert_array_equal(hf["bert.encoder.layer.0.attention.self.query.weight"], ckpt.model_state[q].T)
     assert not hf["bert.encoder.layer.0.attention.self.key.bias"].any()
@@ -116,3 +117,17 @@ def test_the_exported_tokenizer_gives_the_projects_ids_cased_and_uncased(tmp_pat
         assert theirs(line, add_special_tokens=False)["input_ids"] == want, line
     crane = ours.tokens("The Crane is Flying over Berlin")
     assert (crane[0] == "the") == lowercase
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_the_one_mapping_round_trips(tied):
+    """from_hf(to_hf(state)) is the state: one list of names and transposed weights serves both ways."""
+    from pipeline.hf_mapping import from_hf
+
+    cfg = ModelConfig(vocab_size=40, hidden_size=16, num_layers=2, num_heads=2, ffn_size=32, tie_word_embeddings=tied,
+                      linear_bias=True)
+    state = {k: v.numpy() for k, v in BertForPretraining(cfg).state_dict().items()}
+    back, fresh = from_hf(to_hf(state, cfg.num_layers, tied), cfg.num_layers, tied, Path("x"))
+    assert fresh == [] and back.keys() == state.keys()
+    for name, value in state.items():
+        np.testing.assert_array_equal(back[name], value, err_msg=name)

@@ -122,6 +122,10 @@ def test_contradicting_settings_and_flags_are_refused(hf_folder, tmp_path, corpu
               "--steps", "1"]
     assert_user_error(run_script("pipeline/train.py", *common, *KEEP, "-o", "model.hidden_size=64"),
                       "-o model.hidden_size=64 contradicts")
+    # -o is read by the config's own parser: 1e-12 is the number config.json holds, not the string PyYAML reads
+    agreeing = run_script("pipeline/train.py", *common, *KEEP, "-o", "model.layer_norm_eps=1e-12",
+                          "--output-dir", str(tmp_path / "agreeing"))
+    assert agreeing.returncode == 0, agreeing.stderr[-2000:]
     def shorter_positions(folder):
         edit_config(max_position_embeddings=24)(folder)
         name = "bert.embeddings.position_embeddings.weight"
@@ -129,7 +133,7 @@ def test_contradicting_settings_and_flags_are_refused(hf_folder, tmp_path, corpu
 
     short = broken(hf_folder, tmp_path, shorter_positions)
     assert_user_error(run_script("pipeline/train.py", *common, *KEEP, "--init-from", str(short)),
-                      "data.max_len=32 is over the checkpoint's max_position_embeddings 24")
+                      "setting data.max_len (32) exceeds model.max_position (24)")
     assert_user_error(run_script("pipeline/train.py", *common, *KEEP, "--resume"), "--init-from starts a new run")
 
 

@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 
 def main() -> None:
     dump_dir, argv = Path(sys.argv[1]), sys.argv[2:]
-    cfg = train.resolve_config(train.build_parser().parse_args(argv))
+    cfg, _ = train.resolve_config(train.build_parser().parse_args(argv))
     rank, world, _ = train.init_distributed(cfg)
     output = Path(cfg.train.output_dir)
     output.mkdir(parents=True, exist_ok=True)
