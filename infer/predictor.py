@@ -46,8 +46,9 @@ def flops_per_token(model: dict) -> int:
 
 
 def small_call_tokens(model: dict) -> int:
-    """Tokens per call up to which this model runs in the small-call regime."""
-    return max(1, SMALL_CALL_TOKENS * flops_per_token(TINY_SHAPE) // flops_per_token(model))
+    """Tokens per call up to which this model runs in the small-call regime: SMALL_CALL_TOKENS for the tiny
+    model (and smaller ones, where it was measured), fewer for a larger one, in proportion to its work."""
+    return max(1, min(SMALL_CALL_TOKENS, SMALL_CALL_TOKENS * flops_per_token(TINY_SHAPE) // flops_per_token(model)))
 # Inference passes added for small CPU calls (no oneDNN), each exact (max difference 0.0, bench/infer.py):
 # eval-mode dropout (an identity) removed, and matmul + bias [+ relu/gelu] fused into one fc op; one
 # sentence then runs 72 ops instead of 90, at ~3.5 us of executor time each. Not for oneDNN batches,

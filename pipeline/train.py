@@ -244,14 +244,16 @@ def main(argv: list[str] | None = None) -> int:
 
     result = run_loop(trainer, data, output)
     if rank == 0:
-        report(trainer, tokenizer, devices, result, argv)
+        report(trainer, tokenizer, devices, result, argv, heads_trained=not (pretrained and pretrained.fresh))
     if lock is not None:
         lock.release()
     return 0
 
 
-def report(trainer: Trainer, tokenizer: Tokenizer, devices: str, result: LoopResult, argv: list[str] | None) -> None:
-    """Rank 0's ending: loss.png, then the resume hint, or the seed's two lines and the evaluation."""
+def report(trainer: Trainer, tokenizer: Tokenizer, devices: str, result: LoopResult, argv: list[str] | None,
+           heads_trained: bool = True) -> None:
+    """Rank 0's ending: loss.png, then the resume hint, or the seed's two lines and the evaluation (the
+    masked-LM figures only where the heads were ever trained: not from an encoder-only folder)."""
     cfg, output = trainer.cfg, trainer.output
     plot_losses(output / "metrics.jsonl", output / "loss.png")
     if result.stopped:
@@ -270,18 +272,20 @@ def report(trainer: Trainer, tokenizer: Tokenizer, devices: str, result: LoopRes
                                                         else "NSP off (train.nsp=false)"))
         print(f"{result.pairs / result.seconds:.1f} sentence pairs/sec on {devices}")
     log.info("%d steps in %.1f s, now at step %d; outputs in %s", result.steps, result.seconds, trainer.step, output)
+    metrics: dict = {}
     try:
-        pairs = held_out_pairs(cfg, tokenizer)
+        pairs = held_out_pairs(cfg, tokenizer) if heads_trained else None
     except UserError as err:  # the run is done and saved: odd held-out text only loses its figures
-        log.warning("held-out figures not measured: %s", err)
+        log.warning("held-out masked-LM figures not measured: %s", err)
         pairs = None
     if pairs is not None:
         metrics = evaluate(trainer.model, pairs, tokenizer, cfg.data.max_len)
         print(format_metrics(metrics))
-        retrieval = held_out_retrieval(cfg)
-        if retrieval is not None:
-            metrics["retrieval"] = retrieval_figures_of(trainer.model, cfg, tokenizer, retrieval)
-            print(format_retrieval(metrics["retrieval"], retrieval, cfg.model.pooling))
+    retrieval = held_out_retrieval(cfg)
+    if retrieval is not None:
+        metrics["retrieval"] = retrieval_figures_of(trainer.model, cfg, tokenizer, retrieval)
+        print(format_retrieval(metrics["retrieval"], retrieval, cfg.model.pooling))
+    if metrics:
         write_text_atomic(output / "eval.json", json.dumps(metrics, indent=1))
 
 

@@ -82,7 +82,7 @@ def test_seed_config_keeps_the_books_recipe():
 def test_short_flags_carry_their_values_as_given(flag, key, value):
     from pipeline.train import build_parser, resolve_config
 
-    cfg = resolve_config(build_parser().parse_args([flag, value]))
+    cfg, _ = resolve_config(build_parser().parse_args([flag, value]))
     section, name = key.split(".")
     assert getattr(getattr(cfg, section), name) == value
 
@@ -90,7 +90,7 @@ def test_short_flags_carry_their_values_as_given(flag, key, value):
 def test_short_flags_win_over_overrides():
     from pipeline.train import build_parser, resolve_config
 
-    cfg = resolve_config(build_parser().parse_args(["-o", "train.steps=5", "--steps", "9"]))
+    cfg, _ = resolve_config(build_parser().parse_args(["-o", "train.steps=5", "--steps", "9"]))
     assert cfg.train.steps == 9
 
 
