@@ -216,9 +216,9 @@ def word_position(tokenizer: Tokenizer, tokens: list[str], word: str) -> int | N
     return tokens.index(pieces[0]) if pieces and pieces[0] in tokens else None
 
 
-def pad_batch(vocab: Vocab, items: list[tuple[list[str], list[int]]]) -> dict:
-    """Token/segment lists -> the encoder's named int64 inputs, padded to the longest item."""
-    width = max(len(tokens) for tokens, _ in items)
+def pad_batch(vocab: Vocab, items: list[tuple[list[str], list[int]]], width: int | None = None) -> dict:
+    """Token/segment lists -> the encoder's named int64 inputs, padded to the longest item (or `width`)."""
+    width = max(width or 0, max(len(tokens) for tokens, _ in items))
     ids = np.full((len(items), width), vocab.pad, dtype=np.int64)
     segments = np.zeros((len(items), width), dtype=np.int64)
     for row, (tokens, segs) in enumerate(items):
