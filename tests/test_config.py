@@ -120,3 +120,9 @@ def test_a_checkpoint_config_from_before_a_setting_gets_the_value_it_was_made_wi
     del old["model"]["linear_bias"]  # a config.json written before model.linear_bias existed: with biases
     assert config_from_dict(old).model.linear_bias is True
     assert config_from_dict(Config().to_dict()).model.linear_bias is False
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads_and_passes_its_cross_checks(path):
+    cfg = load_config(path)
+    assert cfg.train.steps >= 1 and cfg.data.max_len <= cfg.model.max_position
