@@ -86,28 +86,13 @@ def gemm_gflops(threads: int) -> float:
 def hf_onnx(source: Path, folder: Path):
     """Hugging Face's BertModel exported by torch to ONNX, run by ONNX Runtime with all cores, mean-pooled."""
     import onnxruntime
-    import torch
     import transformers
+
+    from bench.infer import export_hidden_states
 
     bert = transformers.BertModel.from_pretrained(str(source)).eval()
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(source))
-    sample = tokenizer(["a b"], return_tensors="pt")
-    path = folder / "hf.onnx"
-
-    class Hidden(torch.nn.Module):  # keyword arguments: BertModel's positional order changes between releases
-        def __init__(self):
-            super().__init__()
-            self.bert = bert
-
-        def forward(self, input_ids, attention_mask, token_type_ids):
-            return self.bert(input_ids=input_ids, attention_mask=attention_mask,
-                             token_type_ids=token_type_ids).last_hidden_state
-
-    with torch.no_grad():
-        torch.onnx.export(Hidden().eval(), (sample["input_ids"], sample["attention_mask"], sample["token_type_ids"]), str(path),
-                          input_names=["input_ids", "attention_mask", "token_type_ids"], output_names=["hidden"],
-                          dynamic_axes={n: {0: "b", 1: "l"} for n in ("input_ids", "attention_mask", "token_type_ids")},
-                          opset_version=17, dynamo=False)
+    path = export_hidden_states(bert, folder / "hf.onnx")
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = available_cores()
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

@@ -96,6 +96,14 @@ def huggingface_onnx(model: BertForPretraining, cfg_path: str, folder: Path):
     bert.load_state_dict({k[len("bert."):]: torch.from_numpy(v) for k, v in state.items() if k.startswith("bert.")
                           and not k.startswith("bert.pooler")}, strict=False)
 
+    return export_hidden_states(bert, folder / "hf_bert.onnx")
+
+
+def export_hidden_states(bert, path: Path) -> Path:
+    """A transformers BertModel as ONNX: (input_ids, attention_mask, token_type_ids) -> the last hidden states,
+    batch and length dynamic. Called by keyword: BertModel's positional order changes between releases."""
+    import torch
+
     class Encodings(torch.nn.Module):
         def __init__(self):
             super().__init__()
@@ -105,12 +113,12 @@ def huggingface_onnx(model: BertForPretraining, cfg_path: str, folder: Path):
             return self.bert(input_ids=input_ids, attention_mask=attention_mask,
                              token_type_ids=token_type_ids).last_hidden_state
 
-    path = folder / "hf_bert.onnx"
     example = [torch.ones((1, 6), dtype=torch.int64)] * 3
     names = ["input_ids", "attention_mask", "token_type_ids"]
-    torch.onnx.export(Encodings(), tuple(example), str(path), input_names=names, output_names=["encodings"],
-                      dynamic_axes={n: {0: "batch", 1: "length"} for n in names + ["encodings"]},
-                      opset_version=17, dynamo=False)
+    with torch.no_grad():
+        torch.onnx.export(Encodings().eval(), tuple(example), str(path), input_names=names, output_names=["encodings"],
+                          dynamic_axes={n: {0: "batch", 1: "length"} for n in names + ["encodings"]},
+                          opset_version=17, dynamo=False)
     return path
 
 

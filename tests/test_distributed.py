@@ -68,6 +68,14 @@ def rank_process(rank: int, marker: str) -> int | None:
     return None
 
 
+def wait_for_checkpoint(out: Path, step: int, processes: list, timeout: float = 120) -> None:
+    """Until `out` holds a checkpoint of `step` or later; fails if a process ends first or time runs out."""
+    deadline = time.time() + timeout
+    while checkpoint.latest(out) is None or checkpoint.load(checkpoint.latest(out)).step < step:
+        assert time.time() < deadline and all(p.poll() is None for p in processes), "the job made no progress"
+        time.sleep(0.2)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -146,10 +154,7 @@ def test_sigkill_of_one_rank_ends_the_job_and_resume_auto_finishes_it_as_if_unbr
     launcher = subprocess.Popen([*launch, "--log_dir", str(tmp_path / "log"), *job, "--steps", "100000"], cwd=ROOT,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.time() + 120
-        while checkpoint.latest(out) is None or checkpoint.load(checkpoint.latest(out)).step < 3:
-            assert time.time() < deadline and launcher.poll() is None, "the job made no progress"
-            time.sleep(0.2)
+        wait_for_checkpoint(out, 3, [launcher])
         victim = rank_process(1, str(out))
         assert victim is not None
         killed_at = time.time()
@@ -188,10 +193,7 @@ def test_a_rank_whose_peer_on_another_node_hangs_ends_within_the_stall_bound(pre
                               env={**os.environ, "PYTHONWARNINGS": "ignore"}) for rank in (0, 1)]
     victim = None
     try:
-        deadline = time.time() + 120
-        while checkpoint.latest(out) is None or checkpoint.load(checkpoint.latest(out)).step < 3:
-            assert time.time() < deadline and all(n.poll() is None for n in nodes), "the job made no progress"
-            time.sleep(0.2)
+        wait_for_checkpoint(out, 3, nodes)
         victim = rank_process(1, str(out))
         assert victim is not None
         frozen_at = time.time()

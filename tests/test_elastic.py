@@ -14,7 +14,7 @@ import pytest
 
 from pipeline import checkpoint
 from tests.conftest import ROOT, TINY, needs, run_script
-from tests.test_distributed import final_weights, free_port, rank_process
+from tests.test_distributed import final_weights, free_port, rank_process, wait_for_checkpoint
 
 ELASTIC_ENV = {"PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python"}  # etcd3's generated code predates protobuf 4
 
@@ -50,10 +50,7 @@ def test_the_launcher_restarts_a_killed_rank_and_the_job_ends_as_if_unbroken(etc
                                 cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 env={**os.environ, "PYTHONWARNINGS": "ignore", **ELASTIC_ENV})
     try:
-        deadline = time.time() + 180
-        while checkpoint.latest(out) is None or checkpoint.load(checkpoint.latest(out)).step < 5:
-            assert time.time() < deadline and launcher.poll() is None, "the job made no progress"
-            time.sleep(0.2)
+        wait_for_checkpoint(out, 5, [launcher], timeout=180)
         victim = rank_process(1, str(out))
         assert victim is not None
         os.kill(victim, signal.SIGKILL)
