@@ -161,11 +161,11 @@ def run_huggingface(data_dir: str, minutes: float) -> list[dict]:
     from pipeline.tokenizer import WhitespaceTokenizer
     from pipeline.wikitext import find_split
 
-    cfg = load_config(CONFIG, PREVIOUS)
-    tc, d = cfg.train, cfg.data
+    d = load_config(CONFIG, PREVIOUS).data
     examples = wikitext_examples(find_split(data_dir, "valid"), d.max_len, d.min_freq, d.seed, None)
     vocab = examples.vocab
-    cfg.model.vocab_size = len(vocab)
+    cfg = load_config(CONFIG, PREVIOUS, {"model.vocab_size": len(vocab)})
+    tc = cfg.train
     data = PretrainingData(examples.pairs, vocab, d.max_len, d.mask_prob, d.dynamic_masking, d.seed)
     pairs = held_out(cfg, data_dir, vocab)
     model, optimizer, scheduler = huggingface_training(cfg)

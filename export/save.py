@@ -32,7 +32,7 @@ from export import huggingface  # noqa: E402
 from pipeline import checkpoint  # noqa: E402
 from pipeline.config import Config, load_config  # noqa: E402
 from pipeline.errors import UserError, run_cli  # noqa: E402
-from pipeline.export_format import (ENCODER, HEADS, HEADS_OUTPUTS, MANIFEST, MANIFEST_FORMAT,  # noqa: E402
+from pipeline.export_format import (ENCODER, PRETRAINING, PRETRAINING_OUTPUTS, MANIFEST, MANIFEST_FORMAT,  # noqa: E402
                                     ONNX_FILE, PRED_POSITIONS, VOCAB, embedding_manifest, inputs_manifest,
                                     outputs_manifest)
 from pipeline.files import atomic_folder, file_digest  # noqa: E402
@@ -43,8 +43,9 @@ from pipeline.vocab import Vocab  # noqa: E402
 
 
 
-class MaskedLMPredictor(paddle.nn.Layer):
-    """Encoder + heads for inference: masked-word probabilities and next-sentence probabilities."""
+class PretrainingHeads(paddle.nn.Layer):
+    """The encoder with its pretraining heads, for inference: masked-word and next-sentence probabilities
+    (the `pretraining` program of an export made with --with-heads)."""
 
     def __init__(self, model: BertForPretraining):
         super().__init__()
@@ -90,9 +91,9 @@ def export(cfg: Config, model_state: dict, tokenizer: Tokenizer, export_dir: Pat
         encoder = paddle.jit.to_static(model.encoder, input_spec=encoder_input_spec(), full_graph=True)
         paddle.jit.save(encoder, str(tmp / ENCODER))
         if with_heads:
-            heads = MaskedLMPredictor(model)
+            heads = PretrainingHeads(model)
             spec = encoder_input_spec() + [InputSpec([None, None], "int64", PRED_POSITIONS[0])]
-            paddle.jit.save(paddle.jit.to_static(heads, input_spec=spec, full_graph=True), str(tmp / HEADS))
+            paddle.jit.save(paddle.jit.to_static(heads, input_spec=spec, full_graph=True), str(tmp / PRETRAINING))
         if onnx:
             convert_to_onnx(tmp)
         tokenizer.save(tmp)  # vocab.json, and tokenizer.json for WordPiece: inference tokenizes as training did
@@ -107,7 +108,7 @@ def export(cfg: Config, model_state: dict, tokenizer: Tokenizer, export_dir: Pat
             "sha256": {p.name: file_digest(p) for p in sorted([*tmp.glob("*.pdiparams"), *tmp.glob("*.onnx")])},
         }
         if with_heads:
-            manifest["heads_outputs"] = list(HEADS_OUTPUTS)
+            manifest["heads_outputs"] = list(PRETRAINING_OUTPUTS)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     return export_dir
 

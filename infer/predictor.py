@@ -26,7 +26,7 @@ from infer.embedding import EmbeddingSpec, combine_windows, first_dimensions, no
 from infer.tensorrt import converted_program, point_engine_lookup
 from pipeline.errors import UserError
 from pipeline.files import file_digest
-from pipeline.export_format import ENCODER, HEADS, MANIFEST, ONNX_FILE, PRED_POSITIONS, VOCAB, input_names
+from pipeline.export_format import ENCODER, PRETRAINING, MANIFEST, ONNX_FILE, PRED_POSITIONS, VOCAB, input_names
 from pipeline.runtime import available_cores, cpu_has_bf16, has_cuda_gpu
 from pipeline.tokenizer import Text, load_tokenizer, pad_batch, tokenize, tokenize_windows
 from pipeline.vocab import Vocab
@@ -125,7 +125,7 @@ class ModelFolder:
             program = self.path / f"{name}{suffix}"
             if program.is_file() and params.is_file():
                 return program, params
-        if name == HEADS:
+        if name == PRETRAINING:
             raise UserError(f"{self.path} holds the encoder only; --fill-mask needs the heads: "
                             f"re-export with python export/save.py --with-heads")
         raise UserError(f"model folder {self.path} is incomplete: {name}.json/.pdmodel or {name}.pdiparams is missing")
@@ -215,7 +215,7 @@ class Encoder:
         low = {ids: [1, 1], segments: [1, 1], lengths: [1]}
         high = {ids: [self.max_batch, self.max_len], segments: [self.max_batch, self.max_len], lengths: [self.max_batch]}
         opt = {ids: [half, self.max_len], segments: [half, self.max_len], lengths: [half]}
-        if program == HEADS:
+        if program == PRETRAINING:
             positions = PRED_POSITIONS[0]
             low[positions], high[positions], opt[positions] = [1, 1], [self.max_batch, self.max_len], [1, 1]
         config.set_trt_dynamic_shape_info(low, high, opt)
@@ -333,11 +333,11 @@ class Encoder:
         positions = [i for i, t in enumerate(tokens) if t == mask]
         if not positions:
             raise UserError(f"--fill-mask text has no {mask} token: {text!r}")
-        self.folder.program_files(HEADS)
-        self.folder.verify(f"{HEADS}.pdiparams")
+        self.folder.program_files(PRETRAINING)
+        self.folder.verify(f"{PRETRAINING}.pdiparams")
         arrays = pad_batch(self.vocab, [(tokens, segments)])
         arrays[PRED_POSITIONS[0]] = np.array([positions], dtype=np.int64)
-        probabilities = self.run(arrays, HEADS)[0][0]
+        probabilities = self.run(arrays, PRETRAINING)[0][0]
         out = []
         for row in probabilities:
             best = np.argsort(-row)[:top_k]

@@ -1,8 +1,9 @@
 """Typed settings (model / data / train), loaded from YAML with `-o section.key=value` overrides.
 
-One source of truth: every setting lives in a dataclass field below; a YAML file (`-c`) and
-command-line overrides (`-o`, values parsed as YAML scalars) may only set fields that exist,
-with values of the field's type.
+One source of truth: every setting and its default lives in a dataclass field below; a YAML file (`-c`)
+lists only what it changes, and it, command-line overrides (`-o`, values parsed as YAML scalars) and
+every other source (flags, a published folder, the vocabulary) go through the same setter and
+cross-checks. A Config is frozen: a changed one is a new one (`with_settings`).
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def setting(default: Any, help: str, choices: tuple | None = None, at_least: flo
     return field(default=default, metadata={k: v for k, v in rules.items() if v is not None})
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelConfig:
     """Architecture; `vocab_size` is filled in from the vocabulary at training time."""
 
@@ -57,7 +58,7 @@ class ModelConfig:
                            choices=("cls", "mean", "max"))
 
 
-@dataclass
+@dataclass(frozen=True)
 class DataConfig:
     """Where the corpus is and how pretraining examples are made from it."""
 
@@ -87,7 +88,7 @@ class DataConfig:
     seed: int = setting(0, "pairs, masks and order")
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     """Optimisation, logging and checkpointing."""
 
@@ -135,7 +136,7 @@ class TrainConfig:
     seed: int = setting(0, "initial weights and dropout")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Config:
     """The whole run: model, data and train sections."""
 
@@ -191,7 +192,11 @@ def _check_rules(where: str, value: Any, rules: typing.Mapping[str, Any]) -> Non
             raise UserError(f"setting {where} must be {words} {rules[name]:g}, got {value}")
 
 
-def _set(cfg: Config, section: str, key: str, value: Any) -> None:
+Values = dict[str, dict[str, Any]]  # {section: {key: value}}, each value already checked
+
+
+def _set(values: Values, section: str, key: str, value: Any) -> None:
+    """Check one setting (known, of its field's type, within its rules) and record it in `values`."""
     where = f"{section}.{key}"
     if section not in SECTIONS:
         raise UserError(f"unknown config section {section!r} in {where} (known: {', '.join(SECTIONS)})")
@@ -201,7 +206,28 @@ def _set(cfg: Config, section: str, key: str, value: Any) -> None:
     f, annotation = fields[key]
     value = _check_type(where, value, annotation)
     _check_rules(where, value, f.metadata)
-    setattr(getattr(cfg, section), key, value)
+    values.setdefault(section, {})[key] = value
+
+
+def _set_all(values: Values, settings: typing.Mapping[str, Any]) -> None:
+    for name, value in settings.items():
+        section, _, key = name.partition(".")
+        _set(values, section, key, value)
+
+
+def _build(values: Values) -> Config:
+    """The frozen Config of `values` (the rest at their defaults), cross-checked."""
+    cfg = Config(ModelConfig(**values.get("model", {})), DataConfig(**values.get("data", {})),
+                 TrainConfig(**values.get("train", {})))
+    _check_together(cfg)
+    return cfg
+
+
+def with_settings(cfg: Config, settings: typing.Mapping[str, Any]) -> Config:
+    """A new Config: `cfg` with `settings` ({"section.key": value}) through the same setter and cross-checks."""
+    values = cfg.to_dict()
+    _set_all(values, settings)
+    return _build(values)
 
 
 def _check_together(cfg: Config) -> None:
@@ -283,19 +309,16 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
         raise UserError(f"cannot read config file {path}: {str(err).splitlines()[0]}") from None
     if not isinstance(raw, dict):
         raise UserError(f"config file {path} must hold sections model/data/train")
-    cfg = Config()
-    for section, values in raw.items():
-        if not isinstance(values, dict):
+    values: Values = {}
+    for section, given in raw.items():
+        if not isinstance(given, dict):
             raise UserError(f"section {section!r} of {path} must be a mapping")
-        for key, value in values.items():
-            _set(cfg, str(section), str(key), value)
+        for key, value in given.items():
+            _set(values, str(section), str(key), value)
     for text in overrides:
-        _set(cfg, *parse_override(text))
-    for name, value in (settings or {}).items():
-        section, _, key = name.partition(".")
-        _set(cfg, section, key, value)
-    _check_together(cfg)
-    return cfg
+        _set(values, *parse_override(text))
+    _set_all(values, settings or {})
+    return _build(values)
 
 
 # the value a saved config (a checkpoint's config.json) without the setting was made with
@@ -305,14 +328,12 @@ BEFORE_THE_SETTING = {"model": {"linear_bias": True}}
 def config_from_dict(raw: dict[str, dict[str, Any]]) -> Config:
     """Rebuild a Config from `Config.to_dict()` output (e.g. a checkpoint's config.json); a setting newer
     than the checkpoint gets the value the checkpoint was made with (BEFORE_THE_SETTING)."""
-    cfg = Config()
-    for section, values in BEFORE_THE_SETTING.items():
-        for key, value in values.items():
-            _set(cfg, section, key, value)
-    for section, values in raw.items():
-        for key, value in values.items():
-            _set(cfg, section, key, value)
-    return cfg
+    values: Values = {}
+    for source in (BEFORE_THE_SETTING, raw):
+        for section, given in source.items():
+            for key, value in given.items():
+                _set(values, section, key, value)
+    return _build(values)
 
 
 def diff_configs(a: Config, b: Config, sections: typing.Iterable[str] = ("model",)) -> list[str]:
@@ -321,5 +342,10 @@ def diff_configs(a: Config, b: Config, sections: typing.Iterable[str] = ("model"
     return [f"{s}.{k}" for s in sections for k in da[s] if da[s][k] != db[s][k]]
 
 
+def config_yaml(cfg: Config) -> str:
+    """Every setting of `cfg` as YAML, in the dataclasses' order (what config.yaml holds)."""
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
 def save_config(cfg: Config, path: Path) -> None:
-    write_text_atomic(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    write_text_atomic(path, config_yaml(cfg))

@@ -42,6 +42,16 @@ def compact_predictions(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
+def dropped_bytes(p: float) -> int:
+    """Host dropout masks are random bytes, a byte below this one dropped: `p` quantised to 1/256."""
+    return round(256 * p)
+
+
+def dropout_keep_probability(p: float) -> float:
+    """The keep probability those masks really have (the model scales kept values by its inverse)."""
+    return 1.0 - dropped_bytes(p) / 256
+
+
 def rows_per_part(batch_size: int, ranks: int, accumulate_steps: int = 1) -> int:
     """Rows of one rank's micro-batch: the global batch must split evenly over ranks x accumulation steps."""
     if batch_size % (ranks * accumulate_steps):
@@ -184,7 +194,7 @@ class PretrainingData:
         rng = np.random.default_rng([self.seed, step, rank, 3])
         shape = (num_masks, rows, self.max_len, hidden)
         random_bytes = np.frombuffer(rng.bytes(int(np.prod(shape))), dtype=np.uint8)
-        return (random_bytes >= round(256 * p)).view(np.uint8).reshape(shape)
+        return (random_bytes >= dropped_bytes(p)).view(np.uint8).reshape(shape)
 
     def iterate(self, start: int, stop: int, batch_size: int, rank: int = 0, world: int = 1,
                 prefetch: int = 2) -> Iterator[dict[str, np.ndarray]]:

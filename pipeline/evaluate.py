@@ -269,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
 
     setup_process_for_paddle()
     from pipeline import checkpoint
+    from pipeline.config import with_settings
     from pipeline.errors import UserError
     from pipeline.model import BertForPretraining
     from pipeline.retrieval import corpus_articles, format_retrieval, retrieval_set, wikitext_articles
@@ -310,13 +311,14 @@ def main(argv: list[str] | None = None) -> int:
     if path is None:
         raise UserError(f"no checkpoint in {output / 'checkpoints'}; train first or pass --checkpoint")
     ckpt = checkpoint.load(path)
-    cfg = ckpt.config
     run_folder = path.parent.parent
     tokenizer = load_tokenizer(run_folder, Vocab.load(run_folder / VOCAB))
+    run = ckpt.config
+    cfg = with_settings(run, {  # the held-out text asked for, in place of the run's own
+        "data.eval_corpus": args.corpus,
+        "data.eval_split": None if args.corpus or args.prepared else (args.split or "test"),
+        "data.data_dir": args.data_dir or run.data.data_dir, "model.pooling": args.pooling or run.model.pooling})
     d = cfg.data
-    d.eval_corpus, d.eval_split = args.corpus, None if args.corpus or args.prepared else (args.split or "test")
-    d.data_dir = args.data_dir or d.data_dir
-    cfg.model.pooling = args.pooling or cfg.model.pooling
     pairs = prepared_pairs(Path(args.prepared), tokenizer, d.max_len) if args.prepared else held_out_pairs(cfg, tokenizer)
     model = BertForPretraining(cfg.model)
     checkpoint.apply_model_state(model, ckpt.model_state, path)

@@ -5,7 +5,9 @@ Imports no Paddle, so the inference side can read it without the training code.
 """
 from __future__ import annotations
 
-ENCODER, HEADS = "encoder", "pretraining"  # program names: <name>.json (or .pdmodel) + <name>.pdiparams
+# the programs: the encoder, and (export/save.py --with-heads) the encoder with its pretraining heads;
+# each is <name>.json (or .pdmodel) + <name>.pdiparams
+ENCODER, PRETRAINING = "encoder", "pretraining"
 MANIFEST, VOCAB = "manifest.json", "vocab.json"
 ONNX_FILE = "encoder.onnx"  # the encoder for ONNX Runtime (export/save.py --onnx), same inputs and output
 MANIFEST_FORMAT = 1
@@ -18,7 +20,7 @@ ENCODER_INPUTS = (
 )
 # The heads program takes the encoder's inputs and these positions.
 PRED_POSITIONS = ("pred_positions", (-1, -1), "positions (per row) whose masked word is predicted")
-HEADS_OUTPUTS = ("mlm_probabilities [B, P, vocab]", "nsp_probabilities [B, 2]")
+PRETRAINING_OUTPUTS = ("mlm_probabilities [B, P, vocab]", "nsp_probabilities [B, 2]")
 # How an input's token vectors become one embedding (the manifest's "embedding"): <cls>'s vector, or the
 # mean or element-wise max over every token, <cls> and <sep> included (as sentence-transformers pools).
 POOLINGS = ("cls", "mean", "max")
@@ -27,7 +29,7 @@ POOLINGS = ("cls", "mean", "max")
 def input_names(program: str = ENCODER) -> list[str]:
     """The feed names of `program`, in order."""
     names = [name for name, _, _ in ENCODER_INPUTS]
-    return names + [PRED_POSITIONS[0]] if program == HEADS else names
+    return names + [PRED_POSITIONS[0]] if program == PRETRAINING else names
 
 
 def inputs_manifest() -> list[dict]:

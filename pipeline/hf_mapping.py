@@ -42,7 +42,7 @@ LAYER = [
     ("output.LayerNorm.weight", "output_norm.weight", False),
     ("output.LayerNorm.bias", "output_norm.bias", False),
 ]
-HEADS = [
+HEAD_WEIGHTS = [
     ("bert.pooler.dense.weight", "nsp_head.pooler.weight", True),
     ("bert.pooler.dense.bias", "nsp_head.pooler.bias", False),
     ("cls.predictions.transform.dense.weight", "mlm_head.transform.weight", True),
@@ -68,7 +68,7 @@ def name_mapping(num_layers: int, tied: bool = False) -> list[tuple[str, str, bo
     MLM output layer is `tied` to the word embeddings or not."""
     layers = [(f"bert.encoder.layer.{i}.{hf}", f"encoder.layers.{i}.{ours}", transposed)
               for i in range(num_layers) for hf, ours, transposed in LAYER]
-    return EMBEDDINGS + layers + HEADS + (TIED_DECODER if tied else DECODER)
+    return EMBEDDINGS + layers + HEAD_WEIGHTS + (TIED_DECODER if tied else DECODER)
 
 
 def is_head(hf_name: str) -> bool:

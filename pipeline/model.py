@@ -17,6 +17,7 @@ import paddle.nn.functional as F
 from paddle import nn
 
 from pipeline.config import ModelConfig
+from pipeline.dataset import dropout_keep_probability
 from pipeline.export_format import ENCODER_INPUTS
 
 MASK_VALUE = -1e4  # additive mask for padded keys; safe in fp16 too
@@ -184,11 +185,6 @@ class BertLayer(nn.Layer):
             return x + self._drop(self.feed_forward(self.output_norm(x)), keep_output)
         x = self.attention_norm(x + self._drop(self.attention(x, mask), keep_attention))
         return self.output_norm(x + self._drop(self.feed_forward(x), keep_output))
-
-
-def dropout_keep_probability(p: float) -> float:
-    """Keep probability of host dropout masks: a byte >= round(256 p) is kept (p quantised to 1/256)."""
-    return 1.0 - round(256 * p) / 256
 
 
 class BertEncoder(nn.Layer):

@@ -22,7 +22,7 @@ import numpy as np
 from pipeline.errors import UserError
 from pipeline.export_format import POOLINGS, VOCAB
 from pipeline.hf_mapping import from_hf
-from pipeline.tokenizer import TOKENIZER_FILE, Tokenizer, WordPieceTokenizer, load_tokenizer
+from pipeline.tokenizer import TOKENIZER_FILE, Tokenizer, WordPieceTokenizer, load_tokenizer, wordpiece_backend
 from pipeline.vocab import Vocab
 from pipeline.vocab import SpecialTokens
 
@@ -229,16 +229,9 @@ def pretrained_tokenizer(folder: Path) -> WordPieceTokenizer:
     vocab_file = folder / "vocab.txt"
     if not vocab_file.is_file():
         raise UserError(f"{folder} holds neither {TOKENIZER_FILE} nor vocab.txt: the model's tokenizer is needed")
-    from tokenizers import Tokenizer as Backend, decoders, models, normalizers, pre_tokenizers
-
     tokens = vocab_file.read_text(encoding="utf-8").splitlines()
-    backend = Backend(models.WordPiece({t: i for i, t in enumerate(tokens)}, unk_token=specials.unk,
-                                       max_input_chars_per_word=100))
-    backend.normalizer = normalizers.BertNormalizer(
-        clean_text=True, handle_chinese_chars=config.get("tokenize_chinese_chars", True),
-        strip_accents=config.get("strip_accents"), lowercase=config.get("do_lower_case", True))
-    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    backend.decoder = decoders.WordPiece()
+    backend = wordpiece_backend({t: i for i, t in enumerate(tokens)}, specials.unk, config.get("do_lower_case", True),
+                                config.get("strip_accents"), config.get("tokenize_chinese_chars", True))
     backend.add_special_tokens(list(specials.strings()))  # "[MASK]" in a text is the mask token
     try:
         return WordPieceTokenizer(backend, specials)

@@ -58,25 +58,23 @@ def documents_to_pairs(documents: Documents, tokenizer: Tokenizer, max_len: int,
     return make_pairs(ids, index, tokenizer.vocab, max_len, np.random.default_rng([seed, 0]))
 
 
-def use_sample_without_network(cfg: Config) -> str | None:
+def data_without_network(cfg: Config) -> tuple[dict[str, str], str | None]:
     """With no data given, WikiText-2 is downloaded; where it cannot be (no internet), train on the sample
-    shipped with the package instead: its validation split, evaluated on its test split. Returns the line
-    that says so, or None when the official corpus (or the user's own data) is used."""
+    shipped with the package instead: its validation split, evaluated on its test split. Returns the data
+    settings that say where the corpus is, and the line that says the sample is used (None otherwise)."""
     d = cfg.data
     if d.data_dir or d.corpus or d.prepared:
-        return None
+        return {}, None
     folder, is_sample = official_or_sample(Path(d.cache_dir) if d.cache_dir else None)
     if not is_sample:
-        d.data_dir = str(folder)
-        return None
-    d.data_dir = str(SAMPLE_ARCHIVE)
-    if d.split == "train":
-        d.split = "valid"
-    if d.eval_split is None or d.eval_split == "train":
-        d.eval_split = "test" if d.split != "test" else "valid"
-    return (f"no internet (cannot download {ARCHIVE_URL}): training on the WikiText-2 sample shipped with this "
-            f"package (split {d.split}, evaluated on {d.eval_split}; CC BY-SA 3.0, {SAMPLE_ARCHIVE.parent.name}/README.md). "
-            f"For the full corpus, run once with internet or pass --data-dir DIR holding wiki.train.tokens")
+        return {"data.data_dir": str(folder)}, None
+    split = "valid" if d.split == "train" else d.split
+    eval_split = d.eval_split if d.eval_split not in (None, "train") else "test" if split != "test" else "valid"
+    notice = (f"no internet (cannot download {ARCHIVE_URL}): training on the WikiText-2 sample shipped with this "
+              f"package (split {split}, evaluated on {eval_split}; CC BY-SA 3.0, {SAMPLE_ARCHIVE.parent.name}/"
+              f"README.md). For the full corpus, run once with internet or pass --data-dir DIR holding "
+              f"wiki.train.tokens")
+    return {"data.data_dir": str(SAMPLE_ARCHIVE), "data.split": split, "data.eval_split": eval_split}, notice
 
 
 def example_cache(cfg: Config) -> Path:
@@ -120,7 +118,6 @@ def training_data(cfg: Config, output: Path, resume: bool, given: Tokenizer | No
     saved_vocab = output / VOCAB
     if resume and saved_vocab.exists() and Vocab.load(saved_vocab).idx_to_token != tokenizer.vocab.idx_to_token:
         raise UserError(f"the corpus gives another vocabulary than {saved_vocab}: resume with the same data")
-    cfg.model.vocab_size = len(tokenizer.vocab)
     continuation = np.array([t.startswith("##") for t in tokenizer.vocab.idx_to_token]) if d.whole_word_mask else None
     if mapped is not None:
         return tokenizer, MappedPretrainingData(mapped, d.max_len, d.mask_prob, d.seed, continuation, d.mask_replace)
@@ -158,7 +155,6 @@ def contrastive_training_data(cfg: Config, output: Path, resume: bool, given: To
         units, fields = read_pairs(Path(d.pairs), tokenizer)
     else:
         units, fields = document_units(documents, tokenizer, t.positives), 2
-    cfg.model.vocab_size = len(tokenizer.vocab)
     v = tokenizer.vocab
     return tokenizer, ContrastiveData(units, t.positives, d.max_len, v.cls, v.sep, v.pad, d.seed, fields)
 
@@ -184,7 +180,7 @@ def corpus_in_cache(cfg: Config, tokenizer: Tokenizer | None = None) -> Path:
     vocabulary; an unchanged corpus is prepared once."""
     d = cfg.data
     files = find_files(d.corpus).files
-    given = None if tokenizer is None else hashlib.sha256("\n".join(tokenizer.vocab.idx_to_token).encode()).hexdigest()
+    given = None if tokenizer is None else tokenizer.vocab.digest()
     key = {"files": [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files],
            "settings": [d.tokenizer, d.vocab_size, d.tokenizer_sample_mb, d.lowercase, d.min_freq, d.max_len, d.seed,
                         PREPARE_FORMAT], "tokenizer": given}

@@ -76,6 +76,21 @@ class WhitespaceTokenizer:
         self.vocab.save(Path(folder) / VOCAB)
 
 
+def wordpiece_backend(vocab: dict[str, int] | None, unk: str, lowercase: bool, strip_accents: bool | None = None,
+                      chinese_chars: bool = True):
+    """BERT's WordPiece pipeline in Hugging Face `tokenizers` (BertNormalizer, BertPreTokenizer, 100-character
+    words), over `vocab` ({token: id}), or empty for training; `strip_accents` None follows `lowercase`."""
+    from tokenizers import Tokenizer as Backend, decoders, models, normalizers, pre_tokenizers
+
+    backend = Backend(models.WordPiece(vocab, unk_token=unk, max_input_chars_per_word=100) if vocab is not None
+                      else models.WordPiece(unk_token=unk, max_input_chars_per_word=100))
+    backend.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=chinese_chars,
+                                                    strip_accents=strip_accents, lowercase=lowercase)
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.decoder = decoders.WordPiece()
+    return backend
+
+
 class WordPieceTokenizer:
     """BERT's WordPiece through Hugging Face `tokenizers`; the ids are the vocabulary's, whose special
     tokens are this project's (a learnt WordPiece) or a published BERT's own (an imported one)."""
@@ -94,13 +109,9 @@ class WordPieceTokenizer:
     def train(cls, sentences: Iterable[str], vocab_size: int, lowercase: bool = True,
               total: int | None = None, progress: bool = True) -> "WordPieceTokenizer":
         """Learn a vocabulary of `vocab_size` (special tokens included) from `sentences`, streamed."""
-        from tokenizers import Tokenizer as Backend, decoders, models, normalizers, pre_tokenizers, trainers
+        from tokenizers import trainers
 
-        backend = Backend(models.WordPiece(unk_token=OWN_SPECIALS.unk, max_input_chars_per_word=100))
-        backend.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
-                                                        strip_accents=None, lowercase=lowercase)
-        backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        backend.decoder = decoders.WordPiece()
+        backend = wordpiece_backend(None, OWN_SPECIALS.unk, lowercase)
         trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(OWN_SPECIALS.strings()),
                                             show_progress=progress)
         backend.train_from_iterator(sentences, trainer, length=total)

@@ -16,6 +16,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 if __name__ == "__main__" and not __package__:
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
@@ -29,7 +30,8 @@ import paddle  # noqa: E402
 from paddle.distributed import fleet  # noqa: E402
 
 from pipeline import checkpoint  # noqa: E402
-from pipeline.config import SPLITS, Config, load_config, parse_override, save_config  # noqa: E402
+from pipeline.config import (SPLITS, Config, ModelConfig, config_yaml, load_config, parse_override,  # noqa: E402
+                             save_config, with_settings)
 from pipeline.corpus import find_files  # noqa: E402
 from pipeline.dataset import rows_per_part  # noqa: E402
 from pipeline.errors import UserError, run_cli  # noqa: E402
@@ -40,7 +42,7 @@ from pipeline.progress import keep_metrics_until, plot_losses  # noqa: E402
 from pipeline.retrieval import format_retrieval  # noqa: E402
 from pipeline.runtime import has_cuda_gpu, set_cpu_threads  # noqa: E402
 from pipeline.sources import (contrastive_training_data, held_out_pairs, held_out_retrieval,  # noqa: E402
-                              training_data, use_sample_without_network)
+                              data_without_network, training_data)
 from pipeline.tokenizer import Tokenizer  # noqa: E402
 from pipeline.trainer import LoopResult, Trainer, run_loop  # noqa: E402
 from pipeline.wikitext import find_split  # noqa: E402
@@ -79,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", nargs="?", const="yes", choices=("yes", "auto"),
                    help="continue from the newest checkpoint in the output folder; --resume auto: continue if "
                         "there is one, else start fresh (for a job that is simply run again after a failure)")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the settings this command would train with (every source resolved; the vocabulary "
+                        "size, set from the data, shows as 0) as YAML, and exit")
     p.add_argument("--verbose", action="store_true",
                    help="also show PaddlePaddle's own log lines and warnings (fleet set-up, flags, internals)")
     return p
@@ -90,25 +95,43 @@ FLAG_SETTINGS = {"data_dir": "data.data_dir", "corpus": "data.corpus", "prepared
                  "output_dir": "train.output_dir", "steps": "train.steps", "init_from": "train.init_from"}
 
 
-def resolve_config(args: argparse.Namespace) -> tuple[Config, Pretrained | None]:
-    """The run's settings and the --init-from folder it starts from: the YAML config, then -o overrides,
-    then the short flags (used as typed, never re-read as YAML: --output-dir 012 is the folder "012"),
-    then what the folder's model is (its architecture, tokenizer and, for an embedding model, pooling), all
-    through the config's own setters and cross-checks. An -o model.* that contradicts the folder is refused."""
+class Resolved(NamedTuple):
+    """The run's frozen settings, the --init-from folder it starts from, and the offline-sample notice."""
+
+    cfg: Config
+    pretrained: Pretrained | None
+    notice: str | None
+
+
+def resolve_config(args: argparse.Namespace) -> Resolved:
+    """The run's settings from every source, each through the config's own setter and cross-checks: the YAML
+    config, then -o overrides, then the short flags (used as typed, never re-read as YAML: --output-dir 012
+    is the folder "012"), then what the --init-from folder's model is (its architecture, tokenizer and, for
+    an embedding model, pooling; an -o model.* that contradicts it is refused), then where the data is (the
+    official download, or the shipped sample without a network). The vocabulary's size is set with
+    `with_settings` once the data has made the tokenizer."""
     flags = {key: getattr(args, flag) for flag, key in FLAG_SETTINGS.items() if getattr(args, flag) is not None}
     cfg = load_config(args.config, args.override, flags)
-    if not cfg.train.init_from:
-        return cfg, None
-    pretrained = open_pretrained(cfg.train.init_from)
-    asked = {f"{section}.{key}": value for section, key, value in map(parse_override, args.override)}
+    check_data(cfg)  # a wrong folder fails before a download is tried or fleet starts
+    pretrained = open_pretrained(cfg.train.init_from) if cfg.train.init_from else None
+    adopted = adopted_settings(pretrained, cfg.model, args.override) if pretrained else {}
+    located, notice = data_without_network(cfg)
+    return Resolved(with_settings(cfg, {**adopted, **located}), pretrained, notice)
+
+
+def adopted_settings(pretrained: Pretrained, model: ModelConfig, overrides: list[str]) -> dict[str, object]:
+    """The settings a published folder fixes; an -o model.* that contradicts it is refused (the values
+    compared as the config holds them, after its own parsing)."""
+    asked = {f"{section}.{key}" for section, key, _ in map(parse_override, overrides)}
     adopted = {f"model.{key}": value for key, value in pretrained.model.items()}
     for name, value in adopted.items():
-        if name in asked and asked[name] != value:
-            raise UserError(f"-o {name}={asked[name]} contradicts {pretrained.folder} ({value})")
+        held = getattr(model, name.partition(".")[2])
+        if name in asked and held != value:
+            raise UserError(f"-o {name}={held} contradicts {pretrained.folder} ({value})")
     if pretrained.pooling is not None and "model.pooling" not in asked:  # a published embedding model's own
         adopted["model.pooling"] = pretrained.pooling
     adopted.update({"data.tokenizer": pretrained.tokenizer.kind, "data.lowercase": pretrained.tokenizer.lowercase})
-    return load_config(args.config, args.override, {**flags, **adopted}), pretrained
+    return adopted
 
 
 def init_distributed(cfg: Config, verbose: bool = False) -> tuple[int, int, str]:
@@ -203,13 +226,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.resume == "yes" and (args.init_from or any(o.startswith("train.init_from=") for o in args.override)):
         raise UserError("--init-from starts a new run and --resume continues one: pass one of them (or "
                         "--resume auto, which starts from --init-from only when there is no checkpoint yet)")
-    cfg, pretrained = resolve_config(args)
+    cfg, pretrained, sample_notice = resolve_config(args)
+    if args.print_config:
+        print(config_yaml(cfg), end="")
+        return 0
     output = Path(cfg.train.output_dir)
     check_writable(output)
     # rank 0 (or a lone process) holds the output folder until the end; the kernel frees it if we die
     lock = FolderLock(output, "training run") if os.environ.get("PADDLE_TRAINER_ID", "0") == "0" else None
-    check_data(cfg)  # a wrong folder fails before a download is tried or fleet starts
-    sample_notice = use_sample_without_network(cfg)
     rank, world, devices = init_distributed(cfg, args.verbose)
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
@@ -222,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     given = pretrained.tokenizer if pretrained else None
     make_data = contrastive_training_data if cfg.train.objective == "contrastive" else training_data
     tokenizer, data = make_data(cfg, output, ckpt is not None, given)
+    cfg = with_settings(cfg, {"model.vocab_size": len(tokenizer.vocab)})
     if ckpt is not None:
         checkpoint.check_compatible(ckpt, cfg)
     steps_per_epoch = data.steps_per_epoch(cfg.train.batch_size)

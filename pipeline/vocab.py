@@ -7,6 +7,7 @@ part of the pipeline asks the vocabulary for them.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -69,6 +70,10 @@ class Vocab:
         special token (say a literal "<mask>"), become the unknown token."""
         get, unk, specials = self.token_to_idx.get, self.unk, set(self.specials.strings())
         return np.array([unk if f in specials else get(f, unk) for f in forms], dtype=np.int32)
+
+    def digest(self) -> str:
+        """SHA-256 of the tokens in id order: what a cache made with this vocabulary is keyed by."""
+        return hashlib.sha256("\n".join(self.idx_to_token).encode()).hexdigest()
 
     def save(self, path: Path) -> None:
         """Write JSON atomically (temporary file + rename)."""

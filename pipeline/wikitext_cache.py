@@ -82,7 +82,7 @@ def wikitext_examples(corpus_path: Path, max_len: int, min_freq: int, seed: int,
     except OSError as err:
         raise UserError(f"cannot read {corpus_path}: {err.strerror}") from None
     settings = {"max_len": max_len, "min_freq": min_freq, "seed": seed,
-                "vocab": None if vocab is None else hashlib.sha256("\n".join(vocab.idx_to_token).encode()).hexdigest()}
+                "vocab": None if vocab is None else vocab.digest()}
     key = _cache_key(corpus, settings)
     cache_file = None if cache_dir is None else cache_dir / f"{corpus_path.stem}-{key[:16]}.npz"
     if cache_file is not None:

@@ -1,8 +1,10 @@
+import dataclasses
 from pathlib import Path
 
 import pytest
+import yaml
 
-from pipeline.config import DEFAULT_CONFIG, Config, diff_configs, load_config, parse_override
+from pipeline.config import DEFAULT_CONFIG, Config, diff_configs, load_config, parse_override, with_settings
 from pipeline.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -15,8 +17,25 @@ def test_default_is_the_seeds_tiny_bert_with_a_recipe_that_learns():
     assert (cfg.train.optimizer, cfg.train.lr_decay) == ("adamw", "linear") and cfg.train.warmup_steps > 0
 
 
-def test_the_dataclass_defaults_are_the_default_config():
-    assert load_config().to_dict() == Config().to_dict()
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_a_shipped_config_lists_only_what_it_changes(path):
+    """Defaults live in the dataclasses alone: a config file that repeats one would hide which lines matter."""
+    defaults = Config().to_dict()
+    listed = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    repeated = [f"{s}.{k}" for s, values in listed.items() for k, v in values.items() if defaults[s][k] == v]
+    assert not repeated, f"{path.name} repeats defaults: {repeated}"
+
+
+def test_a_config_is_frozen_and_changed_only_into_a_new_one():
+    cfg = load_config()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.model.vocab_size = 100
+    changed = with_settings(cfg, {"model.vocab_size": 100, "train.lr": 1})
+    assert (changed.model.vocab_size, changed.train.lr, cfg.model.vocab_size) == (100, 1.0, 0)
+    with pytest.raises(UserError, match="model.vocab_size must be at least 0"):
+        with_settings(cfg, {"model.vocab_size": -1})
+    with pytest.raises(UserError, match="divisible by model.num_heads"):
+        with_settings(cfg, {"model.num_heads": 3})
 
 
 @pytest.mark.parametrize("name, sizes", [("bert_base", (12, 768, 3072, 12)), ("bert_large", (24, 1024, 4096, 16))])
@@ -79,19 +98,23 @@ def test_seed_config_keeps_the_books_recipe():
     ("--data-dir", "data.data_dir", "1e3"),  # ... a float 1000.0
     ("--data-dir", "data.data_dir", "yes"),  # ... a boolean
 ])
-def test_short_flags_carry_their_values_as_given(flag, key, value):
+def test_short_flags_carry_their_values_as_given(flag, key, value, tmp_path, monkeypatch):
     from pipeline.train import build_parser, resolve_config
 
-    cfg, _ = resolve_config(build_parser().parse_args([flag, value]))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / value).mkdir()
+    (tmp_path / value / "wiki.train.tokens").write_text(" a b .\n")
+    argv = [flag, value] if flag == "--data-dir" else [flag, value, "--data-dir", value]
+    cfg = resolve_config(build_parser().parse_args(argv)).cfg
     section, name = key.split(".")
     assert getattr(getattr(cfg, section), name) == value
 
 
-def test_short_flags_win_over_overrides():
+def test_short_flags_win_over_overrides(corpus_dir):
     from pipeline.train import build_parser, resolve_config
 
-    cfg, _ = resolve_config(build_parser().parse_args(["-o", "train.steps=5", "--steps", "9"]))
-    assert cfg.train.steps == 9
+    args = build_parser().parse_args(["-o", "train.steps=5", "--steps", "9", "--data-dir", str(corpus_dir)])
+    assert resolve_config(args).cfg.train.steps == 9
 
 
 def test_parse_override_keeps_strings_and_reads_exponents():
@@ -126,3 +149,17 @@ def test_a_checkpoint_config_from_before_a_setting_gets_the_value_it_was_made_wi
 def test_every_shipped_config_loads_and_passes_its_cross_checks(path):
     cfg = load_config(path)
     assert cfg.train.steps >= 1 and cfg.data.max_len <= cfg.model.max_position
+
+
+def test_print_config_shows_the_resolved_settings_and_trains_nothing(corpus_dir, tmp_path):
+    from tests.conftest import run_script
+
+    out = tmp_path / "out"
+    result = run_script("pipeline/train.py", "--print-config", "--data-dir", str(corpus_dir), "--output-dir", str(out),
+                        "-o", "train.lr=1e-4", "--steps", "9")
+    assert result.returncode == 0, result.stderr
+    shown = yaml.safe_load(result.stdout)
+    assert (shown["train"]["lr"], shown["train"]["steps"], shown["data"]["data_dir"]) == (1e-4, 9, str(corpus_dir))
+    assert load_config(None, (), {f"{s}.{k}": v for s, values in shown.items() for k, v in values.items()}) \
+        .train.steps == 9, "what it prints loads back"
+    assert not (out / "checkpoints").exists()

@@ -4,7 +4,6 @@ launcher restarts nothing without etcd), and the same command run again with --r
 the weights of an unbroken run."""
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,8 @@ import pytest
 
 from pipeline import checkpoint
 from tests.conftest import ROOT, TINY, run_script
+from tests.helpers.ranks import final_weights, rank_process, wait_for_checkpoint
+from tests.helpers.service import free_port
 
 FLAGS = [*TINY, "-o", "model.dropout=0.0", "--steps", "4"]
 
@@ -53,37 +54,6 @@ def test_gradient_accumulation_equals_one_big_step(corpus_dir, tmp_path, dumps):
     accumulated = dict(np.load(tmp_path / "world1_rank0.npz"))
     for name, value in dumps["world1_rank0"].items():
         np.testing.assert_allclose(accumulated[name], value, rtol=1e-4, atol=1e-5, err_msg=name)
-
-
-def rank_process(rank: int, marker: str) -> int | None:
-    """PID of the training process of `rank` whose command line mentions `marker` (its output folder)."""
-    for entry in Path("/proc").iterdir():
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            environ = (entry / "environ").read_bytes().split(b"\0")
-        except (OSError, ValueError):
-            continue
-        if "pipeline/train.py" in cmdline and marker in cmdline and f"PADDLE_TRAINER_ID={rank}".encode() in environ:
-            return int(entry.name) if int(entry.name) != os.getpid() else None
-    return None
-
-
-def wait_for_checkpoint(out: Path, step: int, processes: list, timeout: float = 120) -> None:
-    """Until `out` holds a checkpoint of `step` or later; fails if a process ends first or time runs out."""
-    deadline = time.time() + timeout
-    while checkpoint.latest(out) is None or checkpoint.load(checkpoint.latest(out)).step < step:
-        assert time.time() < deadline and all(p.poll() is None for p in processes), "the job made no progress"
-        time.sleep(0.2)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def final_weights(out: Path) -> dict:
-    return checkpoint.load(checkpoint.latest(out)).model_state
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,8 @@ import pytest
 
 from pipeline import checkpoint
 from tests.conftest import ROOT, TINY, needs, run_script
-from tests.test_distributed import final_weights, free_port, rank_process, wait_for_checkpoint
+from tests.helpers.ranks import final_weights, rank_process, wait_for_checkpoint
+from tests.helpers.service import free_port
 
 ELASTIC_ENV = {"PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python"}  # etcd3's generated code predates protobuf 4
 

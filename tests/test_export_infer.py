@@ -16,6 +16,7 @@ from pipeline.model import BertForPretraining
 from pipeline.tokenizer import WINDOW_OVERLAP, window_starts
 from tests.conftest import ROOT, needs, run_script
 from tests.helpers.checks import assert_user_error
+from tests.helpers.runs import random_inputs
 
 
 @pytest.fixture(scope="module")
@@ -25,16 +26,6 @@ def dygraph_model(trained):
     checkpoint.apply_model_state(model, ckpt.model_state, ckpt.path)
     model.eval()
     return model
-
-
-def random_inputs(vocab_size, rows, length, seed):
-    rng = np.random.default_rng(seed)
-    valid = rng.integers(2, length + 1, rows)
-    valid[0] = length
-    ids = rng.integers(5, vocab_size, (rows, length))
-    ids[np.arange(length)[None, :] >= valid[:, None]] = 1
-    segments = (np.arange(length)[None, :] >= valid[:, None] // 2).astype(np.int64)
-    return {"input_ids": ids, "token_type_ids": segments, "valid_length": valid.astype(np.int64)}
 
 
 def assert_export_matches_checkpoint(run_folder, export_dir, rows: int = 4) -> None:

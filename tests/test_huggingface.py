@@ -13,7 +13,7 @@ from pipeline import checkpoint
 from pipeline.config import ModelConfig
 from pipeline.model import BertForPretraining
 from tests.conftest import TINY, needs, run_script
-from tests.test_export_infer import random_inputs
+from tests.helpers.runs import random_inputs
 
 TOLERANCE = 1e-4
 

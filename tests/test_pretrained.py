@@ -14,9 +14,8 @@ from pipeline.config import load_config
 from pipeline.model import BertForPretraining
 from pipeline.pretrained import complete_state, open_pretrained
 from tests.conftest import TINY, needs, run_script
-from tests.test_export_infer import random_inputs
+from tests.helpers.runs import losses, random_inputs
 from tests.helpers.checks import assert_user_error
-from tests.test_train import losses
 
 KEEP = ["-o", "data.max_len=32", "-o", "train.batch_size=32", "-o", "train.lr=0.002", "-o", "train.warmup_steps=0",
         "-o", "train.lr_decay=none", "-o", "train.log_every=1"]
@@ -31,8 +30,8 @@ def hf_folder(trained, tmp_path_factory):
 
 
 def project_model(pretrained, vocab_size):
-    cfg = load_config(None, [f"model.{k}={json.dumps(v)}" for k, v in pretrained.model.items()])
-    cfg.model.vocab_size = vocab_size
+    cfg = load_config(None, [f"model.{k}={json.dumps(v)}" for k, v in pretrained.model.items()],
+                      {"model.vocab_size": vocab_size})
     model = BertForPretraining(cfg.model)
     fresh = {k: v.numpy() for k, v in model.state_dict().items()}
     checkpoint.apply_model_state(model, complete_state(pretrained, fresh), pretrained.folder)

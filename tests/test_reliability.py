@@ -19,7 +19,7 @@ from pipeline import checkpoint, wikitext
 from pipeline.errors import UserError
 from tests.conftest import ROOT, TINY, run_script
 from tests.helpers.checks import assert_user_error
-from tests.test_train import train
+from tests.helpers.runs import train
 
 SOURCES = [p for folder in ("pipeline", "export", "infer") for p in (ROOT / folder).rglob("*.py")]
 

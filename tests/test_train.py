@@ -12,16 +12,7 @@ import pytest
 from pipeline import checkpoint
 from tests.conftest import ROOT, TINY, run_script
 from tests.helpers.checks import assert_user_error
-
-
-def train(corpus_dir, out, *extra, steps=8):
-    return run_script("pipeline/train.py", "--data-dir", str(corpus_dir), "--output-dir", str(out),
-                      "--steps", str(steps), *TINY, *extra)
-
-
-def losses(out):
-    lines = (out / "metrics.jsonl").read_text().splitlines()
-    return [(r["step"], r["mlm_loss"], r["nsp_loss"]) for r in map(json.loads, lines)]
+from tests.helpers.runs import losses, train
 
 
 def test_run_writes_every_output_and_the_seeds_summary(trained):

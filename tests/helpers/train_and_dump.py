@@ -14,11 +14,12 @@ import numpy as np  # noqa: E402
 
 def main() -> None:
     dump_dir, argv = Path(sys.argv[1]), sys.argv[2:]
-    cfg, _ = train.resolve_config(train.build_parser().parse_args(argv))
+    cfg = train.resolve_config(train.build_parser().parse_args(argv)).cfg
     rank, world, _ = train.init_distributed(cfg)
     output = Path(cfg.train.output_dir)
     output.mkdir(parents=True, exist_ok=True)
-    _, data = train.training_data(cfg, output, resume=False)
+    tokenizer, data = train.training_data(cfg, output, resume=False)
+    cfg = train.with_settings(cfg, {"model.vocab_size": len(tokenizer.vocab)})
     trainer = train.Trainer(cfg, data, rank, world, output)
     for batch in data.iterate(0, cfg.train.steps, cfg.train.batch_size, rank, world):
         trainer.train_step(batch)
