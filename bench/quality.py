@@ -69,12 +69,13 @@ def evaluate_checkpoints(out: Path, data_dir: str, seconds: dict[int, float], bu
     from pipeline.evaluate import evaluate
     from pipeline.model import BertForPretraining
     from pipeline.tokenizer import WhitespaceTokenizer
+    from pipeline.export_format import VOCAB
     from pipeline.vocab import Vocab
 
     saved = sorted((int(p.name.split("_")[1]), p) for p in (out / "checkpoints").glob("step_*"))
     chosen = {next((s, p) for s, p in saved if seconds[s] >= budget * k / POINTS or s == saved[-1][0])
               for k in range(1, POINTS + 1)}
-    vocab = Vocab.load(out / "vocab.json")
+    vocab = Vocab.load(out / VOCAB)
     points, pairs = [], None
     for step, path in sorted(chosen):
         ckpt = checkpoint.load(path)

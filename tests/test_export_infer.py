@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from infer.predictor import Encoder
+from pipeline.export_format import VOCAB
 from pipeline.errors import UserError
 from pipeline.runtime import cpu_has_bf16
 from pipeline import checkpoint
@@ -221,9 +222,9 @@ def test_broken_model_folders(exported, tmp_path):
     assert_user_error(run_script("infer/encode.py", "--text", "x", "--model-dir", str(incomplete)), "is incomplete")
     mismatch = tmp_path / "mismatch"
     shutil.copytree(exported, mismatch)
-    vocab = json.loads((mismatch / "vocab.json").read_text())
+    vocab = json.loads((mismatch / VOCAB).read_text())
     vocab["idx_to_token"].append("extra-word")
-    (mismatch / "vocab.json").write_text(json.dumps(vocab))
+    (mismatch / VOCAB).write_text(json.dumps(vocab))
     assert_user_error(run_script("infer/encode.py", "--text", "x", "--model-dir", str(mismatch)), "the model expects")
     encoder_only = tmp_path / "encoder_only"
     shutil.copytree(exported, encoder_only)
@@ -246,7 +247,7 @@ def test_export_errors_and_a_failed_export_keeps_the_old_model(trained, exported
     monkeypatch.setattr(save.paddle.jit, "save", broken_save)
     ckpt = checkpoint.load(checkpoint.latest(trained))
     with pytest.raises(RuntimeError):
-        save.export_checkpoint(ckpt, save.Vocab.load(trained / "vocab.json"), target, with_heads=False)
+        save.export_checkpoint(ckpt, save.Vocab.load(trained / VOCAB), target, with_heads=False)
     assert {p.name: p.read_bytes() for p in target.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 

@@ -8,6 +8,7 @@ import numpy as np
 import paddle
 import pytest
 
+from pipeline.export_format import VOCAB
 from pipeline.hf_mapping import name_mapping, to_hf
 from pipeline import checkpoint
 from pipeline.config import ModelConfig
@@ -64,7 +65,7 @@ def test_transformers_loads_the_export_and_matches(corpus_dir, tmp_path, tied, b
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
     hf.eval()
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder))
-    vocab = json.loads((trained / "vocab.json").read_text())["idx_to_token"]
+    vocab = json.loads((trained / VOCAB).read_text())["idx_to_token"]
     assert tokenizer.convert_ids_to_tokens(list(range(len(vocab)))) == vocab
 
     ckpt = checkpoint.load(checkpoint.latest(trained))

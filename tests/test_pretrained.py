@@ -9,6 +9,7 @@ import paddle
 import pytest
 from safetensors.numpy import load_file, save_file
 
+from pipeline.export_format import VOCAB
 from pipeline import checkpoint
 from pipeline.config import load_config
 from pipeline.model import BertForPretraining
@@ -54,7 +55,7 @@ def test_own_export_round_trips_to_identical_logits(trained, hf_folder):
     original.eval()
     pretrained = open_pretrained(hf_folder)
     assert pretrained.fresh == [] and pretrained.model["hidden_size"] == ckpt.config.model.hidden_size
-    assert pretrained.tokenizer.vocab.idx_to_token == json.loads((trained / "vocab.json").read_text())["idx_to_token"]
+    assert pretrained.tokenizer.vocab.idx_to_token == json.loads((trained / VOCAB).read_text())["idx_to_token"]
     imported = project_model(pretrained, ckpt.config.model.vocab_size)
     arrays = random_inputs(ckpt.config.model.vocab_size, 4, 20, 1)
     positions = np.tile(np.arange(20), (4, 1))
