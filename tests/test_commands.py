@@ -30,11 +30,11 @@ def test_help_lists_every_flag_with_its_meaning(script):
 
 
 @pytest.mark.parametrize("script", COMMANDS)
-def test_every_flag_the_readme_uses_exists(script):
+def test_every_flag_the_readme_and_docs_use_exists(script):
     flags = set(parser_flags(COMMANDS[script]))
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    manual = "\n".join(p.read_text(encoding="utf-8") for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
     used = set()
-    for line in readme.splitlines():
+    for line in manual.splitlines():
         if f"{script} " in line or line.rstrip().endswith(script):
             after = line.split(script, 1)[1].split("#", 1)[0].split("&&", 1)[0].split("|", 1)[0]
             used |= set(re.findall(r"(?<![\w-])(--[a-z][a-z-]*|-[co])(?![\w-])", after))
