@@ -40,12 +40,13 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def start_server(model_dir: str, backend: str, precision: str = "fp32") -> tuple[subprocess.Popen, int]:
+def start_server(model_dir: str, backend: str, precision: str = "fp32", *flags: str) -> tuple[subprocess.Popen, int]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen([sys.executable, "infer/serve.py", "--model-dir", model_dir, "--port", str(port),
-                             "--backend", backend, "--precision", precision], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                             "--backend", backend, "--precision", precision, *flags], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     for _ in range(600):
         try:
             get(port, "/health")
@@ -73,10 +74,19 @@ def make_requests(kind: str, n: int, seed: int) -> list[bytes]:
 
 
 def run_scenario(port: int, concurrency: int, kind: str, seconds: float, max_requests: int) -> dict:
-    bodies = make_requests(kind, max_requests, seed=concurrency)
+    """`kind` ("single" or "16 mixed") requests to /encode from `concurrency` clients."""
+    per_request = 1 if kind == "single" else 16
+    result = load(port, concurrency, make_requests(kind, max_requests, seed=concurrency), per_request, seconds)
+    return {"concurrency": concurrency, "kind": kind, **result}
+
+
+def load(port: int, concurrency: int, bodies: list[bytes], per_request: int, seconds: float,
+         route: str = "/encode") -> dict:
+    """POST `bodies` (each of `per_request` texts) to `route` from `concurrency` keep-alive clients, until
+    they are sent or `seconds` pass: throughput, latency per request and the batches the server formed."""
     latencies: list[float] = []
     errors = [0]
-    next_index = iter(range(max_requests))
+    next_index = iter(range(len(bodies)))
     lock = threading.Lock()
     deadline = time.perf_counter() + seconds
 
@@ -88,7 +98,7 @@ def run_scenario(port: int, concurrency: int, kind: str, seconds: float, max_req
             if i is None:
                 break
             start = time.perf_counter()
-            conn.request("POST", "/encode", bodies[i], {"Content-Type": "application/json"})
+            conn.request("POST", route, bodies[i], {"Content-Type": "application/json"})
             response = conn.getresponse()
             response.read()
             with lock:
@@ -107,9 +117,8 @@ def run_scenario(port: int, concurrency: int, kind: str, seconds: float, max_req
     after = get(port, "/metadata")["batch_sizes"]
     formed = {int(k): v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)}
     calls = sum(formed.values())
-    per_request = 1 if kind == "single" else 16
     lat = np.array(latencies) * 1e3
-    return {"concurrency": concurrency, "kind": kind, "requests": len(latencies), "errors": errors[0],
+    return {"requests": len(latencies), "errors": errors[0],
             "sentences_per_sec": len(latencies) * per_request / elapsed, "p50_ms": float(np.percentile(lat, 50)),
             "p99_ms": float(np.percentile(lat, 99)), "predictor_calls": calls,
             "mean_batch": sum(k * v for k, v in formed.items()) / max(calls, 1), "largest_batch": max(formed, default=0)}

@@ -26,6 +26,7 @@ from infer.embedding import EmbeddingSpec, combine_windows, first_dimensions, no
 from infer.tensorrt import converted_program, point_engine_lookup
 from pipeline.errors import UserError
 from pipeline.files import file_digest
+from infer.grouping import padding_groups
 from pipeline.export_format import ENCODER, PRETRAINING, MANIFEST, ONNX_FILE, PRED_POSITIONS, VOCAB, input_names
 from pipeline.runtime import available_cores, cpu_has_bf16, has_cuda_gpu
 from pipeline.tokenizer import Text, load_tokenizer, pad_batch, tokenize, tokenize_windows
@@ -59,6 +60,11 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 # every length rebuilt them call after call (2,000 sentences of 5-60 words: 70 sentences/s at a 6 x 384
 # size). Large CPU calls are padded to a multiple of this many tokens, so shapes repeat (bench/embed.py).
 SHAPE_STEP = 16
+# The fixed cost of one predictor call, in matrix work, against which padding is weighed (infer/grouping.py):
+# ONNX Runtime's ~0.5 ms per call (75 MFLOP at these CPUs' rate; all-MiniLM-L6-v2, 32-sentence calls of
+# WikiText: 114 -> 197 sentences/s). Paddle Inference's oneDNN rebuilds kernels for each new shape, so more,
+# smaller calls made it slower (109 -> 70 sentences/s at 20 MFLOP): it keeps one call per batch.
+CALL_COST_FLOPS = {"onnxruntime": 75e6, "paddle": float("inf")}
 
 
 @dataclass
@@ -148,6 +154,7 @@ class Encoder:
         self.threads, self.onednn, self.verbose = threads, onednn, verbose
         self.trt, self.precision, self.max_batch = trt, precision, max_batch
         self.backend = choose_backend(backend, device, self.folder.path, precision)
+        self.call_tokens = CALL_COST_FLOPS[self.backend] / flops_per_token(self.folder.manifest["model"])
         self._predictors: dict[tuple[str, str], tuple] = {}
         if self.backend == "onnxruntime":
             self.device = "cpu"
@@ -273,8 +280,8 @@ class Encoder:
         """Vectors of tokenized items, in calls of `batch_size` items of similar length, in input order."""
         results: list[np.ndarray | None] = [None] * len(items)
         order = sorted(range(len(items)), key=lambda i: len(items[i][0]))
-        for lo in range(0, len(order), batch_size):
-            chunk = order[lo:lo + batch_size]
+        for lo, hi in padding_groups([len(items[i][0]) for i in order], batch_size, self.call_tokens):
+            chunk = order[lo:hi]
             for i, vectors in zip(chunk, self.encode_tokenized([items[i] for i in chunk])):
                 results[i] = vectors
         return results
