@@ -144,15 +144,15 @@ def bench_size(size: str, calls: int, folder: Path) -> list[dict]:
         tensors = [paddle.to_tensor(arrays[k]) for k in ("input_ids", "token_type_ids", "valid_length")]
         runners = {"dygraph (eval, no_grad)": lambda: model.encoder(*tensors).numpy(),
                    "to_static in-process": lambda: static(*tensors).numpy()}
-        encoders = {"predictor (auto config)": Encoder(model_dir, device="cpu"),
-                    "predictor (auto config) without CPU_PASSES": without_cpu_passes(Encoder(model_dir, device="cpu"),
-                                                                                     arrays)}
+        encoders = {"predictor (auto config)": Encoder(model_dir, device="cpu", backend="paddle"),
+                    "predictor (auto config) without CPU_PASSES": without_cpu_passes(
+                        Encoder(model_dir, device="cpu", backend="paddle"), arrays)}
         if cpu_has_bf16():
             encoders["predictor bf16 (oneDNN, auto threads)"] = Encoder(model_dir, device="cpu", precision="bf16")
         for onednn in ("off", "on") if size == "tiny" else ():  # the fixed configurations, tiny only
             for threads in (1, 2):
                 encoders[f"predictor oneDNN {onednn}, {threads} thread(s)"] = Encoder(
-                    model_dir, device="cpu", onednn=onednn, threads=threads)
+                    model_dir, device="cpu", onednn=onednn, threads=threads, backend="paddle")
         if (model_dir / "encoder.onnx").exists():
             encoders["onnxruntime backend (paddle2onnx, auto threads)"] = Encoder(model_dir, backend="onnxruntime")
         for name, enc in encoders.items():

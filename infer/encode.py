@@ -24,7 +24,7 @@ setup_process_for_paddle()
 import numpy as np  # noqa: E402
 
 from infer.embedding import normalized  # noqa: E402
-from infer.predictor import Encoder, Encoding, Text  # noqa: E402
+from infer.predictor import PRECISIONS, Encoder, Encoding, Text  # noqa: E402
 from pipeline.errors import UserError, run_cli  # noqa: E402
 from pipeline.tokenizer import Tokenizer, word_position  # noqa: E402
 
@@ -62,9 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--onednn", default="auto", choices=("auto", "on", "off"),
                      help="CPU oneDNN kernels; auto (default) = off for short inputs, on for batches")
     run.add_argument("--trt", action="store_true", help="GPU: run through TensorRT (engine cached in the model folder)")
-    run.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
+    run.add_argument("--precision", default="fp32", choices=PRECISIONS,
                      help="fp32 (default); bf16: CPU oneDNN bf16 kernels, only on CPUs with bf16 units "
-                          "(avx512_bf16/amx_bf16), ~1.5x faster batches, encodings within ~0.05; fp16: GPU")
+                          "(avx512_bf16/amx_bf16), ~1.5x faster batches, encodings within ~0.05; fp16: GPU; "
+                          "int8: ONNX Runtime on CPU over encoder.int8.onnx (export/save.py --int8), ~1.9x fp32")
     run.add_argument("--max-batch", type=int, default=64, help="TensorRT: largest batch of its shape range (default 64)")
     run.add_argument("--verbose", action="store_true", help="show the predictor's own log")
     return p

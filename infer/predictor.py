@@ -27,7 +27,8 @@ from infer.tensorrt import converted_program, point_engine_lookup
 from pipeline.errors import UserError
 from pipeline.files import file_digest
 from infer.grouping import padding_groups
-from pipeline.export_format import ENCODER, PRETRAINING, MANIFEST, ONNX_FILE, PRED_POSITIONS, VOCAB, input_names
+from pipeline.export_format import (ENCODER, PRETRAINING, MANIFEST, ONNX_FILE, ONNX_INT8_FILE, PRED_POSITIONS, VOCAB,
+                                    input_names)
 from pipeline.runtime import available_cores, cpu_has_bf16, has_cuda_gpu
 from pipeline.tokenizer import Text, load_tokenizer, pad_batch, tokenize, tokenize_windows
 from pipeline.vocab import Vocab
@@ -55,7 +56,7 @@ def small_call_tokens(model: dict) -> int:
 # sentence then runs 72 ops instead of 90, at ~3.5 us of executor time each. Not for oneDNN batches,
 # where the fused fc was slower than matmul + add at BERT-base size.
 CPU_PASSES = ["identity_op_clean_pass", "matmul_add_act_fuse_pass"]
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 # oneDNN builds its kernels for each input shape and keeps a few (set_mkldnn_cache_capacity): batches of
 # every length rebuilt them call after call (2,000 sentences of 5-60 words: 70 sentences/s at a 6 x 384
 # size). Large CPU calls are padded to a multiple of this many tokens, so shapes repeat (bench/embed.py).
@@ -140,11 +141,12 @@ class ModelFolder:
 class Encoder:
     """Paddle Inference predictors over an exported model, on GPU (optionally TensorRT) or CPU; or, with
     backend="onnxruntime", ONNX Runtime on CPU over the same export converted by `save.py --onnx`
-    (backend="auto": ONNX Runtime when the export has it, onnxruntime is installed and no GPU is used)."""
+    (backend="auto", the default as in the commands: ONNX Runtime when the export has it, onnxruntime is
+    installed and no GPU is used); precision="int8": ONNX Runtime over `save.py --int8`'s model."""
 
     def __init__(self, model_dir: str | Path = "output/inference", device: str = "auto", threads: int = 0,
                  onednn: str = "auto", trt: bool = False, precision: str = "fp32", max_batch: int = 64,
-                 verbose: bool = False, backend: str = "paddle"):
+                 verbose: bool = False, backend: str = "auto"):
         self.folder = ModelFolder.open(model_dir)
         self.vocab = self.folder.vocab
         self.tokenizer = load_tokenizer(self.folder.path, self.vocab)
@@ -158,8 +160,9 @@ class Encoder:
         self._predictors: dict[tuple[str, str], tuple] = {}
         if self.backend == "onnxruntime":
             self.device = "cpu"
-            self._onnx = OnnxEncoder(self.folder.path / ONNX_FILE, threads, self.small_tokens)
-            self.folder.verify(ONNX_FILE)
+            onnx_file = ONNX_INT8_FILE if precision == "int8" else ONNX_FILE
+            self._onnx = OnnxEncoder(self.folder.path / onnx_file, threads, self.small_tokens)
+            self.folder.verify(onnx_file)
             return
         from paddle import inference
 
@@ -361,7 +364,8 @@ class OnnxEncoder:
         except ImportError:
             raise UserError("--backend onnxruntime needs onnxruntime: pip install onnxruntime") from None
         if not path.is_file():
-            raise UserError(f"{path} is missing: export with python export/save.py --onnx")
+            flag = "--int8" if path.name == ONNX_INT8_FILE else "--onnx"
+            raise UserError(f"{path} is missing: export with python export/save.py {flag}")
         self._ort, self.path, self.threads, self.small_tokens = onnxruntime, path, threads, small_tokens
         self._sessions: dict[str, object] = {}
 
@@ -384,11 +388,18 @@ class OnnxEncoder:
 def choose_backend(backend: str, device: str, folder: Path, precision: str = "fp32") -> str:
     """paddle or onnxruntime for `backend` (paddle, onnxruntime or auto). Auto picks ONNX Runtime on CPU
     where the export carries encoder.onnx: faster for one sentence and about even for a 64 x 64 batch on
-    these CPUs (bench/infer.py); otherwise, on a GPU and in bf16/fp16, Paddle Inference."""
+    these CPUs (bench/infer.py); otherwise, on a GPU and in bf16/fp16, Paddle Inference. int8 is ONNX
+    Runtime's (encoder.int8.onnx), on CPU."""
     import importlib.util
 
     if backend not in ("paddle", "onnxruntime", "auto"):
         raise UserError(f"--backend must be paddle, onnxruntime or auto, got {backend!r}")
+    if precision == "int8":
+        if backend == "paddle":
+            raise UserError("--precision int8 runs on ONNX Runtime (--backend onnxruntime or auto), not --backend paddle")
+        if device == "gpu":
+            raise UserError("--precision int8 is a CPU path (ONNX Runtime); on a GPU use --precision fp16")
+        return "onnxruntime"
     if backend == "onnxruntime" and precision != "fp32":
         raise UserError(f"--precision {precision} runs on the Paddle backend only (--backend paddle)")
     if backend != "auto":

@@ -50,7 +50,7 @@ from infer.api import (ERROR_HEADERS, ERROR_STATUS, ErrorKind, RequestError, err
 from infer.batcher import Batcher, QueueFull  # noqa: E402
 from infer.embedding import pool  # noqa: E402
 from infer.metrics import MetricsMiddleware, ServiceMetrics  # noqa: E402
-from infer.predictor import Encoder  # noqa: E402
+from infer.predictor import PRECISIONS, Encoder  # noqa: E402
 from pipeline.errors import UserError, run_cli  # noqa: E402
 from pipeline.runtime import available_cores  # noqa: E402
 from pipeline.tokenizer import TokenizationError  # noqa: E402
@@ -252,8 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="auto", choices=("auto", "paddle", "onnxruntime"),
                    help="auto (default): ONNX Runtime on CPU when the export has encoder.onnx (export/save.py "
                         "--onnx) and onnxruntime is installed, else Paddle Inference; or name one")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
-                   help="as in infer/encode.py: bf16 on CPUs with bf16 units (oneDNN), fp16 with TensorRT on a GPU")
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                   help="as in infer/encode.py: bf16 on CPUs with bf16 units (oneDNN), fp16 with TensorRT on a GPU, "
+                        "int8 in ONNX Runtime (export/save.py --int8)")
     access = p.add_argument_group("access")
     access.add_argument("--api-key", help=f"require Authorization: Bearer KEY on every endpoint but /health and /live; "
                                           f"prefer the {API_KEY_VARIABLE} environment variable, which stays out "

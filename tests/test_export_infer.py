@@ -265,7 +265,7 @@ def exported_onnx(trained, tmp_path_factory):
 def test_onnxruntime_backend_matches_the_paddle_predictor(exported_onnx):
     manifest = json.loads((exported_onnx / "manifest.json").read_text())
     assert "encoder.onnx" in manifest["sha256"]
-    paddle_encoder = Encoder(exported_onnx, device="cpu")
+    paddle_encoder = Encoder(exported_onnx, device="cpu", backend="paddle")
     onnx_encoder = Encoder(exported_onnx, backend="onnxruntime")
     for rows, length, seed in ((1, 6, 0), (4, 32, 1), (3, 17, 2), (64, 20, 3)):
         arrays = random_inputs(len(paddle_encoder.vocab), rows, length, seed)
@@ -319,3 +319,58 @@ def test_the_cpu_regime_follows_the_work_of_a_call_not_its_tokens_alone():
     assert 6 < small_call_tokens(minilm) < 32  # one short sentence small, a batch of them large
     base = {"num_layers": 12, "hidden_size": 768, "ffn_size": 3072}
     assert small_call_tokens(base) < small_call_tokens(minilm)
+
+
+@pytest.fixture(scope="module")
+def exported_int8(trained, tmp_path_factory):
+    needs("onnxruntime", "onnx")
+    needs("paddle2onnx", "onnx")
+    needs("ml_dtypes", "onnx")
+    export_dir = tmp_path_factory.mktemp("int8") / "inference"
+    result = run_script("export/save.py", "--output-dir", str(trained), "--export-dir", str(export_dir), "--int8")
+    assert result.returncode == 0, result.stderr
+    assert "int8: embeddings of 12 varied texts within cosine" in result.stdout
+    return export_dir
+
+
+def test_int8_export_is_quantised_and_close_to_fp32(exported_int8):
+    import onnx
+
+    manifest = json.loads((exported_int8 / "manifest.json").read_text())
+    assert {"encoder.onnx", "encoder.int8.onnx"} <= set(manifest["sha256"])
+    assert manifest["int8"]["min_cosine_to_fp32"] >= 0.99 and len(manifest["int8"]["fp32_matmuls"]) == 1
+    ops = [node.op_type for node in onnx.load(str(exported_int8 / "encoder.int8.onnx")).graph.node]
+    assert ops.count("DynamicQuantizeLinear") >= 4 and ops.count("MatMulInteger") >= 4  # 2 layers x 3 inputs
+    fp32, int8 = Encoder(exported_int8, backend="onnxruntime"), Encoder(exported_int8, precision="int8")
+    assert int8.backend == "onnxruntime"
+    texts = ["a crane is flying", "w1 w2 w3 the a w7 w8 w9 w10", ("the crane", "w4 w5")] * 3
+    a, b = fp32.embed(texts, normalize=True), int8.embed(texts, normalize=True)
+    cosine = (a * b).sum(1)
+    assert cosine.min() >= 0.99 and np.abs(a - b).max() > 1e-4, cosine  # close, and really int8
+
+
+def test_smoothing_keeps_the_fp32_model_exact(exported_int8, tmp_path):
+    import onnx
+    import onnxruntime
+
+    from export.quantize import basic_optimized, smooth_activations
+
+    basic_optimized(exported_int8 / "encoder.onnx", tmp_path / "basic.onnx")
+    model = onnx.load(str(tmp_path / "basic.onnx"))
+    feeds = [random_inputs(len(Encoder(exported_int8).vocab), 1, 12, seed) for seed in range(3)]
+    before = onnxruntime.InferenceSession(model.SerializeToString()).run(None, feeds[0])[0]
+    smooth_activations(model, feeds[1:])
+    weights = {init.name for init in model.graph.initializer}
+    matmuls = [node for node in model.graph.node if node.op_type == "MatMul" and node.input[1] in weights]
+    assert len(matmuls) >= 2 * 4 and all(node.input[0].endswith(".smoothed") for node in matmuls)
+    after = onnxruntime.InferenceSession(model.SerializeToString()).run(None, feeds[0])[0]
+    np.testing.assert_allclose(after, before, atol=1e-4)
+
+
+def test_int8_refusals_are_one_line(exported_int8, exported_onnx):
+    assert_user_error(run_script("infer/encode.py", "--model-dir", str(exported_int8), "--precision", "int8",
+                                 "--backend", "paddle", "--text", "a"), "int8 runs on ONNX Runtime")
+    assert_user_error(run_script("infer/encode.py", "--model-dir", str(exported_onnx), "--precision", "int8",
+                                 "--text", "a"), "export with python export/save.py --int8")
+    with pytest.raises(UserError, match="CPU path"):
+        Encoder(exported_int8, device="gpu", precision="int8")
