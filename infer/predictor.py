@@ -38,6 +38,10 @@ from pipeline.vocab import Vocab
 # scaled by each model's work per token: a 6 x 384 encoder's boundary is then 12 tokens (32 short
 # sentences, 448 tokens, took 423 ms on one thread without oneDNN and 91 ms with oneDNN on 2 threads).
 SMALL_CALL_TOKENS = 512
+# ONNX Runtime's boundary between one thread and all cores is lower: 96 tokens of the tiny model (4 x 24:
+# 0.40 ms on one thread, 0.37 ms on two; 1 x 24: 0.13 against 0.17), so a 6 x 384 encoder runs even one
+# sentence on every core (1 x 6: 1.8 ms against 2.0 ms on one thread).
+ONNX_SMALL_CALL_TOKENS = 96
 TINY_SHAPE = {"num_layers": 2, "hidden_size": 128, "ffn_size": 256}
 
 
@@ -47,10 +51,10 @@ def flops_per_token(model: dict) -> int:
     return 2 * layers * (4 * hidden * hidden + 2 * hidden * ffn)
 
 
-def small_call_tokens(model: dict) -> int:
-    """Tokens per call up to which this model runs in the small-call regime: SMALL_CALL_TOKENS for the tiny
+def small_call_tokens(model: dict, tiny_tokens: int = SMALL_CALL_TOKENS) -> int:
+    """Tokens per call up to which this model runs in the small-call regime: `tiny_tokens` for the tiny
     model (and smaller ones, where it was measured), fewer for a larger one, in proportion to its work."""
-    return max(1, min(SMALL_CALL_TOKENS, SMALL_CALL_TOKENS * flops_per_token(TINY_SHAPE) // flops_per_token(model)))
+    return max(1, min(tiny_tokens, tiny_tokens * flops_per_token(TINY_SHAPE) // flops_per_token(model)))
 # Inference passes added for small CPU calls (no oneDNN), each exact (max difference 0.0, bench/infer.py):
 # eval-mode dropout (an identity) removed, and matmul + bias [+ relu/gelu] fused into one fc op; one
 # sentence then runs 72 ops instead of 90, at ~3.5 us of executor time each. Not for oneDNN batches,
@@ -161,7 +165,8 @@ class Encoder:
         if self.backend == "onnxruntime":
             self.device = "cpu"
             onnx_file = ONNX_INT8_FILE if precision == "int8" else ONNX_FILE
-            self._onnx = OnnxEncoder(self.folder.path / onnx_file, threads, self.small_tokens)
+            self._onnx = OnnxEncoder(self.folder.path / onnx_file, threads,
+                                     small_call_tokens(self.folder.manifest["model"], ONNX_SMALL_CALL_TOKENS))
             self.folder.verify(onnx_file)
             return
         from paddle import inference
@@ -358,7 +363,7 @@ class Encoder:
 class OnnxEncoder:
     """ONNX Runtime sessions over encoder.onnx: one thread for short inputs, all cores for batches."""
 
-    def __init__(self, path: Path, threads: int = 0, small_tokens: int = SMALL_CALL_TOKENS):
+    def __init__(self, path: Path, threads: int = 0, small_tokens: int = ONNX_SMALL_CALL_TOKENS):
         try:
             import onnxruntime
         except ImportError:
