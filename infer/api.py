@@ -208,11 +208,12 @@ def parse_openai(body: bytes, max_texts: int, hidden: int) -> OpenAIRequest:
 
 
 def openai_response(vectors: np.ndarray, encoding_format: str, model: str, tokens: int) -> dict:
-    """OpenAI's embeddings list; "base64" is each vector's little-endian float32 bytes."""
+    """OpenAI's embeddings list (vectors as numpy rows, for serve.VectorsJSON); "base64" is each vector's
+    little-endian float32 bytes."""
     def encoded(vector: np.ndarray):
         if encoding_format == "base64":
             return base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
-        return vector.tolist()
+        return np.ascontiguousarray(vector, dtype=np.float32)
 
     return {"object": "list", "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
             "data": [{"object": "embedding", "index": i, "embedding": encoded(v)} for i, v in enumerate(vectors)]}
