@@ -4,13 +4,13 @@ BertModel in ONNX Runtime, in one run on this machine:
 
     python bench/embed.py --data-dir ../shared/data/wikitext-2 [--sentences 2000] [--calls 200]
 
-Workload: wiki.test sentences of 5-60 words, batches of 32, in-process; one sentence = "a crane is flying"
-(p50/p99 over --calls). Rows: sentence-transformers `encode` (torch, all cores), this project's `Encoder.embed`
+Workload: wiki.test sentences of 5-60 words, batches of 32, in-process, the best of 3 passes; one sentence =
+"a crane is flying" (p50/p99 over --calls). Rows: sentence-transformers `encode` (torch, all cores), this project's `Encoder.embed`
 on Paddle Inference (automatic CPU settings; bf16 where the CPU has it) and on ONNX Runtime (fp32, the
 default backend, and int8), Hugging Face `BertModel` exported by torch to ONNX Runtime (mean pooling in
 numpy); the service (infer/serve.py, default settings and --precision int8) over HTTP: /embed requests of
 32 sentences from 1 and 16 clients, and single sentences; and the fp32 ceiling: a large GEMM's GFLOP/s over
-the workload's matrix work, with each row's share of it. Every vector is checked against sentence-
+the workload's matrix work (the best of Paddle's, ONNX Runtime's and torch's), with each row's share of it. Every vector is checked against sentence-
 transformers' and against this project's fp32 (cosine). Also where the default backend's time goes
 (tokenization, predictor calls, padding, the rest) and the cost per token of a long text embedded by windows
 against one window. Prints tables, writes bench/results/embed.json.
@@ -49,11 +49,16 @@ def workload(data_dir: Path, count: int) -> list[str]:
     return sentences[:count]
 
 
-def throughput(embed, texts: list[str], batch: int = 32) -> tuple[float, np.ndarray]:
+def throughput(embed, texts: list[str], batch: int = 32, passes: int = 3) -> tuple[float, np.ndarray]:
+    """Sentences/s of the best of `passes` over `texts` (this machine is shared: the best pass is the one
+    least disturbed), and the vectors."""
     embed(texts[:batch])  # warm-up
-    start = time.perf_counter()
-    vectors = np.concatenate([embed(texts[i:i + batch]) for i in range(0, len(texts), batch)])
-    return len(texts) / (time.perf_counter() - start), vectors
+    best = 0.0
+    for _ in range(passes):
+        start = time.perf_counter()
+        vectors = np.concatenate([embed(texts[i:i + batch]) for i in range(0, len(texts), batch)])
+        best = max(best, len(texts) / (time.perf_counter() - start))
+    return best, vectors
 
 
 def latency(embed, calls: int) -> tuple[float, float]:
@@ -72,18 +77,40 @@ def unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def gemm_gflops(threads: int) -> float:
+def gemm_gflops(threads: int) -> dict[str, float]:
+    """GFLOP/s of a 2048^3 fp32 matrix product in Paddle, ONNX Runtime and torch (the best of them is the
+    CPU's ceiling: on one Xeon Paddle's reached 215 and torch's 347)."""
+    import onnxruntime
     import paddle
+    import torch
+    from onnx import TensorProto, helper, numpy_helper
 
+    n, repeats = 2048, 8
+    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
     paddle.set_device("cpu")
     paddle.base.core.set_num_threads(threads)
-    a = paddle.randn([2048, 2048])
-    for _ in range(2):
-        paddle.matmul(a, a)
-    start = time.perf_counter()
-    for _ in range(5):
-        paddle.matmul(a, a).numpy()
-    return 5 * 2 * 2048 ** 3 / (time.perf_counter() - start) / 1e9
+    torch.set_num_threads(threads)
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "gemm",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n, n])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, n])],
+                              [numpy_helper.from_array(a, "w")])
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = onnxruntime.InferenceSession(helper.make_model(graph).SerializeToString(), options,
+                                           providers=["CPUExecutionProvider"])
+    pa, ta = paddle.to_tensor(a), torch.from_numpy(a)
+    products = {"paddle": lambda: paddle.matmul(pa, pa).numpy(), "onnxruntime": lambda: session.run(None, {"x": a}),
+                "torch": lambda: torch.matmul(ta, ta)}
+    rates = {}
+    for name, product in products.items():
+        product()
+        fastest = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            product()
+            fastest = min(fastest, time.perf_counter() - start)
+        rates[name] = 2 * n ** 3 / fastest / 1e9
+    return rates
 
 
 def hf_onnx(source: Path, folder: Path):
@@ -121,9 +148,11 @@ def service(model_dir: Path, texts: list[str], precision: str, seconds: float) -
     proc, port = start_server(str(model_dir), "auto", precision, "--auto-truncate")
     try:
         load(port, 16, batches[:16], 32, seconds, "/embed")  # warm-up: every worker, several shapes
-        return {"32-sentence requests, 1 client": load(port, 1, batches, 32, seconds, "/embed"),
-                "32-sentence requests, 16 clients": load(port, 16, batches, 32, seconds, "/embed"),
-                "one sentence, 1 client": load(port, 1, singles, 1, seconds, "/embed")}
+        scenarios = {"32-sentence requests, 1 client": (1, batches, 32), "32-sentence requests, 16 clients":
+                     (16, batches, 32), "one sentence, 1 client": (1, singles, 1)}
+        return {name: max((load(port, clients, bodies, size, seconds, "/embed") for _ in range(2)),
+                          key=lambda figures: figures["sentences_per_sec"])  # the better of 2, as above
+                for name, (clients, bodies, size) in scenarios.items()}
     finally:
         proc.terminate()
         proc.wait(60)
@@ -215,9 +244,9 @@ def main() -> int:
 
     tokens = sum(len(items[0][0]) for items in paddle_encoder.tokenize_for_embedding(texts, truncate=True))
     work = tokens * flops_per_token(paddle_encoder.folder.manifest["model"])
-    gflops = gemm_gflops(available_cores())
-    ceiling = gflops * 1e9 / (work / len(texts))
-    results["ceiling"] = {"gemm_gflops": gflops, "sentences_per_s": ceiling, "tokens": tokens}
+    gemm = gemm_gflops(available_cores())
+    ceiling = max(gemm.values()) * 1e9 / (work / len(texts))
+    results["ceiling"] = {"gemm_gflops": gemm, "sentences_per_s": ceiling, "tokens": tokens}
     st_rate = results[st_name]["sentences_per_s"]
     rows = []
     for name, vectors in vectors_of.items():
@@ -234,7 +263,7 @@ def main() -> int:
             rows.append([name, f"{r['sentences_per_sec']:.0f}", f"{r['sentences_per_sec'] / st_rate:.2f}x",
                          f"{r['sentences_per_sec'] / ceiling:.0%}", f"{r['p50_ms']:.1f}" if one else "",
                          f"{r['p99_ms']:.1f}" if one else "", "", ""])
-    rows.append(["fp32 ceiling (GEMM GFLOP/s over the matrix work)", f"{ceiling:.0f}",
+    rows.append([f"fp32 ceiling ({max(gemm.values()):.0f} GFLOP/s GEMM over the matrix work)", f"{ceiling:.0f}",
                  f"{ceiling / st_rate:.2f}x", "100%", "", "", "", ""])
 
     long_text = " ".join(texts[:200])  # ~5,000 tokens, embedded whole by windows
