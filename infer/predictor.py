@@ -265,7 +265,8 @@ class Encoder:
         """Feed named int64 arrays to `program`; return its outputs in order."""
         if self.backend == "onnxruntime":
             if program != ENCODER:
-                raise UserError("--fill-mask runs on the Paddle backend only (--backend paddle)")
+                raise UserError("--fill-mask runs on the Paddle backend only (--backend paddle; in Python, "
+                                "Encoder(..., backend=\"paddle\"))")
             return self._onnx.run(arrays)
         predictor, inputs, outputs = self._predictor(program, arrays[input_names()[0]].size)
         for name, handle in inputs.items():

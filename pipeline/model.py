@@ -326,7 +326,11 @@ def pooled(encodings: paddle.Tensor, valid_length: paddle.Tensor, pooling: str) 
     keep = paddle.arange(paddle.shape(encodings)[1], dtype=valid_length.dtype).unsqueeze(0) < valid_length.unsqueeze(1)
     weights = keep.astype(encodings.dtype).unsqueeze(-1)  # [B, L, 1]: padding counts 0
     if pooling == "max":
-        return (encodings + (1.0 - weights) * MASK_VALUE).max(axis=1)
+        masked = encodings + (1.0 - weights) * MASK_VALUE
+        # the maximum gathered at its argmax: the same value and gradient as masked.max(axis=1), whose backward
+        # on CPU took 974 ms for a [128, 64, 128] batch against 5 ms (Paddle 3.3; contrastive steps were 5x slower)
+        at = masked.detach().argmax(axis=1, keepdim=True)
+        return paddle.take_along_axis(masked, at, axis=1).squeeze(1)
     return (encodings * weights).sum(axis=1) / valid_length.astype(encodings.dtype).unsqueeze(1)
 
 

@@ -300,3 +300,21 @@ def test_the_batch_ramp_grows_from_a_quarter_in_prefixes_of_the_usual_batches():
             part = ramped.batch(step, 64, rank, world=2)["input_ids"]
             half = sizes[step] // 2
             np.testing.assert_array_equal(part, whole[rank * half:(rank + 1) * half])
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean", "max"])
+def test_pooling_uses_real_tokens_only_and_passes_gradients(pooling):
+    from pipeline.model import pooled
+
+    rng = np.random.default_rng(0)
+    encodings = paddle.to_tensor(rng.standard_normal((3, 5, 4)).astype("float32"), stop_gradient=False)
+    lengths = [5, 2, 3]
+    got = pooled(encodings, paddle.to_tensor(lengths, dtype="int64"), pooling)
+    e = encodings.numpy()
+    want = [{"cls": e[i, 0], "mean": e[i, :n].mean(0), "max": e[i, :n].max(0)}[pooling] for i, n in enumerate(lengths)]
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-6)
+    got.sum().backward()
+    grad = encodings.grad.numpy()
+    for i, n in enumerate(lengths):
+        assert np.all(grad[i, n:] == 0)  # padding gets nothing
+        np.testing.assert_allclose(grad[i].sum(0), np.ones(4), rtol=1e-6)  # each output's gradient arrives whole
