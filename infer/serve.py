@@ -311,15 +311,17 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError("--workers and --max-wait-ms cannot be negative")
     api_key = api_key_of(args)
     workers = args.workers or max(1, available_cores() // 2)
-    threads = max(1, available_cores() // workers)
+    # one worker: the Encoder's own choice per call (one thread for small calls, every core for batches);
+    # several: each its share of the cores
+    threads = max(1, available_cores() // workers) if workers > 1 else 0
     encoder = Encoder(model_dir=args.model_dir, device=args.device, threads=threads, verbose=args.verbose,
                       backend=args.backend, precision=args.precision)
     app = create_app(encoder, workers=workers, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
                      queue_size=args.queue_size, max_texts=args.max_texts, max_body_bytes=args.max_body_kb * 1024,
                      api_key=api_key, auto_truncate=args.auto_truncate)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    log.info("serving %s on http://%s:%d (%d worker(s) x %d thread(s), %s, %s)", args.model_dir, args.host, args.port,
-             workers, threads, encoder.precision, "API key required" if api_key else "no API key")
+    log.info("serving %s on http://%s:%d (%d worker(s) x %s thread(s), %s, %s)", args.model_dir, args.host, args.port,
+             workers, threads or "auto", encoder.precision, "API key required" if api_key else "no API key")
     # uvicorn drains on SIGTERM/SIGINT, then raises the signal again under the handlers found at start:
     # with these, that ends in a normal exit 0 instead of a death by signal
     for sig in (signal.SIGTERM, signal.SIGINT):
