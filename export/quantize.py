@@ -27,8 +27,8 @@ from pipeline.export_format import input_names
 # SmoothQuant's migration strength (smooth_activations): on all-MiniLM-L6-v2, 0 (none) -> cosine 0.972,
 # 0.5 -> 0.9960, 0.6 -> 0.9954, 0.7 -> 0.9965, 0.8 -> 0.9948 (worst of 600 wiki.test sentences)
 SMOOTHING = 0.7
-# Varied texts the export measures the int8 model on (short, long, numbers, punctuation, a question, a pair's
-# worth of words): the manifest records the lowest cosine of their embeddings to fp32's.
+# Varied texts the export calibrates and measures the int8 model on (short, long, numbers, punctuation, a
+# question, one word): the manifest records the lowest cosine of their embeddings to fp32's.
 CHECK_TEXTS = (
     "a crane is flying",
     "The 2019 budget allocated $4.5 million to roads, bridges and public transport.",
