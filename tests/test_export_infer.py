@@ -339,8 +339,12 @@ def test_int8_export_is_quantised_and_close_to_fp32(exported_int8):
     manifest = json.loads((exported_int8 / "manifest.json").read_text())
     assert {"encoder.onnx", "encoder.int8.onnx"} <= set(manifest["sha256"])
     assert manifest["int8"]["min_cosine_to_fp32"] >= 0.99 and len(manifest["int8"]["fp32_matmuls"]) == 1
-    ops = [node.op_type for node in onnx.load(str(exported_int8 / "encoder.int8.onnx")).graph.node]
+    graph = onnx.load(str(exported_int8 / "encoder.int8.onnx")).graph
+    ops = [node.op_type for node in graph.node]
     assert ops.count("DynamicQuantizeLinear") >= 4 and ops.count("MatMulInteger") >= 4  # 2 layers x 3 inputs
+    weights = [onnx.numpy_helper.to_array(init) for init in graph.initializer if init.data_type == onnx.TensorProto.INT8]
+    assert weights and all(np.abs(w).max() <= 64 for w in weights)  # 7 bits: 255 x 64 x 2 fits int16 without VNNI
+    assert max(int(np.abs(w).max()) for w in weights) >= 32  # the 7 bits are used
     fp32, int8 = Encoder(exported_int8, backend="onnxruntime"), Encoder(exported_int8, precision="int8")
     assert int8.backend == "onnxruntime"
     texts = ["a crane is flying", "w1 w2 w3 the a w7 w8 w9 w10", ("the crane", "w4 w5")] * 3
