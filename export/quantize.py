@@ -73,7 +73,8 @@ def quantize_encoder(source: Path, target: Path, hidden_size: int, ffn_size: int
         logging.getLogger().setLevel(logging.ERROR)  # its advice to run a pre-processing step, on every call
         try:
             quantize_dynamic(str(smoothed), str(target), weight_type=QuantType.QInt8, per_channel=True,
-                             reduce_range=True, op_types_to_quantize=["MatMul"], nodes_to_exclude=keep)
+                             reduce_range=True,  # 7-bit weights: export_format.INT8_WEIGHT_BITS
+                             op_types_to_quantize=["MatMul"], nodes_to_exclude=keep)
         finally:
             logging.getLogger().setLevel(quiet)
     return keep

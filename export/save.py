@@ -35,7 +35,7 @@ from pipeline import checkpoint  # noqa: E402
 from pipeline.config import Config, load_config  # noqa: E402
 from pipeline.errors import UserError, run_cli  # noqa: E402
 from pipeline.export_format import (ENCODER, PRETRAINING, PRETRAINING_OUTPUTS, MANIFEST, MANIFEST_FORMAT,  # noqa: E402
-                                    ONNX_FILE, ONNX_INT8_FILE, PRED_POSITIONS, VOCAB, embedding_manifest,
+                                    INT8_WEIGHT_BITS, ONNX_FILE, ONNX_INT8_FILE, PRED_POSITIONS, VOCAB, embedding_manifest,
                                     inputs_manifest, outputs_manifest)
 from pipeline.files import atomic_folder, file_digest  # noqa: E402
 from pipeline.model import BertForPretraining, encoder_input_spec  # noqa: E402
@@ -180,8 +180,8 @@ def write_int8(folder: Path, cfg: Config, tokenizer: Tokenizer, pooling: str) ->
     if cosine < MIN_INT8_COSINE:
         print(f"warning: int8 embeddings drift from fp32 on this model (cosine {cosine:.4f} < {MIN_INT8_COSINE}); "
               f"prefer fp32 or --precision bf16", file=sys.stderr)
-    return {"file": ONNX_INT8_FILE, "fp32_matmuls": kept, "check_texts": len(CHECK_TEXTS),
-            "min_cosine_to_fp32": round(cosine, 5)}
+    return {"file": ONNX_INT8_FILE, "weight_bits": INT8_WEIGHT_BITS, "fp32_matmuls": kept,
+            "check_texts": len(CHECK_TEXTS), "min_cosine_to_fp32": round(cosine, 5)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -28,10 +29,12 @@ from pipeline.errors import UserError
 from pipeline.files import file_digest
 from infer.grouping import padding_groups
 from pipeline.export_format import (ENCODER, PRETRAINING, MANIFEST, ONNX_FILE, ONNX_INT8_FILE, PRED_POSITIONS, VOCAB,
-                                    input_names)
-from pipeline.runtime import available_cores, cpu_has_bf16, has_cuda_gpu
+                                    INT8_WEIGHT_BITS, input_names)
+from pipeline.runtime import available_cores, cpu_has_bf16, cpu_has_vnni, has_cuda_gpu
 from pipeline.tokenizer import Text, load_tokenizer, pad_batch, tokenize, tokenize_windows
 from pipeline.vocab import Vocab
+
+log = logging.getLogger(__name__)
 
 # Below this much work per call one thread without oneDNN is fastest on CPU; above it oneDNN with every
 # core wins (bench/infer.py, bench/embed.py). Measured as 512 tokens (batch x length) of the tiny model and
@@ -168,6 +171,8 @@ class Encoder:
             self._onnx = OnnxEncoder(self.folder.path / onnx_file, threads,
                                      small_call_tokens(self.folder.manifest["model"], ONNX_SMALL_CALL_TOKENS))
             self.folder.verify(onnx_file)
+            if precision == "int8":
+                warn_if_int8_saturates(self.folder.manifest)
             return
         from paddle import inference
 
@@ -359,6 +364,14 @@ class Encoder:
             best = np.argsort(-row)[:top_k]
             out.append([(self.vocab.idx_to_token[i], float(row[i])) for i in best])
         return out
+
+
+def warn_if_int8_saturates(manifest: dict) -> None:
+    """A warning where an 8-bit int8 export (made before weights were 7-bit) runs on a CPU without VNNI,
+    whose AVX2 int8 products saturate: its embeddings drift (worst cosine 0.959 measured, export/quantize.py)."""
+    if manifest.get("int8", {}).get("weight_bits", 8) > INT8_WEIGHT_BITS and not cpu_has_vnni():
+        log.warning("this int8 export has 8-bit weights, which saturate on this CPU (no VNNI): its "
+                    "embeddings drift from fp32's; export again with python export/save.py --int8")
 
 
 class OnnxEncoder:

@@ -11,6 +11,7 @@ ENCODER, PRETRAINING = "encoder", "pretraining"
 MANIFEST, VOCAB = "manifest.json", "vocab.json"
 ONNX_FILE = "encoder.onnx"  # the encoder for ONNX Runtime (export/save.py --onnx), same inputs and output
 ONNX_INT8_FILE = "encoder.int8.onnx"  # its int8 quantisation (export/save.py --int8, infer/ --precision int8)
+INT8_WEIGHT_BITS = 7  # export/quantize.py's reduce_range; manifests without "weight_bits" hold 8-bit weights
 MANIFEST_FORMAT = 1
 
 # The encoder's inputs, in order: (name, shape, meaning); all int64, -1 = any size.

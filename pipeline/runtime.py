@@ -81,6 +81,11 @@ def cpu_has_bf16() -> bool:
     return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
+def cpu_has_vnni() -> bool:
+    """True where the CPU has int8 dot-product instructions (AVX512-VNNI, AVX-VNNI or AMX-INT8)."""
+    return bool(cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
 def set_cpu_threads(requested: int, local_ranks: int = 1) -> int:
     """Give Paddle's CPU math `requested` threads, or (0) this process's share of the cores."""
     import paddle

@@ -339,6 +339,7 @@ def test_int8_export_is_quantised_and_close_to_fp32(exported_int8):
     manifest = json.loads((exported_int8 / "manifest.json").read_text())
     assert {"encoder.onnx", "encoder.int8.onnx"} <= set(manifest["sha256"])
     assert manifest["int8"]["min_cosine_to_fp32"] >= 0.99 and len(manifest["int8"]["fp32_matmuls"]) == 1
+    assert manifest["int8"]["weight_bits"] == 7
     graph = onnx.load(str(exported_int8 / "encoder.int8.onnx")).graph
     ops = [node.op_type for node in graph.node]
     assert ops.count("DynamicQuantizeLinear") >= 4 and ops.count("MatMulInteger") >= 4  # 2 layers x 3 inputs
@@ -351,6 +352,16 @@ def test_int8_export_is_quantised_and_close_to_fp32(exported_int8):
     a, b = fp32.embed(texts, normalize=True), int8.embed(texts, normalize=True)
     cosine = (a * b).sum(1)
     assert cosine.min() >= 0.99 and np.abs(a - b).max() > 1e-4, cosine  # close, and really int8
+
+
+@pytest.mark.parametrize("int8, vnni, warned", [({}, False, True), ({}, True, False),
+                                                ({"weight_bits": 7}, False, False)])
+def test_an_8_bit_int8_export_is_flagged_on_a_cpu_without_vnni(monkeypatch, caplog, int8, vnni, warned):
+    import infer.predictor
+
+    monkeypatch.setattr(infer.predictor, "cpu_has_vnni", lambda: vnni)
+    infer.predictor.warn_if_int8_saturates({"int8": {"file": "encoder.int8.onnx", **int8}})
+    assert ("export again with python export/save.py --int8" in caplog.text) == warned
 
 
 def test_smoothing_keeps_the_fp32_model_exact(exported_int8, tmp_path):
