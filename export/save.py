@@ -35,8 +35,8 @@ from pipeline import checkpoint  # noqa: E402
 from pipeline.config import Config, load_config  # noqa: E402
 from pipeline.errors import UserError, run_cli  # noqa: E402
 from pipeline.export_format import (ENCODER, PRETRAINING, PRETRAINING_OUTPUTS, MANIFEST, MANIFEST_FORMAT,  # noqa: E402
-                                    INT8_WEIGHT_BITS, ONNX_FILE, ONNX_INT8_FILE, PRED_POSITIONS, VOCAB, embedding_manifest,
-                                    inputs_manifest, outputs_manifest)
+                                    INT8_WEIGHT_BITS, ONNX_FILE, ONNX_INT8_FILE, PRED_POSITIONS, VOCAB,
+                                    embedding_manifest, inputs_manifest, outputs_manifest)
 from pipeline.files import atomic_folder, file_digest  # noqa: E402
 from pipeline.model import BertForPretraining, encoder_input_spec  # noqa: E402
 from pipeline.pretrained import complete_state, open_pretrained, sentence_embedding  # noqa: E402

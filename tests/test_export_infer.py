@@ -343,7 +343,8 @@ def test_int8_export_is_quantised_and_close_to_fp32(exported_int8):
     graph = onnx.load(str(exported_int8 / "encoder.int8.onnx")).graph
     ops = [node.op_type for node in graph.node]
     assert ops.count("DynamicQuantizeLinear") >= 4 and ops.count("MatMulInteger") >= 4  # 2 layers x 3 inputs
-    weights = [onnx.numpy_helper.to_array(init) for init in graph.initializer if init.data_type == onnx.TensorProto.INT8]
+    weights = [onnx.numpy_helper.to_array(init) for init in graph.initializer
+               if init.data_type == onnx.TensorProto.INT8]
     assert weights and all(np.abs(w).max() <= 64 for w in weights)  # 7 bits: 255 x 64 x 2 fits int16 without VNNI
     assert max(int(np.abs(w).max()) for w in weights) >= 32  # the 7 bits are used
     fp32, int8 = Encoder(exported_int8, backend="onnxruntime"), Encoder(exported_int8, precision="int8")
