@@ -161,8 +161,8 @@ def feed_forward_outputs(model, hidden_size: int, ffn_size: int) -> list[str]:
 
 
 def min_cosine(fp32: Path, int8: Path, feeds: list[dict[str, np.ndarray]], pool) -> float:
-    """The lowest cosine between the two models' embeddings (`pool`: [tokens, hidden] -> [hidden]) of each
-    single-row feed."""
+    """The lowest cosine between the two models' embeddings (`pool`: ([tokens, hidden], [tokens] ids) ->
+    [hidden]) of each single-row feed."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
@@ -171,6 +171,7 @@ def min_cosine(fp32: Path, int8: Path, feeds: list[dict[str, np.ndarray]], pool)
     worst = 1.0
     for feed in feeds:
         length = int(feed[input_names()[2]][0])
-        a, b = (pool(s.run(None, feed)[0][0, :length]) for s in sessions)
+        ids = feed[input_names()[0]][0, :length]
+        a, b = (pool(s.run(None, feed)[0][0, :length], ids) for s in sessions)
         worst = min(worst, float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12)))
     return worst

@@ -8,8 +8,8 @@
 Writes <export-dir>/encoder.json + encoder.pdiparams (Paddle 3 PIR program), vocab.json (+ tokenizer.json)
 and manifest.json (and pretraining.* with --with-heads), through a temporary folder renamed at the end.
 The manifest says how token vectors become one embedding (pooling, normalisation) and the longest input:
-a checkpoint's are model.pooling, normalised after the contrastive stage, data.max_len; a published
-folder's are what it declares.
+a checkpoint's are model.pooling (with `weighted`, its weight per token in token_weights.npy), normalised
+after the contrastive stage, data.max_len; a published folder's are what it declares.
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from pipeline.runtime import setup_process_for_paddle
 
 setup_process_for_paddle()
 
+import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 from paddle.static import InputSpec  # noqa: E402
 
@@ -35,7 +36,7 @@ from pipeline import checkpoint  # noqa: E402
 from pipeline.config import Config, load_config  # noqa: E402
 from pipeline.errors import UserError, run_cli  # noqa: E402
 from pipeline.export_format import (ENCODER, PRETRAINING, PRETRAINING_OUTPUTS, MANIFEST, MANIFEST_FORMAT,  # noqa: E402
-                                    INT8_WEIGHT_BITS, ONNX_FILE, ONNX_INT8_FILE, PRED_POSITIONS, VOCAB,
+                                    INT8_WEIGHT_BITS, ONNX_FILE, ONNX_INT8_FILE, PRED_POSITIONS, TOKEN_WEIGHTS, VOCAB,
                                     embedding_manifest, inputs_manifest, outputs_manifest)
 from pipeline.files import atomic_folder, file_digest  # noqa: E402
 from pipeline.model import BertForPretraining, encoder_input_spec  # noqa: E402
@@ -103,7 +104,10 @@ def export(cfg: Config, model_state: dict, tokenizer: Tokenizer, export_dir: Pat
             paddle.jit.save(paddle.jit.to_static(heads, input_spec=spec, full_graph=True), str(tmp / PRETRAINING))
         if onnx or int8:
             convert_to_onnx(tmp)
-        quantized = write_int8(tmp, cfg, tokenizer, embedding["pooling"]) if int8 else None
+        weights = model.token_weights.numpy() if embedding["pooling"] == "weighted" else None
+        if weights is not None:
+            np.save(tmp / TOKEN_WEIGHTS, weights)
+        quantized = write_int8(tmp, cfg, tokenizer, embedding["pooling"], weights) if int8 else None
         tokenizer.save(tmp)  # vocab.json, and tokenizer.json for WordPiece: inference tokenizes as training did
         manifest = {
             "format": MANIFEST_FORMAT,
@@ -113,7 +117,8 @@ def export(cfg: Config, model_state: dict, tokenizer: Tokenizer, export_dir: Pat
             "outputs": outputs_manifest(cfg.model.hidden_size),
             "embedding": embedding,
             "with_heads": with_heads,
-            "sha256": {p.name: file_digest(p) for p in sorted([*tmp.glob("*.pdiparams"), *tmp.glob("*.onnx")])},
+            "sha256": {p.name: file_digest(p)
+                       for p in sorted([*tmp.glob("*.pdiparams"), *tmp.glob("*.onnx"), *tmp.glob("*.npy")])},
         }
         if with_heads:
             manifest["heads_outputs"] = list(PRETRAINING_OUTPUTS)
@@ -167,7 +172,8 @@ def convert_to_onnx(folder: Path) -> None:
         raise UserError("ONNX conversion failed: paddle2onnx wrote no file")
 
 
-def write_int8(folder: Path, cfg: Config, tokenizer: Tokenizer, pooling: str) -> dict:
+def write_int8(folder: Path, cfg: Config, tokenizer: Tokenizer, pooling: str,
+               token_weights: np.ndarray | None = None) -> dict:
     """folder/encoder.onnx -> folder/encoder.int8.onnx, smoothed as CHECK_TEXTS' activations show, and the
     manifest's "int8": what stayed fp32 and the lowest cosine of its embeddings to fp32's on CHECK_TEXTS
     (printed; a warning under MIN_INT8_COSINE)."""
@@ -175,7 +181,8 @@ def write_int8(folder: Path, cfg: Config, tokenizer: Tokenizer, pooling: str) ->
              for text in CHECK_TEXTS]
     kept = quantize_encoder(folder / ONNX_FILE, folder / ONNX_INT8_FILE, cfg.model.hidden_size, cfg.model.ffn_size,
                             calibration=feeds)
-    cosine = min_cosine(folder / ONNX_FILE, folder / ONNX_INT8_FILE, feeds, lambda vectors: pool(vectors, pooling))
+    cosine = min_cosine(folder / ONNX_FILE, folder / ONNX_INT8_FILE, feeds, lambda vectors, ids: pool(
+        vectors, pooling, token_weights[ids] if token_weights is not None else None))
     print(f"int8: embeddings of {len(CHECK_TEXTS)} varied texts within cosine {cosine:.4f} of fp32")
     if cosine < MIN_INT8_COSINE:
         print(f"warning: int8 embeddings drift from fp32 on this model (cosine {cosine:.4f} < {MIN_INT8_COSINE}); "
@@ -212,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     def write() -> None:
         if args.format == "huggingface":
             huggingface.check_expressible(ckpt.config)
+            if ckpt.config.model.pooling == "weighted":
+                print("note: the Hugging Face folder holds the encoder without its pooling's token weights "
+                      "(model.pooling=weighted); the Paddle export (--format paddle) keeps them", file=sys.stderr)
             with atomic_folder(export_dir) as tmp:
                 huggingface.write_folder(tmp, ckpt.config, ckpt.model_state, tokenizer)
         else:

@@ -163,13 +163,14 @@ def dimensions_of(request: dict, hidden: int) -> int | None:
     return value
 
 
-def parse_encode(body: bytes, max_texts: int, default_pooling: str) -> EncodeRequest:
+def parse_encode(body: bytes, max_texts: int, default_pooling: str,
+                 poolings: tuple[str, ...] = ENCODE_POOLINGS) -> EncodeRequest:
     request = load_object(body, '{"texts": ["a crane is flying"]}')
     check_fields(request, ("texts", "pooling", "truncate"))
     texts = text_list(request.get("texts"), "texts", max_texts, pairs=True)
     pooling = request.get("pooling", default_pooling)
-    if not isinstance(pooling, str) or pooling not in ENCODE_POOLINGS:
-        raise RequestError(ErrorKind.VALIDATION, f'"pooling" must be one of {", ".join(ENCODE_POOLINGS)}, '
+    if not isinstance(pooling, str) or pooling not in poolings:
+        raise RequestError(ErrorKind.VALIDATION, f'"pooling" must be one of {", ".join(poolings)}, '
                                                  f'got {str(pooling)[:40]!r}')
     return EncodeRequest(texts, pooling, flag(request, "truncate", False))
 

@@ -2,7 +2,8 @@
 normalisation), and long inputs embedded by windows. Pure numpy: the Encoder and every service route share it.
 
 Pooling is over every real token, <cls> and <sep> included, as sentence-transformers pools: `cls` takes
-row 0, `mean` the mean, `max` the element-wise maximum. A text longer than the model's maximum may be
+row 0, `mean` the mean, `max` the element-wise maximum, `weighted` the mean weighted by each token's weight
+(the export's TOKEN_WEIGHTS, learned by the contrastive stage). A text longer than the model's maximum may be
 embedded by overlapping windows (`pipeline.tokenizer.tokenize_windows`): each window is pooled, then the windows are combined
 into one vector, weighted by their tokens (mean, cls) or element-wise (max), before any normalisation.
 """
@@ -31,12 +32,14 @@ class EmbeddingSpec:
         return cls(str(spec["pooling"]), bool(spec["normalize"]), int(spec["dimensions"]))
 
 
-def pool(vectors: np.ndarray, pooling: str) -> np.ndarray:
-    """[tokens, hidden] -> [hidden]."""
+def pool(vectors: np.ndarray, pooling: str, weights: np.ndarray | None = None) -> np.ndarray:
+    """[tokens, hidden] -> [hidden]; `weighted` takes each token's weight ([tokens])."""
     if pooling == "cls":
         return vectors[0]
     if pooling == "mean":
         return vectors.mean(axis=0)
+    if pooling == "weighted":
+        return weights @ vectors / weights.sum()
     if pooling == "max":
         return vectors.max(axis=0)
     raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")

@@ -29,7 +29,7 @@ from pipeline.errors import UserError
 from pipeline.files import file_digest
 from infer.grouping import padding_groups
 from pipeline.export_format import (ENCODER, PRETRAINING, MANIFEST, ONNX_FILE, ONNX_INT8_FILE, PRED_POSITIONS, VOCAB,
-                                    INT8_WEIGHT_BITS, input_names)
+                                    INT8_WEIGHT_BITS, TOKEN_WEIGHTS, input_names)
 from pipeline.runtime import available_cores, cpu_has_bf16, cpu_has_vnni, has_cuda_gpu
 from pipeline.tokenizer import Text, load_tokenizer, pad_batch, tokenize, tokenize_windows
 from pipeline.vocab import Vocab
@@ -132,6 +132,21 @@ class ModelFolder:
     def max_len(self) -> int:
         return int(self.manifest["max_len"])
 
+    def token_weights(self) -> np.ndarray | None:
+        """`weighted` pooling's weight per vocabulary id (checksummed, read without pickle); None for the
+        other poolings."""
+        if (self.manifest.get("embedding") or {}).get("pooling") != "weighted":
+            return None
+        if not (self.path / TOKEN_WEIGHTS).is_file():
+            raise UserError(f"model folder {self.path} is incomplete: {TOKEN_WEIGHTS} is missing (its pooling is "
+                            f"weighted)")
+        self.verify(TOKEN_WEIGHTS)
+        weights = np.load(self.path / TOKEN_WEIGHTS, allow_pickle=False)
+        if weights.shape != (len(self.vocab),):
+            raise UserError(f"model folder {self.path}: {TOKEN_WEIGHTS} holds {weights.shape} weights, not one per "
+                            f"token of {VOCAB} ({len(self.vocab)})")
+        return weights.astype(np.float32)
+
     def program_files(self, name: str) -> tuple[Path, Path]:
         """(program, parameters) of `name`: Paddle 3's .json, or a legacy .pdmodel."""
         params = self.path / f"{name}.pdiparams"
@@ -159,6 +174,7 @@ class Encoder:
         self.tokenizer = load_tokenizer(self.folder.path, self.vocab)
         self.max_len = self.folder.max_len
         self.embedding = EmbeddingSpec.from_manifest(self.folder.manifest)
+        self.token_weights = self.folder.token_weights()
         self.small_tokens = small_call_tokens(self.folder.manifest["model"])
         self.threads, self.onednn, self.verbose = threads, onednn, verbose
         self.trt, self.precision, self.max_batch = trt, precision, max_batch
@@ -326,13 +342,21 @@ class Encoder:
         pooling = self.embedding.pooling
         out, at = [], 0
         for items in per_text:
-            pooled = [pool(v, pooling) for v in vectors[at:at + len(items)]]
+            pooled = [self.pool(tokens, v, pooling) for (tokens, _), v in zip(items, vectors[at:at + len(items)])]
             out.append(combine_windows(pooled, [len(tokens) for tokens, _ in items], pooling))
             at += len(items)
         result = np.asarray(out, dtype=np.float32).reshape(len(per_text), -1)
         if self.embedding.normalize if normalize is None else normalize:
             result = normalized(result)
         return first_dimensions(result, dimensions)
+
+    def pool(self, tokens: list[str], vectors: np.ndarray, pooling: str) -> np.ndarray:
+        """One input's vectors ([len(tokens), hidden]) as one, `pooling` (weighted: by this model's weights)."""
+        if pooling != "weighted":
+            return pool(vectors, pooling)
+        if self.token_weights is None:
+            raise UserError(f"pooling weighted needs a model trained with it; this one pools {self.embedding.pooling}")
+        return pool(vectors, pooling, self.token_weights[[self.vocab[t] for t in tokens]])
 
     def encode_tokenized(self, items: list[tuple[list[str], list[int]]]) -> list[np.ndarray]:
         """Vectors ([len(tokens), hidden]) of tokenized items, in one predictor call padded to the longest

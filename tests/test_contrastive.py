@@ -8,7 +8,7 @@ import paddle
 import pytest
 
 from pipeline import checkpoint
-from pipeline.contrastive import ContrastiveData, Units, contrastive_loss, read_pairs
+from pipeline.contrastive import ContrastiveData, Units, contrastive_loss, read_pairs, sif_log_weights
 from pipeline.errors import UserError
 from pipeline.retrieval import corpus_articles, ranking_figures, retrieval_set
 from pipeline.tokenizer import WhitespaceTokenizer, pad_batch
@@ -170,8 +170,8 @@ def test_the_export_embeds_as_the_trained_model(contrastive_run, topics, tmp_pat
     arrays = encoder.tokenize_for_embedding(texts)
     batch = pad_batch(encoder.vocab, [items[0] for items in arrays])
     with paddle.no_grad():
-        trained = EmbeddingStep(model.encoder, "mean")(*(paddle.to_tensor(batch[k]) for k in
-                                                         ("input_ids", "token_type_ids", "valid_length"))).numpy()
+        trained = EmbeddingStep(model, "mean")(*(paddle.to_tensor(batch[k]) for k in
+                                                 ("input_ids", "token_type_ids", "valid_length"))).numpy()
     np.testing.assert_allclose(encoder.embed(texts), trained, atol=1e-5)
     proc, url = start(export, "--workers", "1")
     try:
@@ -223,8 +223,107 @@ def test_a_pairs_file_trains_and_bad_lines_are_named(tmp_path):
     (["-o", "data.pairs=x.tsv"], "data.pairs goes with"),
     (["-o", "train.positives=pairs"], "data.pairs goes with"),
     (["-o", "train.batch_size=4000"], "over the"),
+    (["-o", "train.objective=mlm", "-o", "model.pooling=weighted"], "model.pooling=weighted goes with"),
 ])
 def test_refusals_in_one_line(topics, tmp_path, flags, fragment):
     result = run_script("pipeline/train.py", "--corpus", str(topics / "train.txt"), *SMALL, *flags,
                         "--output-dir", str(tmp_path / "out"), "--steps", "2")
     assert_user_error(result, fragment)
+
+
+def test_sif_weights_start_frequent_tokens_light():
+    units = Units(np.array([5, 5, 5, 5, 6, 5, 5, 7], dtype=np.int32), np.array([0, 4, 8]))
+    weights = np.exp(sif_log_weights(units, 10, (2, 3)))
+    assert weights[5] < weights[6] == weights[7] < weights[9] == 1.0  # never seen: weight 1
+    assert weights[2] == weights[3] == pytest.approx(1e-3 / (1e-3 + 2 / 12))  # once per unit: 2 of 12 tokens
+
+
+@pytest.fixture(scope="module")
+def weighted_run(topics, tmp_path_factory):
+    out = tmp_path_factory.mktemp("weighted") / "run"
+    result = run_script("pipeline/train.py", "--corpus", str(topics / "train.txt"), "--eval-corpus",
+                        str(topics / "held_out.txt"), "--output-dir", str(out), *SMALL, "-o", "model.pooling=weighted",
+                        "--steps", "30")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def test_weighted_pooling_learns_token_weights_from_sif(weighted_run):
+    ckpt = checkpoint.load(checkpoint.latest(weighted_run))
+    learned = ckpt.model_state["token_weights.log_weight"]
+    vocab = Vocab.load(weighted_run / "vocab.json")
+    common, topical = (np.mean([learned[vocab[w]] for w in words]) for words in (["the", "of", "and"], ["t3w1", "t7w2"]))
+    assert common < topical - 1.0, (common, topical)  # SIF's start: frequent words light
+    assert not np.allclose(learned, learned.round(3)), "the weights did not move from their start"
+    figures = json.loads((weighted_run / "eval.json").read_text())["retrieval"]
+    assert figures["model"]["recall_at_1"] > figures["random weights"]["recall_at_1"] + 0.2, figures
+
+
+def test_weighted_export_embeds_as_trained_everywhere(weighted_run, topics, tmp_path):
+    from infer.predictor import Encoder
+    from pipeline.model import BertForPretraining, EmbeddingStep
+    from tests.helpers.service import embed, encode, start, stop
+
+    export = tmp_path / "export"
+    result = run_script("export/save.py", "--output-dir", str(weighted_run), "--export-dir", str(export))
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((export / "manifest.json").read_text())
+    assert manifest["embedding"]["pooling"] == "weighted" and "token_weights.npy" in manifest["sha256"]
+    ckpt = checkpoint.load(checkpoint.latest(weighted_run))
+    model = BertForPretraining(ckpt.config.model)
+    checkpoint.apply_model_state(model, ckpt.model_state, ckpt.path)
+    model.eval()
+    np.testing.assert_allclose(np.load(export / "token_weights.npy"), np.exp(ckpt.model_state["token_weights.log_weight"]),
+                               rtol=1e-6)
+    texts = retrieval_set(corpus_articles([str(topics / "held_out.txt")])).texts[:12]
+    encoder = Encoder(export, device="cpu", backend="paddle")
+    batch = pad_batch(encoder.vocab, [items[0] for items in encoder.tokenize_for_embedding(texts)])
+    with paddle.no_grad():
+        trained = EmbeddingStep(model, "weighted")(*(paddle.to_tensor(batch[k]) for k in
+                                                     ("input_ids", "token_type_ids", "valid_length"))).numpy()
+    vectors = encoder.embed(texts)
+    np.testing.assert_allclose(vectors, trained, atol=1e-5)
+    mean = Encoder(export, device="cpu", backend="paddle")
+    mean.embedding = type(mean.embedding)("mean", True, 32)
+    assert np.abs(mean.embed(texts) - vectors).max() > 1e-3  # the weights change the vectors
+    proc, url = start(export, "--workers", "1")
+    try:
+        status, served, _ = embed(url, {"inputs": texts})
+        assert status == 200
+        np.testing.assert_allclose(served, trained, atol=1e-5)
+        status, body, _ = encode(url, [texts[0]], pooling="weighted")
+        assert status == 200 and len(body["results"][0]["embedding"]) == 32
+    finally:
+        assert stop(proc)[0] == 0
+    damaged = np.load(export / "token_weights.npy")
+    damaged[5] *= 2
+    np.save(export / "token_weights.npy", damaged)
+    check = run_script("infer/encode.py", "--model-dir", str(export), "--text", "the a", "--embed")
+    assert_user_error(check, "token_weights.npy does not match the checksum")
+
+
+def test_a_model_without_token_weights_refuses_weighted_pooling(contrastive_run, tmp_path):
+    from tests.helpers.service import encode, start, stop
+
+    out, _ = contrastive_run
+    export = tmp_path / "export"
+    assert run_script("export/save.py", "--output-dir", str(out), "--export-dir", str(export)).returncode == 0
+    proc, url = start(export, "--workers", "1")
+    try:
+        status, body, _ = encode(url, ["the a"], pooling="weighted")
+        assert status == 400 and "one of cls, mean, max, tokens, got" in body["error"], body
+    finally:
+        assert stop(proc)[0] == 0
+
+
+def test_init_from_adds_or_leaves_token_weights_as_the_new_pooling_says(contrastive_run, weighted_run, topics, tmp_path):
+    mean_run, _ = contrastive_run
+    common = ["--corpus", str(topics / "train.txt"), *SMALL, "--steps", "2"]
+    for number, (source, pooling) in enumerate(((mean_run, "weighted"), (weighted_run, "mean"),
+                                                (weighted_run, "weighted"))):
+        out = tmp_path / f"run{number}"
+        result = run_script("pipeline/train.py", "--output-dir", str(out), *common, "--init-from", str(source),
+                            "-o", f"model.pooling={pooling}")
+        assert result.returncode == 0, result.stderr[-2000:]
+        state = checkpoint.load(checkpoint.latest(out)).model_state
+        assert ("token_weights.log_weight" in state) == (pooling == "weighted")
