@@ -259,7 +259,8 @@ class NextSentenceHead(nn.Layer):
 
 class TokenWeights(nn.Layer):
     """One learned weight per vocabulary token for `model.pooling=weighted`, kept as its logarithm (always
-    positive, and Adam's steps are then relative). `init_token_weights` starts them at SIF's a / (a + p)."""
+    positive, and Adam's steps are then relative); the trainer starts them at SIF's a / (a + p)
+    (`pipeline.contrastive.sif_log_weights`)."""
 
     def __init__(self, vocab_size: int):
         super().__init__()

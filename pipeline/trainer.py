@@ -80,7 +80,7 @@ def build_optimizer(cfg: Config, model: BertForPretraining, clock: Callable[[], 
     clip = paddle.nn.ClipGradByGlobalNorm(tc.grad_clip) if tc.grad_clip > 0 else None
     if tc.optimizer == "adamw":
         no_decay = {p.name for n, p in model.named_parameters()
-                    if n.endswith("bias") or "norm" in n or n.startswith("token_weights")}
+                    if n.endswith("bias") or "norm" in n or n.startswith(TOKEN_WEIGHTS_PREFIX)}
         opt = paddle.optimizer.AdamW(lr, parameters=model.parameters(), weight_decay=tc.weight_decay, beta2=tc.beta2,
                                      grad_clip=clip, apply_decay_param_fun=lambda name: name not in no_decay)
     else:
