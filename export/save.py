@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 from paddle.static import InputSpec  # noqa: E402
 
-from export import huggingface  # noqa: E402
+from export import huggingface, onnx_graph  # noqa: E402
 from export.quantize import CHECK_TEXTS, min_cosine, quantize_encoder  # noqa: E402
 from infer.embedding import pool  # noqa: E402
 from pipeline import checkpoint  # noqa: E402
@@ -76,8 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--with-heads", action="store_true",
                    help="also export encoder + MLM/NSP heads, needed by infer/encode.py --fill-mask")
     p.add_argument("--onnx", action="store_true",
-                   help="also convert the encoder to ONNX (encoder.onnx, with paddle2onnx) for "
-                        "infer/ --backend onnxruntime; needs: pip install paddle2onnx onnxruntime")
+                   help="also write the encoder as ONNX (encoder.onnx) for infer/ --backend onnxruntime: a post-LN "
+                        "BERT with ONNX Runtime's fused BERT operators, other models converted by paddle2onnx; "
+                        "needs: pip install paddle2onnx onnxruntime onnx")
     p.add_argument("--int8", action="store_true",
                    help="also write encoder.int8.onnx (implies --onnx): ONNX Runtime dynamic int8 quantisation for "
                         "infer/ --precision int8, ~1.7-1.9x fp32 on CPU; prints its cosine to fp32 on varied texts")
@@ -102,8 +103,7 @@ def export(cfg: Config, model_state: dict, tokenizer: Tokenizer, export_dir: Pat
             heads = PretrainingHeads(model)
             spec = encoder_input_spec() + [InputSpec([None, None], "int64", PRED_POSITIONS[0])]
             paddle.jit.save(paddle.jit.to_static(heads, input_spec=spec, full_graph=True), str(tmp / PRETRAINING))
-        if onnx or int8:
-            convert_to_onnx(tmp)
+        graph_kind = write_onnx(tmp, model, cfg) if onnx or int8 else None
         weights = model.token_weights.numpy() if embedding["pooling"] == "weighted" else None
         if weights is not None:
             np.save(tmp / TOKEN_WEIGHTS, weights)
@@ -122,6 +122,8 @@ def export(cfg: Config, model_state: dict, tokenizer: Tokenizer, export_dir: Pat
         }
         if with_heads:
             manifest["heads_outputs"] = list(PRETRAINING_OUTPUTS)
+        if graph_kind:
+            manifest["onnx_graph"] = graph_kind
         if quantized:
             manifest["int8"] = quantized
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
@@ -157,18 +159,34 @@ def export_published(folder: Path, export_dir: Path, with_heads: bool, onnx: boo
                   with_heads, onnx, int8)
 
 
-def convert_to_onnx(folder: Path) -> None:
-    """folder/encoder.json + .pdiparams -> folder/encoder.onnx (opset 17) with paddle2onnx."""
+def write_onnx(folder: Path, model: BertForPretraining, cfg: Config) -> str:
+    """folder/encoder.onnx: written from the weights with ONNX Runtime's fused BERT operators where the model
+    is a post-LN BERT (export/onnx_graph.py), else converted by paddle2onnx; returns which ("fused" or
+    "paddle2onnx", the manifest's "onnx_graph")."""
+    if not onnx_graph.expressible(cfg.model):
+        convert_to_onnx(folder, folder / ONNX_FILE)
+        return "paddle2onnx"
+    try:
+        import onnx  # noqa: F401 - the graph is written with it
+    except ImportError:
+        raise UserError("--onnx needs onnx: pip install onnx onnxruntime") from None
+    state = {k: v.numpy() for k, v in model.encoder.state_dict().items()}
+    onnx_graph.write_fused_onnx(state, cfg.model, folder / ONNX_FILE)
+    return "fused"
+
+
+def convert_to_onnx(folder: Path, target: Path) -> None:
+    """folder/encoder.json + .pdiparams -> `target` (opset 17) with paddle2onnx."""
     try:
         import paddle2onnx
     except ImportError:
         raise UserError("--onnx needs paddle2onnx: pip install paddle2onnx onnxruntime") from None
     try:  # optimize_tool="None": its default optimiser pip-installs packages on the fly
         paddle2onnx.export(str(folder / f"{ENCODER}.json"), str(folder / f"{ENCODER}.pdiparams"),
-                           save_file=str(folder / ONNX_FILE), opset_version=17, optimize_tool="None")
+                           save_file=str(target), opset_version=17, optimize_tool="None")
     except (Exception, SystemExit) as err:  # paddle2onnx ends with SystemExit on a failed conversion
         raise UserError(f"ONNX conversion failed: {err}") from None
-    if not (folder / ONNX_FILE).is_file():
+    if not target.is_file():
         raise UserError("ONNX conversion failed: paddle2onnx wrote no file")
 
 
@@ -179,8 +197,12 @@ def write_int8(folder: Path, cfg: Config, tokenizer: Tokenizer, pooling: str,
     (printed; a warning under MIN_INT8_COSINE)."""
     feeds = [pad_batch(tokenizer.vocab, [tokenize(tokenizer, text, cfg.data.max_len, truncate=True)])
              for text in CHECK_TEXTS]
-    kept = quantize_encoder(folder / ONNX_FILE, folder / ONNX_INT8_FILE, cfg.model.hidden_size, cfg.model.ffn_size,
+    # quantised from paddle2onnx's graph, whose LayerNorm-fed MatMuls SmoothQuant finds (export/quantize.py)
+    converted = folder / "encoder.paddle2onnx.onnx"
+    convert_to_onnx(folder, converted)
+    kept = quantize_encoder(converted, folder / ONNX_INT8_FILE, cfg.model.hidden_size, cfg.model.ffn_size,
                             calibration=feeds)
+    converted.unlink()
     cosine = min_cosine(folder / ONNX_FILE, folder / ONNX_INT8_FILE, feeds, lambda vectors, ids: pool(
         vectors, pooling, token_weights[ids] if token_weights is not None else None))
     print(f"int8: embeddings of {len(CHECK_TEXTS)} varied texts within cosine {cosine:.4f} of fp32")

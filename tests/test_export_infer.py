@@ -264,7 +264,7 @@ def exported_onnx(trained, tmp_path_factory):
 
 def test_onnxruntime_backend_matches_the_paddle_predictor(exported_onnx):
     manifest = json.loads((exported_onnx / "manifest.json").read_text())
-    assert "encoder.onnx" in manifest["sha256"]
+    assert "encoder.onnx" in manifest["sha256"] and manifest["onnx_graph"] == "fused"
     paddle_encoder = Encoder(exported_onnx, device="cpu", backend="paddle")
     onnx_encoder = Encoder(exported_onnx, backend="onnxruntime")
     for rows, length, seed in ((1, 6, 0), (4, 32, 1), (3, 17, 2), (64, 20, 3)):
@@ -275,6 +275,37 @@ def test_onnxruntime_backend_matches_the_paddle_predictor(exported_onnx):
     texts = ["a crane is flying", ("a crane driver came", "he just left")]
     for a, b in zip(paddle_encoder.encode(texts), onnx_encoder.encode(texts)):
         assert a.tokens == b.tokens and np.abs(a.vectors - b.vectors).max() < 1e-5
+
+
+@pytest.mark.parametrize("settings, graph", [
+    ({"model.norm": "pre"}, "paddle2onnx"),  # no fused graph for pre-LN: paddle2onnx's
+    ({"model.linear_bias": True, "model.activation": "relu", "model.num_heads": 8}, "fused"),  # biases, batched heads
+    ({"model.linear_bias": True}, "fused"),  # GELU, heads one by one in Paddle
+])
+def test_each_onnx_graph_matches_the_paddle_predictor(tmp_path, settings, graph):
+    needs("paddle2onnx", "onnx")
+    needs("onnxruntime", "onnx")
+    from export import save
+    from pipeline.config import load_config
+    from pipeline.export_format import embedding_manifest
+    from pipeline.tokenizer import WhitespaceTokenizer
+    from pipeline.vocab import SPECIAL_TOKENS, Vocab
+
+    cfg = load_config(None, (), {"model.vocab_size": 40, "model.hidden_size": 32, "model.num_heads": 2,
+                                 "model.ffn_size": 48, **settings})
+    rng = np.random.default_rng(0)
+    state = {k: v.numpy() + (rng.normal(0, 0.5, v.shape).astype(np.float32) if k.endswith("bias") else 0)
+             for k, v in BertForPretraining(cfg.model).state_dict().items()}  # biases not zero: their paths count
+    tokenizer = WhitespaceTokenizer(Vocab(list(SPECIAL_TOKENS) + [f"w{i}" for i in range(40 - len(SPECIAL_TOKENS))]))
+    folder = save.export(cfg, state, tokenizer, tmp_path / "export", {"checkpoint": str(tmp_path)},
+                         embedding_manifest("mean", False, 32), onnx=True)
+    assert json.loads((folder / "manifest.json").read_text())["onnx_graph"] == graph
+    paddle_encoder, onnx_encoder = Encoder(folder, device="cpu", backend="paddle"), Encoder(folder, backend="onnxruntime")
+    for rows, length, seed in ((1, 5, 0), (5, 19, 1)):
+        arrays = random_inputs(40, rows, length, seed)
+        (want,), (got,) = paddle_encoder.run(arrays), onnx_encoder.run(arrays)
+        for row, n in enumerate(arrays["valid_length"]):
+            np.testing.assert_allclose(got[row, :n], want[row, :n], atol=2e-5)
 
 
 def test_onnxruntime_backend_needs_the_onnx_file(exported):
@@ -370,8 +401,10 @@ def test_smoothing_keeps_the_fp32_model_exact(exported_int8, tmp_path):
     import onnxruntime
 
     from export.quantize import basic_optimized, smooth_activations
+    from export.save import convert_to_onnx
 
-    basic_optimized(exported_int8 / "encoder.onnx", tmp_path / "basic.onnx")
+    convert_to_onnx(exported_int8, tmp_path / "converted.onnx")  # the graph int8 is made from: paddle2onnx's
+    basic_optimized(tmp_path / "converted.onnx", tmp_path / "basic.onnx")
     model = onnx.load(str(tmp_path / "basic.onnx"))
     feeds = [random_inputs(len(Encoder(exported_int8).vocab), 1, 12, seed) for seed in range(3)]
     before = onnxruntime.InferenceSession(model.SerializeToString()).run(None, feeds[0])[0]
