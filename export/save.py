@@ -31,7 +31,7 @@ from paddle.static import InputSpec  # noqa: E402
 
 from export import huggingface, onnx_graph  # noqa: E402
 from export.quantize import CHECK_TEXTS, min_cosine, quantize_encoder  # noqa: E402
-from infer.embedding import pool  # noqa: E402
+from pipeline.pooling import pool  # noqa: E402
 from pipeline import checkpoint  # noqa: E402
 from pipeline.config import Config, load_config  # noqa: E402
 from pipeline.errors import UserError, run_cli  # noqa: E402

@@ -1,11 +1,12 @@
 """One vector per input from its token vectors, as the export's manifest says ("embedding": pooling,
 normalisation), and long inputs embedded by windows. Pure numpy: the Encoder and every service route share it.
 
-Pooling is over every real token, <cls> and <sep> included, as sentence-transformers pools: `cls` takes
-row 0, `mean` the mean, `max` the element-wise maximum, `weighted` the mean weighted by each token's weight
-(the export's TOKEN_WEIGHTS, learned by the contrastive stage). A text longer than the model's maximum may be
-embedded by overlapping windows (`pipeline.tokenizer.tokenize_windows`): each window is pooled, then the windows are combined
-into one vector, weighted by their tokens (mean, cls) or element-wise (max), before any normalisation.
+Pooling (`pipeline.pooling.pool`) is over every real token, <cls> and <sep> included, as sentence-transformers
+pools: `cls` takes row 0, `mean` the mean, `max` the element-wise maximum, `weighted` the mean weighted by each
+token's weight (the export's TOKEN_WEIGHTS, learned by the contrastive stage). A text longer than the model's
+maximum may be embedded by overlapping windows (`pipeline.tokenizer.tokenize_windows`): each window is pooled,
+then the windows are combined into one vector, weighted by their tokens (mean, cls; `weighted`: by their
+tokens' weights) or element-wise (max), before any normalisation.
 """
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.export_format import POOLINGS
 
 
 @dataclass(frozen=True)
@@ -32,21 +32,9 @@ class EmbeddingSpec:
         return cls(str(spec["pooling"]), bool(spec["normalize"]), int(spec["dimensions"]))
 
 
-def pool(vectors: np.ndarray, pooling: str, weights: np.ndarray | None = None) -> np.ndarray:
-    """[tokens, hidden] -> [hidden]; `weighted` takes each token's weight ([tokens])."""
-    if pooling == "cls":
-        return vectors[0]
-    if pooling == "mean":
-        return vectors.mean(axis=0)
-    if pooling == "weighted":
-        return weights @ vectors / weights.sum()
-    if pooling == "max":
-        return vectors.max(axis=0)
-    raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
-
-
-def combine_windows(pooled: list[np.ndarray], tokens: list[int], pooling: str) -> np.ndarray:
-    """The windows of one text as one vector: their token-weighted mean, or their element-wise max."""
+def combine_windows(pooled: list[np.ndarray], tokens: list[float], pooling: str) -> np.ndarray:
+    """The windows of one text as one vector: their mean weighted by `tokens` (each window's tokens, or the sum
+    of their weights), or their element-wise max."""
     if len(pooled) == 1:
         return pooled[0]
     if pooling == "max":

@@ -23,10 +23,11 @@ from typing import Sequence
 
 import numpy as np
 
-from infer.embedding import EmbeddingSpec, combine_windows, first_dimensions, normalized, pool
+from infer.embedding import EmbeddingSpec, combine_windows, first_dimensions, normalized
 from infer.tensorrt import converted_program, point_engine_lookup
 from pipeline.errors import UserError
 from pipeline.files import file_digest
+from pipeline.pooling import pool
 from infer.grouping import padding_groups
 from pipeline.export_format import (ENCODER, PRETRAINING, MANIFEST, ONNX_FILE, ONNX_INT8_FILE, PRED_POSITIONS, VOCAB,
                                     INT8_WEIGHT_BITS, TOKEN_WEIGHTS, input_names)
@@ -343,12 +344,18 @@ class Encoder:
         out, at = [], 0
         for items in per_text:
             pooled = [self.pool(tokens, v, pooling) for (tokens, _), v in zip(items, vectors[at:at + len(items)])]
-            out.append(combine_windows(pooled, [len(tokens) for tokens, _ in items], pooling))
+            out.append(combine_windows(pooled, [self.window_mass(tokens) for tokens, _ in items], pooling))
             at += len(items)
         result = np.asarray(out, dtype=np.float32).reshape(len(per_text), -1)
         if self.embedding.normalize if normalize is None else normalize:
             result = normalized(result)
         return first_dimensions(result, dimensions)
+
+    def window_mass(self, tokens: list[str]) -> float:
+        """What a window weighs when a long text's windows are combined: its tokens, or their weights."""
+        if self.embedding.pooling != "weighted":
+            return float(len(tokens))
+        return float(self.token_weights[[self.vocab[t] for t in tokens]].sum())
 
     def pool(self, tokens: list[str], vectors: np.ndarray, pooling: str) -> np.ndarray:
         """One input's vectors ([len(tokens), hidden]) as one, `pooling` (weighted: by this model's weights)."""

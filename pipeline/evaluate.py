@@ -127,7 +127,7 @@ def sentence_embedder(encoder: EncoderFn, tokenizer: Tokenizer, max_len: int, po
                       token_weights: np.ndarray | None = None, batch_size: int = 128) -> EmbedFn:
     """texts -> [N, H] pooled vectors (infer.embedding.pool: <cls>'s, or the mean, max or weighted mean over
     real tokens, `token_weights` per vocabulary id), texts cut at max_len."""
-    from infer.embedding import pool
+    from pipeline.pooling import pool
 
     def embed(texts: list[str]) -> np.ndarray:
         items = [tokenize(tokenizer, text, max_len, truncate=True) for text in texts]

@@ -283,6 +283,13 @@ def test_weighted_export_embeds_as_trained_everywhere(weighted_run, topics, tmp_
                                                      ("input_ids", "token_type_ids", "valid_length"))).numpy()
     vectors = encoder.embed(texts)
     np.testing.assert_allclose(vectors, trained, atol=1e-5)
+    long_text = " ".join(texts)  # over the model's 40 tokens: windows, combined by their tokens' weights
+    (windows,) = encoder.tokenize_for_embedding([long_text], windows=True)
+    assert len(windows) > 1
+    ids = np.concatenate([[encoder.vocab[t] for t in tokens] for tokens, _ in windows])
+    weights = encoder.token_weights[ids]
+    whole = weights @ np.concatenate(encoder.encode_items(windows)) / weights.sum()
+    np.testing.assert_allclose(encoder.embed([long_text], windows=True)[0], whole / np.linalg.norm(whole), atol=1e-5)
     mean = Encoder(export, device="cpu", backend="paddle")
     mean.embedding = type(mean.embedding)("mean", True, 32)
     assert np.abs(mean.embed(texts) - vectors).max() > 1e-3  # the weights change the vectors
