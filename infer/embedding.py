@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import numpy as np
 
 
-
 @dataclass(frozen=True)
 class EmbeddingSpec:
     """The manifest's "embedding": how encodings become one vector, and its length."""

@@ -343,27 +343,26 @@ class Encoder:
         pooling = self.embedding.pooling
         out, at = [], 0
         for items in per_text:
-            pooled = [self.pool(tokens, v, pooling) for (tokens, _), v in zip(items, vectors[at:at + len(items)])]
-            out.append(combine_windows(pooled, [self.window_mass(tokens) for tokens, _ in items], pooling))
+            weights = [self.weights_of(tokens) if pooling == "weighted" else None for tokens, _ in items]
+            pooled = [pool(v, pooling, w) for v, w in zip(vectors[at:at + len(items)], weights)]
+            # a long text's windows count by their tokens, or by their tokens' weights
+            mass = [len(tokens) if w is None else float(w.sum()) for (tokens, _), w in zip(items, weights)]
+            out.append(combine_windows(pooled, mass, pooling))
             at += len(items)
         result = np.asarray(out, dtype=np.float32).reshape(len(per_text), -1)
         if self.embedding.normalize if normalize is None else normalize:
             result = normalized(result)
         return first_dimensions(result, dimensions)
 
-    def window_mass(self, tokens: list[str]) -> float:
-        """What a window weighs when a long text's windows are combined: its tokens, or their weights."""
-        if self.embedding.pooling != "weighted":
-            return float(len(tokens))
-        return float(self.token_weights[[self.vocab[t] for t in tokens]].sum())
+    def weights_of(self, tokens: list[str]) -> np.ndarray:
+        """Each token's weight under `weighted` pooling ([len(tokens)])."""
+        if self.token_weights is None:
+            raise UserError(f"pooling weighted needs a model trained with it; this one pools {self.embedding.pooling}")
+        return self.token_weights[[self.vocab[t] for t in tokens]]
 
     def pool(self, tokens: list[str], vectors: np.ndarray, pooling: str) -> np.ndarray:
         """One input's vectors ([len(tokens), hidden]) as one, `pooling` (weighted: by this model's weights)."""
-        if pooling != "weighted":
-            return pool(vectors, pooling)
-        if self.token_weights is None:
-            raise UserError(f"pooling weighted needs a model trained with it; this one pools {self.embedding.pooling}")
-        return pool(vectors, pooling, self.token_weights[[self.vocab[t] for t in tokens]])
+        return pool(vectors, pooling, self.weights_of(tokens) if pooling == "weighted" else None)
 
     def encode_tokenized(self, items: list[tuple[list[str], list[int]]]) -> list[np.ndarray]:
         """Vectors ([len(tokens), hidden]) of tokenized items, in one predictor call padded to the longest

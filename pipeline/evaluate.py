@@ -125,7 +125,7 @@ def encoding_figures(encoder: EncoderFn, pairs: Pairs, tokenizer: Tokenizer, max
 
 def sentence_embedder(encoder: EncoderFn, tokenizer: Tokenizer, max_len: int, pooling: str,
                       token_weights: np.ndarray | None = None, batch_size: int = 128) -> EmbedFn:
-    """texts -> [N, H] pooled vectors (infer.embedding.pool: <cls>'s, or the mean, max or weighted mean over
+    """texts -> [N, H] pooled vectors (pipeline.pooling.pool: <cls>'s, or the mean, max or weighted mean over
     real tokens, `token_weights` per vocabulary id), texts cut at max_len."""
     from pipeline.pooling import pool
 
