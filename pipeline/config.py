@@ -19,6 +19,7 @@ from pipeline.errors import UserError
 from pipeline.files import write_text_atomic
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "bert_tiny.yaml"
+BASE_KEY = "_BASE_"  # a config file's list of the files it builds on
 SECTIONS = ("model", "data", "train")
 SPLITS = ("train", "valid", "test")
 
@@ -300,9 +301,23 @@ def _looks_like_float(text: str) -> bool:
 
 def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = (),
                 settings: typing.Mapping[str, Any] | None = None) -> Config:
-    """Load `path` (default: configs/bert_tiny.yaml), then apply `section.key=value` overrides (values
-    read as YAML), then `settings` ({"section.key": value}, values taken as they are)."""
-    path = Path(path) if path is not None else DEFAULT_CONFIG
+    """Load `path` (default: configs/bert_tiny.yaml) over the files its `_BASE_` list names, then apply
+    `section.key=value` overrides (values read as YAML), then `settings` ({"section.key": value}, values
+    taken as they are)."""
+    values: Values = {}
+    _read_config_file(Path(path) if path is not None else DEFAULT_CONFIG, values, ())
+    for text in overrides:
+        _set(values, *parse_override(text))
+    _set_all(values, settings or {})
+    return _build(values)
+
+
+def _read_config_file(path: Path, values: Values, reading: tuple[Path, ...]) -> None:
+    """Set `values` from `path`: first from each file of its `_BASE_` list (paths relative to it, in order, as
+    PaddleDetection's configs name theirs), then from its own sections, which win."""
+    if path.resolve() in reading:
+        raise UserError(f"config file {path} names itself among its _BASE_ files (through "
+                        f"{' -> '.join(p.name for p in reading)})")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
@@ -311,16 +326,16 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
         raise UserError(f"cannot read config file {path}: {str(err).splitlines()[0]}") from None
     if not isinstance(raw, dict):
         raise UserError(f"config file {path} must hold sections model/data/train")
-    values: Values = {}
+    bases = raw.pop(BASE_KEY, [])
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise UserError(f"{BASE_KEY} in {path} must be a list of config files, e.g. {BASE_KEY}: [bert_tiny.yaml]")
+    for base in bases:
+        _read_config_file(path.parent / base, values, (*reading, path.resolve()))
     for section, given in raw.items():
         if not isinstance(given, dict):
             raise UserError(f"section {section!r} of {path} must be a mapping")
         for key, value in given.items():
             _set(values, str(section), str(key), value)
-    for text in overrides:
-        _set(values, *parse_override(text))
-    _set_all(values, settings or {})
-    return _build(values)
 
 
 # the value a saved config (a checkpoint's config.json) without the setting was made with

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.config import DEFAULT_CONFIG, Config, diff_configs, load_config, parse_override, with_settings
+from pipeline.config import BASE_KEY, DEFAULT_CONFIG, Config, diff_configs, load_config, parse_override, with_settings
 from pipeline.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,8 +22,38 @@ def test_a_shipped_config_lists_only_what_it_changes(path):
     """Defaults live in the dataclasses alone: a config file that repeats one would hide which lines matter."""
     defaults = Config().to_dict()
     listed = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    repeated = [f"{s}.{k}" for s, values in listed.items() for k, v in values.items() if defaults[s][k] == v]
-    assert not repeated, f"{path.name} repeats defaults: {repeated}"
+    bases = [yaml.safe_load((path.parent / b).read_text(encoding="utf-8")) for b in listed.pop(BASE_KEY, [])]
+    inherited = {(s, k): v for base in bases for s, values in base.items() if s != BASE_KEY for k, v in values.items()}
+    repeated = [f"{s}.{k}" for s, values in listed.items() for k, v in values.items()
+                if inherited.get((s, k), defaults[s][k]) == v]
+    assert not repeated, f"{path.name} repeats what it builds on: {repeated}"
+
+
+def test_a_config_builds_on_its_base_files_and_wins_over_them(tmp_path):
+    (tmp_path / "shape.yaml").write_text("model: {hidden_size: 64, num_heads: 4}\ntrain: {lr: 1.0e-4}\n")
+    (tmp_path / "base.yaml").write_text("_BASE_: [shape.yaml]\ntrain: {lr: 2.0e-4, steps: 9}\n")
+    (tmp_path / "run.yaml").write_text("_BASE_: [base.yaml]\ntrain: {steps: 5}\n")
+    cfg = load_config(tmp_path / "run.yaml", ["train.steps=7"])
+    assert (cfg.model.hidden_size, cfg.model.num_heads, cfg.train.lr, cfg.train.steps) == (64, 4, 2e-4, 7)
+    assert load_config(tmp_path / "run.yaml").train.steps == 5
+
+
+def test_the_contrastive_config_starts_from_the_vectors_shape():
+    vectors, contrastive = (load_config(ROOT / "configs" / name) for name in ("bert_vectors.yaml", "contrastive.yaml"))
+    assert contrastive.model.hidden_size == vectors.model.hidden_size != Config().model.hidden_size
+    assert contrastive.data.tokenizer == vectors.data.tokenizer == "wordpiece"
+    assert (contrastive.train.objective, vectors.train.objective) == ("contrastive", "mlm")
+
+
+@pytest.mark.parametrize("text, says", [
+    ("_BASE_: [loop.yaml]\n", "names itself among its _BASE_ files"),
+    ("_BASE_: [missing.yaml]\n", "config file not found"),
+    ("_BASE_: loop.yaml\n", "must be a list of config files"),
+])
+def test_a_bad_base_list_is_refused_in_one_line(tmp_path, text, says):
+    (tmp_path / "loop.yaml").write_text(text)
+    with pytest.raises(UserError, match=says):
+        load_config(tmp_path / "loop.yaml")
 
 
 def test_a_config_is_frozen_and_changed_only_into_a_new_one():
