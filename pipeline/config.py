@@ -46,6 +46,9 @@ class ModelConfig:
     activation: str = setting("gelu", "feed-forward activation", choices=("relu", "gelu"))
     init_std: float = setting(0.02, "BERT's truncated normal for weights; 0 = Paddle's defaults (the seed)",
                               at_least=0.0)
+    zero_position_init: bool = setting(False, "position and segment embeddings start at zero instead of init_std's "
+                                              "normal (then learned): a sentence vector starts as the bag of its "
+                                              "tokens, not blurred by where each sits (configs/bert_vectors.yaml)")
     layer_norm_eps: float = setting(1e-12, "LayerNorm epsilon (BERT 1e-12, Paddle 1e-5)", above=0.0)
     tie_word_embeddings: bool = setting(False, "the MLM output layer reuses the word embeddings (BERT)")
     norm: str = setting("post", "post: LayerNorm after each residual add (BERT); pre: before each block, with a "

@@ -290,6 +290,9 @@ class BertForPretraining(nn.Layer):
         self.token_weights = TokenWeights(cfg.vocab_size) if cfg.pooling == "weighted" else None
         if cfg.init_std > 0:
             init_bert_weights(self, cfg.init_std)
+        if cfg.zero_position_init:
+            for table in (self.encoder.embeddings.position_embeddings, self.encoder.embeddings.token_type_embeddings):
+                table.weight.set_value(paddle.zeros_like(table.weight))
 
     def forward(self, input_ids: paddle.Tensor, token_type_ids: paddle.Tensor, valid_length: paddle.Tensor,
                 pred_positions: paddle.Tensor, drop_masks: paddle.Tensor | None = None

@@ -147,7 +147,7 @@ def open_pretrained(folder: str | Path) -> Pretrained:
 
 
 # settings of a run that are not its architecture: the new run's own
-NOT_ARCHITECTURE = ("dropout", "init_std", "pooling")
+NOT_ARCHITECTURE = ("dropout", "init_std", "zero_position_init", "pooling")
 
 
 def own_run(folder: Path) -> Pretrained:

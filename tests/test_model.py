@@ -180,6 +180,22 @@ def test_bert_initialisation_is_a_truncated_normal_with_zero_biases():
     assert np.abs(dict(default.named_parameters())["encoder.layers.0.intermediate.weight"].numpy()).max() > 0.1
 
 
+def test_zero_position_init_starts_a_sentence_vector_as_the_bag_of_its_tokens():
+    """Position and segment tables at zero, words as BERT's: a token's embedding output is the same at any
+    position, so at the start the mean-pooled embeddings of a sentence and of its reversal agree."""
+    paddle.seed(0)
+    model = BertForPretraining(ModelConfig(**{**CFG.__dict__, "zero_position_init": True}))
+    embeddings = model.encoder.embeddings
+    assert not embeddings.position_embeddings.weight.numpy().any()
+    assert not embeddings.token_type_embeddings.weight.numpy().any()
+    assert embeddings.word_embeddings.weight.numpy().std() > 0.01
+    ids = paddle.to_tensor([[5, 9, 11, 7], [7, 11, 9, 5]], dtype="int64")
+    out = embeddings(ids, paddle.zeros_like(ids)).numpy()
+    np.testing.assert_allclose(out[0], out[1][::-1], atol=1e-6)
+    plain = BertForPretraining(CFG).encoder.embeddings(ids, paddle.zeros_like(ids)).numpy()
+    assert np.abs(plain[0] - plain[1][::-1]).max() > 0.1  # BERT's start: where a token sits changes it
+
+
 def test_pre_ln_nsp_off_and_mask_only_train_resume_and_export(corpus_dir, tmp_path):
     """The budget-BERT options together: pre-LN with a final LayerNorm, NSP off, 30% masking with every
     chosen token masked. The loss falls, the NSP head does not move, the predictor equals the model,
