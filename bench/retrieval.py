@@ -69,7 +69,8 @@ def lexical_baselines(run: Path, data_dir: str, width: int, max_len: int = 64) -
     for row_ids, sentence in zip(bags, tokenizer.ids_batch(test.texts)):
         np.add.at(row_ids, sentence[:max_len - 2], weights[sentence[:max_len - 2]])
     projection = np.random.default_rng(0).standard_normal((size, width)).astype(np.float32)
-    return {"bag": ranking_figures(bags, test.documents), "projected": ranking_figures(bags @ projection, test.documents)}
+    return {"bag": ranking_figures(bags, test.documents), "projected": ranking_figures(bags @ projection, test.documents),
+            "vocabulary": size}
 
 
 def row(name: str, minutes: float, f: dict, key: str = "model") -> list:
@@ -106,7 +107,8 @@ def main() -> int:
         width = yaml.safe_load((folder / "recipe" / "config.yaml").read_text())["model"]["hidden_size"]
         lexical = lexical_baselines(folder / "recipe", args.data_dir, width)
         rows += [row("masked LM (configs/bert_vectors.yaml), then contrastive", (mlm + second) / 60, f),
-                 row("SIF-weighted bag of its WordPiece pieces (8,000 dimensions, no training)", 0, lexical, "bag"),
+                 row(f"SIF-weighted bag of its WordPiece pieces ({lexical['vocabulary']:,} dimensions, no training)", 0,
+                     lexical, "bag"),
                  row(f"the same bag projected at random to {width} dimensions", 0, lexical, "projected")]
         results["recipe"] = {"wall_s": mlm + second, "mlm_wall_s": mlm, "figures": f, "lexical": lexical,
                              "mlm_figures": json.loads((folder / "mlm" / "eval.json").read_text())}
