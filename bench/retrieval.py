@@ -81,9 +81,9 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", default=str(DEFAULT_DATA), help="folder with wiki.valid.tokens and wiki.test.tokens")
     p.add_argument("--runs", default=",".join(RUNS), help=f"comma-separated, of {', '.join(RUNS)}")
-    p.add_argument("--mlm-minutes", type=float, default=1.0, help="the recipe's masked-LM stage (default 1.0)")
-    p.add_argument("--contrastive-minutes", type=float, default=2.2,
-                   help="the recipe's contrastive stage (default 2.2)")
+    p.add_argument("--mlm-minutes", type=float, default=0.5, help="the recipe's masked-LM stage (default 0.5)")
+    p.add_argument("--contrastive-minutes", type=float, default=2.5,
+                   help="the recipe's contrastive stage (default 2.5)")
     args = p.parse_args()
     runs = args.runs.split(",")
     folder = Path(tempfile.mkdtemp(prefix="bench-retrieval-"))
