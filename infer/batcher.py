@@ -2,8 +2,8 @@
 
 Worker threads, each with its own predictor (an `Encoder.clone()`), take tokenized items from one
 bounded queue: a worker waits up to `max_wait_ms` after the first item for more, up to `max_batch`,
-then runs them in length buckets (so a short text is not padded to a long one) and completes each
-item's future. A full queue refuses new work at once (`QueueFull`) instead of letting latency grow.
+then runs them in the predictor calls its encoder would choose in process (`call_groups`: sorted by
+length, cut where padding costs more than a call) and completes each item's future. A full queue refuses new work at once (`QueueFull`) instead of letting latency grow.
 Each worker first runs a warm-up call (`warmup`); `ready` is set once every worker has.
 """
 from __future__ import annotations
@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 Item = tuple[list[str], list[int]]  # tokens and segment ids, as `pipeline.tokenizer.tokenize` makes them
-BUCKET_WIDTH = 16  # items whose lengths fall in the same 16-token band share a predictor call
 
 
 class QueueFull(Exception):
@@ -98,7 +97,8 @@ class Batcher:
         self._warm_up(encoder)
         while not (self._stopping.is_set() and self.jobs.empty()):
             batch = self._next_batch()
-            for group in length_buckets(batch):
+            for chunk in encoder.call_groups([job.item for job in batch], self.max_batch):
+                group = [batch[i] for i in chunk]
                 self.batch_sizes[len(group)] += 1
                 if self._on_batch is not None:
                     self._on_batch(len(group))
@@ -111,10 +111,3 @@ class Batcher:
                 for job, v in zip(group, vectors):
                     job.future.set_result(v)
 
-
-def length_buckets(batch: list[Job]) -> list[list[Job]]:
-    """`batch` split into groups of similar length (same BUCKET_WIDTH band), shortest first."""
-    groups: dict[int, list[Job]] = {}
-    for job in sorted(batch, key=lambda j: len(j.item[0])):
-        groups.setdefault((len(job.item[0]) - 1) // BUCKET_WIDTH, []).append(job)
-    return list(groups.values())

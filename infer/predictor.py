@@ -310,12 +310,17 @@ class Encoder:
     def encode_items(self, items: list[tuple[list[str], list[int]]], batch_size: int = 64) -> list[np.ndarray]:
         """Vectors of tokenized items, in calls of `batch_size` items of similar length, in input order."""
         results: list[np.ndarray | None] = [None] * len(items)
-        order = sorted(range(len(items)), key=lambda i: len(items[i][0]))
-        for lo, hi in padding_groups([len(items[i][0]) for i in order], batch_size, self.call_tokens):
-            chunk = order[lo:hi]
+        for chunk in self.call_groups(items, batch_size):
             for i, vectors in zip(chunk, self.encode_tokenized([items[i] for i in chunk])):
                 results[i] = vectors
         return results
+
+    def call_groups(self, items: list[tuple[list[str], list[int]]], batch_size: int) -> list[list[int]]:
+        """Indices into `items`, one list per predictor call of at most `batch_size`: sorted by length and cut
+        where padding costs more than another call (infer/grouping.py, at this backend's cost per call)."""
+        order = sorted(range(len(items)), key=lambda i: len(items[i][0]))
+        return [order[lo:hi] for lo, hi in
+                padding_groups([len(items[i][0]) for i in order], batch_size, self.call_tokens)]
 
     def tokenize_for_embedding(self, texts: Sequence[Text], truncate: bool = False,
                                windows: bool = False) -> list[list[tuple[list[str], list[int]]]]:
