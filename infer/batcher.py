@@ -3,7 +3,8 @@
 Worker threads, each with its own predictor (an `Encoder.clone()`), take tokenized items from one
 bounded queue: a worker waits up to `max_wait_ms` after the first item for more, up to `max_batch`,
 then runs them in the predictor calls its encoder would choose in process (`call_groups`: sorted by
-length, cut where padding costs more than a call) and completes each item's future. A full queue refuses new work at once (`QueueFull`) instead of letting latency grow.
+length, cut where padding costs more than a call) and completes each item's future. A full queue
+refuses new work at once (`QueueFull`) instead of letting latency grow.
 Each worker first runs a warm-up call (`warmup`); `ready` is set once every worker has.
 """
 from __future__ import annotations
@@ -110,4 +111,3 @@ class Batcher:
                     continue
                 for job, v in zip(group, vectors):
                     job.future.set_result(v)
-
