@@ -69,7 +69,7 @@ def print_table(title: str, header: list[str], rows: list[list]) -> None:
 
 def cpu_name() -> str:
     """The CPU the figures come from: model, cores this process may use, and its vector units."""
-    from pipeline.runtime import available_cores, cpu_flags
+    from pipeline.core.runtime import available_cores, cpu_flags
 
     model = "unknown CPU"
     try:

@@ -24,8 +24,8 @@ from pathlib import Path
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from bench.common import DEFAULT_DATA, RESULTS, print_table, write_json  # noqa: E402
-from pipeline.dataset import PretrainingData  # noqa: E402
-from pipeline.wikitext_cache import wikitext_examples  # noqa: E402
+from pipeline.data.batches import PretrainingData  # noqa: E402
+from pipeline.data.wikitext_pairs import wikitext_examples  # noqa: E402
 
 MAX_LEN = 64
 

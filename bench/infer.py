@@ -21,23 +21,23 @@ from pathlib import Path
 
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from pipeline.runtime import setup_process_for_paddle  # noqa: E402
+from pipeline.core.runtime import setup_process_for_paddle  # noqa: E402
 
 setup_process_for_paddle()
 
 import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 
+import infer.backends.paddle_inference as paddle_inference  # noqa: E402
 from bench.common import ROOT, print_table, run_measured, write_json  # noqa: E402
 from export.save import export_checkpoint  # noqa: E402
-import infer.predictor as predictor_module  # noqa: E402
-from infer.predictor import Encoder  # noqa: E402
+from infer.encoder import Encoder  # noqa: E402
 from pipeline import checkpoint  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
+from pipeline.core.runtime import cpu_has_bf16, set_cpu_threads  # noqa: E402
+from pipeline.core.tokenizer import WhitespaceTokenizer  # noqa: E402
+from pipeline.core.vocab import SPECIAL_TOKENS, Vocab  # noqa: E402
 from pipeline.model import BertForPretraining, encoder_input_spec  # noqa: E402
-from pipeline.runtime import cpu_has_bf16, set_cpu_threads  # noqa: E402
-from pipeline.tokenizer import WhitespaceTokenizer  # noqa: E402
-from pipeline.vocab import SPECIAL_TOKENS, Vocab  # noqa: E402
 
 SIZES = {"tiny": "configs/bert_tiny.yaml", "base": "configs/bert_base.yaml"}
 VOCAB_SIZE = 4211  # WikiText-2 valid at min_freq 5, as the tiny training run gets
@@ -88,7 +88,7 @@ def huggingface_onnx(model: BertForPretraining, cfg_path: str, folder: Path):
     import transformers
 
     from export.huggingface import bert_config
-    from pipeline.hf_mapping import to_hf
+    from pipeline.core.hf_mapping import to_hf
 
     cfg = load_config(cfg_path, [f"model.vocab_size={VOCAB_SIZE}"])
     bert = transformers.BertModel(transformers.BertConfig(**bert_config(cfg)), add_pooling_layer=False).eval()
@@ -170,27 +170,28 @@ def bench_size(size: str, calls: int, folder: Path) -> list[dict]:
 
 
 def without_cpu_passes(encoder: Encoder, arrays: dict) -> Encoder:
-    """`encoder` with its predictors built before infer.predictor.CPU_PASSES was added (for the comparison)."""
-    saved, predictor_module.CPU_PASSES = predictor_module.CPU_PASSES, []
+    """`encoder` with its predictors built before paddle_inference.CPU_PASSES was added (for the comparison)."""
+    saved, paddle_inference.CPU_PASSES = paddle_inference.CPU_PASSES, []
     try:
         encoder.run(arrays)
     finally:
-        predictor_module.CPU_PASSES = saved
+        paddle_inference.CPU_PASSES = saved
     return encoder
 
 
 OPS_PROBE = """
 import sys, numpy as np
-from pipeline.runtime import setup_process_for_paddle; setup_process_for_paddle()
-import infer.predictor as p
+from pipeline.core.runtime import setup_process_for_paddle; setup_process_for_paddle()
+import infer.backends.paddle_inference as p
+from infer.encoder import Encoder
 if sys.argv[2] == "none": p.CPU_PASSES = []
-enc = p.Encoder(sys.argv[1], device="cpu", backend="paddle")
+enc = Encoder(sys.argv[1], device="cpu", backend="paddle")
 ids = np.array([[3, 10, 11, 12, 13, 4]])
 arrays = {"input_ids": ids, "token_type_ids": np.zeros_like(ids), "valid_length": np.array([6])}
 enc.run(arrays)
-predictor, inputs, outputs = enc._predictor("encoder", ids.size)
-cfg = enc._config("encoder", "small"); cfg.enable_profile()
-enc._predictors[("encoder", "small")] = p._with_handles(enc._inference.create_predictor(cfg))
+runtime = enc.runtime
+cfg = runtime._config("encoder", "small"); cfg.enable_profile()
+runtime._predictors[("encoder", "small")] = p.with_handles(runtime._inference.create_predictor(cfg))
 for _ in range(10): enc.run(arrays)
 """
 

@@ -111,9 +111,9 @@ def sample_effect(data_dir: Path, folder: Path, steps: int) -> list[dict]:
 
 
 def unk_share(data_dir: Path) -> dict:
-    from pipeline.sources import wikitext_documents
-    from pipeline.examples import encode_documents
-    from pipeline.tokenizer import learn_tokenizer
+    from pipeline.core.tokenizer import learn_tokenizer
+    from pipeline.data.pretraining_examples import encode_documents
+    from pipeline.data.sources import wikitext_documents
 
     valid = [s for doc in wikitext_documents(data_dir / "wiki.valid.tokens") for s in doc]
     tokenizer = learn_tokenizer(valid, "wordpiece", 8000, True, 5)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from pipeline.runtime import setup_process_for_paddle  # noqa: E402
+from pipeline.core.runtime import setup_process_for_paddle  # noqa: E402
 
 setup_process_for_paddle()
 
@@ -45,9 +45,9 @@ def write_folder(folder: Path, size: str):
 
 
 def import_parity(folder: Path, hf, vocab: list[str]) -> dict:
-    from tests.test_export_infer import random_inputs
-    from tests.test_pretrained import outputs, project_model, transformers_outputs
     from pipeline.pretrained import open_pretrained
+    from tests.helpers.runs import random_inputs
+    from tests.test_pretrained import outputs, project_model, transformers_outputs
 
     start = time.perf_counter()
     pretrained = open_pretrained(folder)
@@ -82,7 +82,7 @@ def huggingface_speed(folder: Path, data_dir: str, steps: int, out: Path) -> flo
 
     from bench.quality import huggingface_step
     from pipeline.config import load_config
-    from pipeline.sources import training_data
+    from pipeline.data.sources import training_data
 
     torch.set_num_threads(2)
     cfg = load_config(out / "config.yaml")

@@ -38,8 +38,8 @@ SAVE_EVERY = 50  # steps between the checkpoints a run leaves for evaluation
 
 
 def held_out(cfg, data_dir: str, vocab):
-    from pipeline.wikitext_cache import wikitext_examples
-    from pipeline.wikitext import find_split
+    from pipeline.data.wikitext import find_split
+    from pipeline.data.wikitext_pairs import wikitext_examples
 
     return wikitext_examples(find_split(data_dir, "test"), cfg.data.max_len, cfg.data.min_freq, cfg.data.seed, None,
                              vocab=vocab).pairs
@@ -62,15 +62,15 @@ def run_paddle(data_dir: str, minutes: float, overrides: list[str]) -> list[dict
 
 def evaluate_checkpoints(out: Path, data_dir: str, seconds: dict[int, float], budget: float) -> list[dict]:
     """Evaluate, for each tenth of the budget, the first checkpoint saved after it (and the last one)."""
-    from pipeline.runtime import setup_process_for_paddle
+    from pipeline.core.runtime import setup_process_for_paddle
 
     setup_process_for_paddle()
     from pipeline import checkpoint
+    from pipeline.core.export_format import VOCAB
+    from pipeline.core.tokenizer import WhitespaceTokenizer
+    from pipeline.core.vocab import Vocab
     from pipeline.evaluate import evaluate
     from pipeline.model import BertForPretraining
-    from pipeline.tokenizer import WhitespaceTokenizer
-    from pipeline.export_format import VOCAB
-    from pipeline.vocab import Vocab
 
     saved = sorted((int(p.name.split("_")[1]), p) for p in (out / "checkpoints").glob("step_*"))
     chosen = {next((s, p) for s, p in saved if seconds[s] >= budget * k / POINTS or s == saved[-1][0])
@@ -156,11 +156,11 @@ def huggingface_step(model, optimizer, scheduler, b: dict, grad_clip: float) -> 
 def run_huggingface(data_dir: str, minutes: float) -> list[dict]:
     """BertForPreTraining (PyTorch) on the same batches, schedule and budget; evaluated every tenth."""
     from pipeline.config import load_config
-    from pipeline.dataset import PretrainingData
-    from pipeline.wikitext_cache import wikitext_examples
+    from pipeline.core.tokenizer import WhitespaceTokenizer
+    from pipeline.data.batches import PretrainingData
+    from pipeline.data.wikitext import find_split
+    from pipeline.data.wikitext_pairs import wikitext_examples
     from pipeline.evaluate import encoding_figures, mlm_nsp_figures
-    from pipeline.tokenizer import WhitespaceTokenizer
-    from pipeline.wikitext import find_split
 
     d = load_config(CONFIG, PREVIOUS).data
     examples = wikitext_examples(find_split(data_dir, "valid"), d.max_len, d.min_freq, d.seed, None)

@@ -27,10 +27,10 @@ import yaml  # noqa: E402
 
 from bench.common import DEFAULT_DATA, print_table, run_measured, write_json  # noqa: E402
 from pipeline.contrastive import Units, sif_log_weights  # noqa: E402
-from pipeline.export_format import VOCAB  # noqa: E402
+from pipeline.core.export_format import VOCAB  # noqa: E402
+from pipeline.core.tokenizer import load_tokenizer  # noqa: E402
+from pipeline.core.vocab import Vocab  # noqa: E402
 from pipeline.retrieval import ranking_figures, retrieval_set, wikitext_articles  # noqa: E402
-from pipeline.tokenizer import load_tokenizer  # noqa: E402
-from pipeline.vocab import Vocab  # noqa: E402
 
 RUNS = ("default", "recipe", "contrastive_only", "published")
 

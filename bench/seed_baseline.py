@@ -15,12 +15,12 @@ from pathlib import Path
 
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-import paddle  # noqa: E402  (deliberately without pipeline.runtime's settings: the seed had none)
+import paddle  # noqa: E402  (deliberately without pipeline.core.runtime's settings: the seed had none)
 from paddle import nn  # noqa: E402
 
-from pipeline.dataset import PretrainingData  # noqa: E402
-from pipeline.wikitext_cache import wikitext_examples  # noqa: E402
-from pipeline.wikitext import find_split  # noqa: E402
+from pipeline.data.batches import PretrainingData  # noqa: E402
+from pipeline.data.wikitext import find_split  # noqa: E402
+from pipeline.data.wikitext_pairs import wikitext_examples  # noqa: E402
 
 
 class SeedAttention(nn.Layer):

@@ -22,11 +22,11 @@ import yaml
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from bench.common import DEFAULT_DATA, print_table, run_measured, write_json  # noqa: E402
-from pipeline.examples import max_predictions  # noqa: E402
+from pipeline.data.pretraining_examples import max_predictions  # noqa: E402
 
 MATMUL_PROBE = """
 import time, numpy as np
-from pipeline.runtime import setup_process_for_paddle, set_cpu_threads
+from pipeline.core.runtime import setup_process_for_paddle, set_cpu_threads
 setup_process_for_paddle()
 import paddle
 set_cpu_threads(0)

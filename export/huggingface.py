@@ -4,7 +4,7 @@
     transformers.BertForPreTraining.from_pretrained("output/huggingface")
 
 Pure numpy (no Paddle, no torch). The weights go through the one name mapping that --init-from reads
-back with (pipeline/hf_mapping.py: names, transposed weights, zero key biases, the tied keys).
+back with (pipeline/core/hf_mapping.py: names, transposed weights, zero key biases, the tied keys).
 """
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import Config
-from pipeline.errors import UserError
-from pipeline.hf_mapping import to_hf
-from pipeline.tokenizer import TOKENIZER_FILE, Tokenizer
+from pipeline.core.errors import UserError
+from pipeline.core.hf_mapping import to_hf
+from pipeline.core.tokenizer import TOKENIZER_FILE, Tokenizer
+
 
 def check_expressible(cfg: Config) -> None:
     """Refuse a model transformers' BertForPreTraining cannot be: it is post-LN (LayerNorm after each

@@ -9,7 +9,7 @@ Slice+Squeeze of shape plumbing for all-MiniLM-L6-v2) that ONNX Runtime's optimi
 was 12% faster on that model (2,000 WikiText sentences in 32-sentence calls, 2-core AMD EPYC with AVX-512:
 189 -> 212 sentences/s; one sentence 3.5 -> 2.3 ms), with encodings within 2e-7.
 
-Same inputs and output as the exported program (pipeline/export_format.py); rows past `valid_length` are
+Same inputs and output as the exported program (pipeline/core/export_format.py); rows past `valid_length` are
 padding and their vectors are not defined. Pre-LN and gated models keep paddle2onnx's graph (`expressible`).
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import ModelConfig
-from pipeline.export_format import input_names
+from pipeline.core.export_format import input_names
 
 MS = "com.microsoft"  # ONNX Runtime's contrib operators
 

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import UserError
-from pipeline.export_format import input_names
+from pipeline.core.errors import UserError
+from pipeline.core.export_format import input_names
 
 # SmoothQuant's migration strength (smooth_activations): on all-MiniLM-L6-v2, 0 (none) -> cosine 0.972,
 # 0.5 -> 0.9960, 0.6 -> 0.9954, 0.7 -> 0.9965, 0.8 -> 0.9948 (worst of 600 wiki.test sentences)

@@ -14,14 +14,19 @@ after the contrastive stage, data.max_len; a published folder's are what it decl
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 if __name__ == "__main__" and not __package__:
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from pipeline.runtime import setup_process_for_paddle
+from pipeline.core.runtime import setup_process_for_paddle
 
 setup_process_for_paddle()
 
@@ -31,18 +36,31 @@ from paddle.static import InputSpec  # noqa: E402
 
 from export import huggingface, onnx_graph  # noqa: E402
 from export.quantize import CHECK_TEXTS, min_cosine, quantize_encoder  # noqa: E402
-from pipeline.pooling import pool  # noqa: E402
 from pipeline import checkpoint  # noqa: E402
 from pipeline.config import Config, load_config  # noqa: E402
-from pipeline.errors import UserError, run_cli  # noqa: E402
-from pipeline.export_format import (ENCODER, PRETRAINING, PRETRAINING_OUTPUTS, MANIFEST, MANIFEST_FORMAT,  # noqa: E402
-                                    INT8_WEIGHT_BITS, ONNX_FILE, ONNX_INT8_FILE, PRED_POSITIONS, TOKEN_WEIGHTS, VOCAB,
-                                    embedding_manifest, inputs_manifest, outputs_manifest)
-from pipeline.files import atomic_folder, file_digest  # noqa: E402
+from pipeline.core.errors import UserError, run_cli  # noqa: E402
+from pipeline.core.export_format import (  # noqa: E402
+    ENCODER,
+    INT8_WEIGHT_BITS,
+    MANIFEST,
+    MANIFEST_FORMAT,
+    ONNX_FILE,
+    ONNX_INT8_FILE,
+    PRED_POSITIONS,
+    PRETRAINING,
+    PRETRAINING_OUTPUTS,
+    TOKEN_WEIGHTS,
+    VOCAB,
+    embedding_manifest,
+    inputs_manifest,
+    outputs_manifest,
+)
+from pipeline.core.files import atomic_folder, file_digest  # noqa: E402
+from pipeline.core.pooling import pool  # noqa: E402
+from pipeline.core.tokenizer import Tokenizer, load_tokenizer, pad_batch, tokenize  # noqa: E402
+from pipeline.core.vocab import Vocab  # noqa: E402
 from pipeline.model import BertForPretraining, encoder_input_spec  # noqa: E402
 from pipeline.pretrained import complete_state, open_pretrained, sentence_embedding  # noqa: E402
-from pipeline.tokenizer import Tokenizer, load_tokenizer, pad_batch, tokenize  # noqa: E402
-from pipeline.vocab import Vocab  # noqa: E402
 
 # int8 embeddings further than this from fp32's (cosine, worst of CHECK_TEXTS) get a warning at export
 MIN_INT8_COSINE = 0.99
@@ -73,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "folder or a sentence-transformers folder (its pooling, normalisation and max_seq_length go "
                         "into the manifest); default dir <output-dir>/inference")
     p.add_argument("--export-dir", help="where to write the model (default: <output-dir>/inference)")
+    p.add_argument("--force", action="store_true",
+                   help="replace the export in the default folder even when it came from another model "
+                        "(without it, that is refused: name the folder with --export-dir instead)")
     p.add_argument("--with-heads", action="store_true",
                    help="also export encoder + MLM/NSP heads, needed by infer/encode.py --fill-mask")
     p.add_argument("--onnx", action="store_true",
@@ -181,13 +202,48 @@ def convert_to_onnx(folder: Path, target: Path) -> None:
         import paddle2onnx
     except ImportError:
         raise UserError("--onnx needs paddle2onnx: pip install paddle2onnx onnxruntime") from None
-    try:  # optimize_tool="None": its default optimiser pip-installs packages on the fly
-        paddle2onnx.export(str(folder / f"{ENCODER}.json"), str(folder / f"{ENCODER}.pdiparams"),
-                           save_file=str(target), opset_version=17, optimize_tool="None")
-    except (Exception, SystemExit) as err:  # paddle2onnx ends with SystemExit on a failed conversion
-        raise UserError(f"ONNX conversion failed: {err}") from None
+    with captured_output() as said:  # its own progress lines (C++ and Python) are not the user's business
+        try:  # optimize_tool="None": its default optimiser pip-installs packages on the fly
+            paddle2onnx.export(str(folder / f"{ENCODER}.json"), str(folder / f"{ENCODER}.pdiparams"),
+                               save_file=str(target), opset_version=17, optimize_tool="None")
+            failure = None
+        except (Exception, SystemExit) as err:  # paddle2onnx ends with SystemExit on a failed conversion
+            failure = err
+    if failure is not None:
+        last = (said.text.strip().splitlines() or [str(failure)])[-1]
+        raise UserError(f"ONNX conversion failed: {failure} ({last})") from None
     if not target.is_file():
         raise UserError("ONNX conversion failed: paddle2onnx wrote no file")
+
+
+@dataclass
+class Captured:
+    """What a block wrote to this process's stdout and stderr."""
+
+    text: str = ""
+
+
+@contextlib.contextmanager
+def captured_output() -> Iterator[Captured]:
+    """Route this process's stdout and stderr, lines of C++ code included, into a temporary file for the
+    block; what was written is kept in the yielded `Captured` (for an error message)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with tempfile.TemporaryFile() as sink:
+        saved = os.dup(1), os.dup(2)
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        captured = Captured()
+        try:
+            yield captured
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            for fd, original in zip((1, 2), saved):
+                os.dup2(original, fd)
+                os.close(original)
+            sink.seek(0)
+            captured.text = sink.read().decode("utf-8", "replace")
 
 
 def write_int8(folder: Path, cfg: Config, tokenizer: Tokenizer, pooling: str,
@@ -222,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.checkpoint or args.format != "paddle":
             raise UserError("--from-hf exports a published folder as a Paddle Inference model: it takes neither "
                             "--checkpoint nor --format huggingface")
+        source = Path(args.from_hf).expanduser()
+        if source.is_dir() and not (args.export_dir or args.force):
+            refuse_replacing_another_model(export_dir, source.resolve())
         return write_export(lambda: export_published(Path(args.from_hf), export_dir, args.with_heads, args.onnx,
                                                      args.int8), export_dir, args.from_hf)
     path = Path(args.checkpoint) if args.checkpoint else checkpoint.latest(output)
@@ -232,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"checkpoint folder not found: {path}")
     ckpt = checkpoint.load(path)
     run_folder = path.resolve().parent.parent
+    if not (args.export_dir or args.force):
+        refuse_replacing_another_model(export_dir, run_folder)
     vocab = Vocab.load(run_folder / VOCAB)
     tokenizer = load_tokenizer(run_folder, vocab)
     if len(vocab) != ckpt.config.model.vocab_size:
@@ -250,6 +311,22 @@ def main(argv: list[str] | None = None) -> int:
             export_checkpoint(ckpt, tokenizer, export_dir, args.with_heads, args.onnx, args.int8)
 
     return write_export(write, export_dir, f"{path} (step {ckpt.step})")
+
+
+def refuse_replacing_another_model(export_dir: Path, source: Path) -> None:
+    """Refuse to replace, in a folder the user did not name, an export of another model than `source` (a
+    training run folder or a published folder): re-exporting the same run after more training is fine."""
+    try:
+        manifest = json.loads((export_dir / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # nothing there, or nothing this project wrote
+    if "from_hf" in manifest:
+        previous = Path(manifest["from_hf"])
+    else:
+        previous = Path(manifest.get("checkpoint", "")).resolve().parent.parent
+    if previous != source:
+        raise UserError(f"{export_dir} holds the export of {previous}; write this one elsewhere with --export-dir DIR, "
+                        f"or pass --force to replace it")
 
 
 def write_export(write, export_dir: Path, what: str) -> int:

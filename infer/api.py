@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.export_format import POOLINGS
-from pipeline.tokenizer import Text, TextTooLong, TokenizationError
+from pipeline.core.export_format import POOLINGS
+from pipeline.core.tokenizer import Text, TextTooLong, TokenizationError
 
 ENCODE_POOLINGS = (*POOLINGS, "tokens")  # /encode may also answer every token's vector
 

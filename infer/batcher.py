@@ -17,7 +17,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Callable
 
-Item = tuple[list[str], list[int]]  # tokens and segment ids, as `pipeline.tokenizer.tokenize` makes them
+from pipeline.core.tokenizer import Item
 
 
 class QueueFull(Exception):

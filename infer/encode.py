@@ -17,16 +17,18 @@ from pathlib import Path
 if __name__ == "__main__" and not __package__:
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from pipeline.runtime import setup_process_for_paddle
+from pipeline.core.runtime import setup_process_for_paddle
 
 setup_process_for_paddle()
 
 import numpy as np  # noqa: E402
 
-from infer.embedding import normalized  # noqa: E402
-from infer.predictor import PRECISIONS, Encoder, Encoding, Text  # noqa: E402
-from pipeline.errors import UserError, run_cli  # noqa: E402
-from pipeline.tokenizer import Tokenizer, word_position  # noqa: E402
+from infer.backends import BACKENDS, PRECISIONS  # noqa: E402
+from infer.encoder import Encoder, Encoding  # noqa: E402
+from pipeline.core.errors import UserError, run_cli  # noqa: E402
+from pipeline.core.files import line_of, not_utf8, read_utf8  # noqa: E402
+from pipeline.core.pooling import normalized  # noqa: E402
+from pipeline.core.tokenizer import Text, Tokenizer, word_position  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64, help="texts per predictor call for --file (default: 64)")
     p.add_argument("--truncate", action="store_true", help="cut texts longer than the model's max_len instead of failing")
     run = p.add_argument_group("predictor")
-    run.add_argument("--backend", default="auto", choices=("auto", "paddle", "onnxruntime"),
+    run.add_argument("--backend", default="auto", choices=BACKENDS,
                      help="auto (default): ONNX Runtime on CPU when the export has encoder.onnx (export/save.py "
                           "--onnx) and onnxruntime is installed, else Paddle Inference; or name one")
     run.add_argument("--device", default="auto", choices=("auto", "gpu", "cpu"),
@@ -77,11 +79,13 @@ def read_texts(source: str) -> list[Text]:
         if source == "-":  # as bytes, decoded strictly: not the locale's lenient surrogate escapes
             lines = sys.stdin.buffer.read().decode("utf-8").splitlines()
         else:
-            lines = Path(source).read_text(encoding="utf-8").splitlines()
+            lines = read_utf8(source).splitlines()
     except FileNotFoundError:
         raise UserError(f"input file not found: {source}") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise UserError(f"cannot read {source}: {err}") from None
+    except UnicodeDecodeError as err:
+        raise not_utf8("standard input", err.object, f"at line {line_of(err.object, err.start)}") from None
+    except OSError as err:
+        raise UserError(f"cannot read {source}: {err.strerror or err}") from None
     texts: list[Text] = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -99,7 +103,8 @@ def show(encoding: Encoding, as_json: bool) -> str:
                            "cls": encoding.cls.round(6).tolist(), "encoding": encoding.vectors.round(6).tolist()})
     lines = [f"tokens: {encoding.tokens}",
              f"encoding shape: {(1, *encoding.vectors.shape)}",
-             f"<cls> shape: {(1, encoding.vectors.shape[1])}"]
+             f"<cls> shape: {(1, encoding.vectors.shape[1])}",
+             f"each token's first 3 of {encoding.vectors.shape[1]} numbers (--json for all):"]
     width = max(len(t) for t in encoding.tokens)
     for token, vector in zip(encoding.tokens, encoding.vectors):
         lines.append(f"  {token:<{width}} {np.array2string(vector[:3], precision=4, separator=', ')}")
@@ -142,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         for text, vector in zip(texts, encoder.embed(texts, truncate=args.truncate, windows=args.windows,
                                                      batch_size=args.batch_size)):
             print(json.dumps({"text": text, "embedding": vector.round(6).tolist()}) if args.json else
-                  f"embedding {vector.shape} of {text!r}: {np.array2string(vector[:3], precision=4, separator=', ')} ...")
+                  f"embedding {vector.shape} of {text!r}, first 3: "
+                  f"{np.array2string(vector[:3], precision=4, separator=', ')} ...")
         return 0
     if args.windows:
         raise UserError("--windows goes with --embed")

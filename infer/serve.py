@@ -24,11 +24,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import hmac
 import ipaddress
 import logging
 import os
 import signal
+import socket
 import sys
 from importlib import metadata as package_metadata
 from pathlib import Path
@@ -36,7 +38,7 @@ from pathlib import Path
 if __name__ == "__main__" and not __package__:
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from pipeline.runtime import setup_process_for_paddle
+from pipeline.core.runtime import setup_process_for_paddle
 
 setup_process_for_paddle()
 
@@ -46,17 +48,30 @@ from fastapi import Depends, FastAPI, Request  # noqa: E402
 from fastapi.responses import JSONResponse, Response  # noqa: E402
 from starlette.exceptions import HTTPException as StarletteHTTPException  # noqa: E402
 
-from infer.api import (ENCODE_POOLINGS, ERROR_HEADERS, ERROR_STATUS, ErrorKind, RequestError,  # noqa: E402
-                       error_body, openai_response, parse_embed, parse_encode, parse_openai, tokenization_error)
+from infer.api import (  # noqa: E402
+    ENCODE_POOLINGS,
+    ERROR_HEADERS,
+    ERROR_STATUS,
+    ErrorKind,
+    RequestError,
+    error_body,
+    openai_response,
+    parse_embed,
+    parse_encode,
+    parse_openai,
+    tokenization_error,
+)
+from infer.backends import BACKENDS, PRECISIONS  # noqa: E402
 from infer.batcher import Batcher, QueueFull  # noqa: E402
+from infer.encoder import Encoder  # noqa: E402
 from infer.metrics import MetricsMiddleware, ServiceMetrics  # noqa: E402
-from infer.predictor import PRECISIONS, Encoder  # noqa: E402
-from pipeline.errors import UserError, run_cli  # noqa: E402
-from pipeline.runtime import available_cores  # noqa: E402
-from pipeline.tokenizer import TokenizationError  # noqa: E402
+from pipeline.core.errors import UserError, run_cli  # noqa: E402
+from pipeline.core.runtime import available_cores  # noqa: E402
+from pipeline.core.tokenizer import TokenizationError  # noqa: E402
 
 API_KEY_VARIABLE = "BERT_SERVE_API_KEY"
-ROUTES = frozenset({"/embed", "/v1/embeddings", "/encode", "/info", "/metadata", "/metrics", "/health", "/live"})
+ROUTES = frozenset({"/embed", "/v1/embeddings", "/v1/models", "/encode", "/info", "/metadata", "/metrics", "/health",
+                    "/live"})
 log = logging.getLogger("infer.serve")
 
 
@@ -218,7 +233,14 @@ def create_app(encoder: Encoder, workers: int = 2, max_batch: int = 32, max_wait
         per_text = tokenized(asked.texts, auto_truncate and not asked.windows, asked.windows)
         vectors = encoder.pool_texts(per_text, await run(per_text, "/v1/embeddings"), True, asked.dimensions)
         tokens = sum(len(tokens) for items in per_text for tokens, _ in items)
-        return VectorsJSON(openai_response(vectors, asked.encoding_format, asked.model or name, tokens))
+        # one model is served: the answer names it, whatever `model` the client sent (as TEI does)
+        return VectorsJSON(openai_response(vectors, asked.encoding_format, name, tokens))
+
+    @app.get("/v1/models", dependencies=[Depends(authorized)])
+    async def openai_models():
+        """OpenAI: the models this service answers with (one), as clients list them before embedding."""
+        return {"object": "list", "data": [{"id": name, "object": "model", "created": 0,
+                                            "owned_by": "paddle-bert-pipeline"}]}
 
     @app.post("/encode", dependencies=[Depends(authorized)])
     async def encode(request: Request):
@@ -266,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cut texts over the model's maximum instead of answering 422, unless a request says "
                         '"truncate": false (as TEI\'s flag); /v1/embeddings follows it too')
     p.add_argument("--device", default="auto", choices=("auto", "gpu", "cpu"), help="as in infer/encode.py")
-    p.add_argument("--backend", default="auto", choices=("auto", "paddle", "onnxruntime"),
+    p.add_argument("--backend", default="auto", choices=BACKENDS,
                    help="auto (default): ONNX Runtime on CPU when the export has encoder.onnx (export/save.py "
                         "--onnx) and onnxruntime is installed, else Paddle Inference; or name one")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS,
@@ -305,16 +327,37 @@ def api_key_of(args: argparse.Namespace) -> str | None:
     return key
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """A socket listening on host:port, as uvicorn would open it; a port in use (or a host not of this
+    machine) is one line."""
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as err:
+        reason = "is in use (another program listens there)" if err.errno == errno.EADDRINUSE else \
+            f"cannot be opened ({err.strerror or err})"
+        raise UserError(f"port {port} on {host} {reason}: choose another with --port") from None
+    sock.set_inheritable(True)
+    return sock
+
+
 def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     args = build_parser().parse_args(argv)
+    # one log format for every line, whichever runtime loads (Paddle's import sets up logging of its own)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S",
+                        force=True)
     for name in ("max_batch", "queue_size", "max_texts", "max_body_kb"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1")
     if args.workers < 0 or args.max_wait_ms < 0:
         raise UserError("--workers and --max-wait-ms cannot be negative")
     api_key = api_key_of(args)
+    listening = listen(args.host, args.port)  # before the model loads: a port in use is one line, at once
     workers = args.workers or max(1, available_cores() // 2)
     # one worker: the Encoder's own choice per call (one thread for small calls, every core for batches);
     # several: each its share of the cores
@@ -324,15 +367,15 @@ def main(argv: list[str] | None = None) -> int:
     app = create_app(encoder, workers=workers, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
                      queue_size=args.queue_size, max_texts=args.max_texts, max_body_bytes=args.max_body_kb * 1024,
                      api_key=api_key, auto_truncate=args.auto_truncate)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     log.info("serving %s on http://%s:%d (%d worker(s) x %s thread(s), %s, %s)", args.model_dir, args.host, args.port,
              workers, threads or "auto", encoder.precision, "API key required" if api_key else "no API key")
     # uvicorn drains on SIGTERM/SIGINT, then raises the signal again under the handlers found at start:
     # with these, that ends in a normal exit 0 instead of a death by signal
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: None)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info" if args.verbose else "warning",
-                access_log=args.verbose, timeout_graceful_shutdown=30)
+    config = uvicorn.Config(app, log_level="info" if args.verbose else "warning", access_log=args.verbose,
+                            timeout_graceful_shutdown=30, log_config=None)
+    uvicorn.Server(config).run(sockets=[listening])
     log.info("stopped")
     return 0
 

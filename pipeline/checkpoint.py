@@ -19,8 +19,8 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from pipeline.config import Config, config_from_dict, diff_configs
-from pipeline.errors import UserError
-from pipeline.files import atomic_folder, file_digest, write_text_atomic
+from pipeline.core.errors import UserError
+from pipeline.core.files import atomic_folder, file_digest, write_text_atomic
 
 MODEL_FILE, OPTIMIZER_FILE, STATE_FILE, LATEST = "model.safetensors", "optimizer.safetensors", "state.json", "latest"
 

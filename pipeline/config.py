@@ -15,8 +15,8 @@ from typing import Any
 
 import yaml
 
-from pipeline.errors import UserError
-from pipeline.files import write_text_atomic
+from pipeline.core.errors import UserError
+from pipeline.core.files import read_utf8, write_text_atomic
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "bert_tiny.yaml"
 BASE_KEY = "_BASE_"  # a config file's list of the files it builds on
@@ -315,6 +315,13 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
     return _build(values)
 
 
+def yaml_problem(err: yaml.YAMLError) -> str:
+    """What the YAML parser found wrong, and where (line and column, counted from 1)."""
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    mark = getattr(err, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
+
+
 def _read_config_file(path: Path, values: Values, reading: tuple[Path, ...]) -> None:
     """Set `values` from `path`: first from each file of its `_BASE_` list (paths relative to it, in order, as
     PaddleDetection's configs name theirs), then from its own sections, which win."""
@@ -322,11 +329,13 @@ def _read_config_file(path: Path, values: Values, reading: tuple[Path, ...]) -> 
         raise UserError(f"config file {path} names itself among its _BASE_ files (through "
                         f"{' -> '.join(p.name for p in reading)})")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = yaml.safe_load(read_utf8(path)) or {}
     except FileNotFoundError:
         raise UserError(f"config file not found: {path}") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        raise UserError(f"cannot read config file {path}: {str(err).splitlines()[0]}") from None
+    except yaml.YAMLError as err:
+        raise UserError(f"config file {path} is not valid YAML: {yaml_problem(err)}") from None
+    except OSError as err:
+        raise UserError(f"cannot read config file {path}: {err.strerror or err}") from None
     if not isinstance(raw, dict):
         raise UserError(f"config file {path} must hold sections model/data/train")
     bases = raw.pop(BASE_KEY, [])

@@ -23,13 +23,13 @@ from typing import Iterator
 
 import numpy as np
 
-from pipeline.dataset import prefetched
-from pipeline.errors import UserError
-from pipeline.examples import encode_documents
-from pipeline.export_format import input_names
-from pipeline.tokenizer import Tokenizer
+from pipeline.core.errors import UserError
+from pipeline.core.export_format import input_names
+from pipeline.core.files import read_utf8
+from pipeline.core.tokenizer import Tokenizer
+from pipeline.data.batches import prefetched
+from pipeline.data.pretraining_examples import encode_documents
 
-POSITIVES = ("crops", "dropout", "pairs")
 SIF_A = 1e-3  # SIF's a (Arora et al. 2017): a token of frequency p starts at weight a / (a + p)
 CROP_RATIO = (0.1, 0.5)  # Contriever's span lengths, as a share of the document's tokens
 MIN_CROP = 4  # tokens; shorter documents are not cropped
@@ -69,11 +69,11 @@ def read_pairs(path: Path, tokenizer: Tokenizer) -> tuple[Units, int]:
     """(the fields of every line, flattened line by line, and the number of fields per line: 2 or 3) of an
     `anchor<TAB>positive[<TAB>hard negative]` file; a malformed line is refused with its number."""
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        lines = read_utf8(path).splitlines()
     except FileNotFoundError:
         raise UserError(f"data.pairs file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise UserError(f"cannot read data.pairs {path}: {err}") from None
+    except OSError as err:
+        raise UserError(f"cannot read data.pairs {path}: {err.strerror or err}") from None
     rows = [(number, line.split("\t")) for number, line in enumerate(lines, 1) if line.strip()]
     if not rows:
         raise UserError(f"data.pairs {path} holds no line")

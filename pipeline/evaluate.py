@@ -22,12 +22,12 @@ if __name__ == "__main__" and not __package__:
 
 import numpy as np
 
-from pipeline.dataset import eval_batches
-from pipeline.examples import Pairs
-from pipeline.export_format import VOCAB, input_names
+from pipeline.core.export_format import VOCAB, input_names
+from pipeline.core.tokenizer import Tokenizer, load_tokenizer, pad_batch, tokenize, word_position
+from pipeline.core.vocab import Vocab
+from pipeline.data.batches import eval_batches
+from pipeline.data.pretraining_examples import Pairs
 from pipeline.retrieval import EmbedFn, RetrievalSet, retrieval_figures
-from pipeline.tokenizer import Tokenizer, load_tokenizer, pad_batch, tokenize, word_position
-from pipeline.vocab import Vocab
 
 # (input ids, token_type_ids, valid lengths, [B, P] positions) -> (MLM logits [B, P, V], NSP logits [B, 2])
 PretrainingFn = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -125,9 +125,9 @@ def encoding_figures(encoder: EncoderFn, pairs: Pairs, tokenizer: Tokenizer, max
 
 def sentence_embedder(encoder: EncoderFn, tokenizer: Tokenizer, max_len: int, pooling: str,
                       token_weights: np.ndarray | None = None, batch_size: int = 128) -> EmbedFn:
-    """texts -> [N, H] pooled vectors (pipeline.pooling.pool: <cls>'s, or the mean, max or weighted mean over
+    """texts -> [N, H] pooled vectors (pipeline.core.pooling.pool: <cls>'s, or the mean, max or weighted mean over
     real tokens, `token_weights` per vocabulary id), texts cut at max_len."""
-    from pipeline.pooling import pool
+    from pipeline.core.pooling import pool
 
     def embed(texts: list[str]) -> np.ndarray:
         items = [tokenize(tokenizer, text, max_len, truncate=True) for text in texts]
@@ -247,7 +247,7 @@ def export_retrieval(folder: Path, retrieval: RetrievalSet) -> dict[str, dict[st
     import paddle
 
     from pipeline.config import config_from_dict
-    from pipeline.export_format import ENCODER, MANIFEST, TOKEN_WEIGHTS
+    from pipeline.core.export_format import ENCODER, MANIFEST, TOKEN_WEIGHTS
     from pipeline.model import BertForPretraining
 
     manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
@@ -271,16 +271,16 @@ def export_retrieval(folder: Path, retrieval: RetrievalSet) -> dict[str, dict[st
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipeline.runtime import setup_process_for_paddle
+    from pipeline.core.runtime import setup_process_for_paddle
 
     setup_process_for_paddle()
     from pipeline import checkpoint
     from pipeline.config import with_settings
-    from pipeline.errors import UserError
+    from pipeline.core.errors import UserError
+    from pipeline.data.sources import held_out_pairs, prepared_pairs
+    from pipeline.data.wikitext import find_split
     from pipeline.model import BertForPretraining
     from pipeline.retrieval import corpus_articles, format_retrieval, retrieval_set, wikitext_articles
-    from pipeline.sources import held_out_pairs, prepared_pairs
-    from pipeline.wikitext import find_split
 
     args = build_parser().parse_args(argv)
     if args.batch_size < 1:
@@ -339,6 +339,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from pipeline.errors import run_cli
+    from pipeline.core.errors import run_cli
 
     run_cli(main)

@@ -18,8 +18,8 @@ import paddle.nn.functional as F
 from paddle import nn
 
 from pipeline.config import ModelConfig
-from pipeline.dataset import dropout_keep_probability
-from pipeline.export_format import ENCODER_INPUTS
+from pipeline.core.export_format import ENCODER_INPUTS
+from pipeline.data.batches import dropout_keep_probability
 
 MASK_VALUE = -1e4  # additive mask for padded keys; safe in fp16 too
 # The token weights' learning rate, as a multiple of train.lr: at 1x they stay where SIF put them (1.5 minutes

@@ -33,15 +33,15 @@ if __name__ == "__main__" and not __package__:
 import numpy as np
 
 from pipeline.config import Config, load_config
-from pipeline.corpus import file_documents, file_lines, text_files
-from pipeline.errors import UserError
-from pipeline.export_format import VOCAB
-from pipeline.examples import choose_pairs, encode_documents
-from pipeline.files import atomic_folder
-from pipeline.mapped_corpus import FORMAT, INDEX
-from pipeline.runtime import available_cores
-from pipeline.tokenizer import Tokenizer, learn_tokenizer, load_tokenizer
-from pipeline.vocab import Vocab
+from pipeline.core.errors import UserError
+from pipeline.core.export_format import VOCAB
+from pipeline.core.files import atomic_folder
+from pipeline.core.runtime import available_cores
+from pipeline.core.tokenizer import Tokenizer, learn_tokenizer, load_tokenizer
+from pipeline.core.vocab import Vocab
+from pipeline.data.prepared_corpus import FORMAT, INDEX
+from pipeline.data.pretraining_examples import choose_pairs, encode_documents
+from pipeline.data.text_files import file_documents, file_lines, text_files
 
 log = logging.getLogger("pipeline.prepare")
 CHUNK_SENTENCES = 20000  # sentences tokenized and written at a time
@@ -276,6 +276,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from pipeline.errors import run_cli
+    from pipeline.core.errors import run_cli
 
     run_cli(main)

@@ -5,7 +5,7 @@ The folder, as published or as `export/save.py --format huggingface` writes it: 
 bert), `model.safetensors` (a `BertForPreTraining`, or a `BertModel`: the encoder alone), and
 `tokenizer.json` or `vocab.txt`, with `tokenizer_config.json` / `special_tokens_map.json` for the casing and
 the special tokens, which keep their own strings and ids. Weights are mapped by name through the one
-mapping both directions use (pipeline/hf_mapping.py). Heads absent from the folder (a `BertModel`) start fresh.
+mapping both directions use (pipeline/core/hf_mapping.py). Heads absent from the folder (a `BertModel`) start fresh.
 A sentence-transformers folder (`modules.json`: Transformer, Pooling, optionally Normalize) is read the
 same way from its Transformer module's folder; `sentence_embedding` reads how its token vectors become one
 vector (pooling, normalisation, longest input), which `export/save.py --from-hf` records in the manifest.
@@ -19,12 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import UserError
-from pipeline.export_format import POOLINGS, VOCAB
-from pipeline.hf_mapping import from_hf
-from pipeline.tokenizer import TOKENIZER_FILE, Tokenizer, WordPieceTokenizer, load_tokenizer, wordpiece_backend
-from pipeline.vocab import Vocab
-from pipeline.vocab import SpecialTokens
+from pipeline.core.errors import UserError
+from pipeline.core.export_format import POOLINGS, VOCAB
+from pipeline.core.hf_mapping import from_hf
+from pipeline.core.tokenizer import TOKENIZER_FILE, Tokenizer, WordPieceTokenizer, load_tokenizer, wordpiece_backend
+from pipeline.core.vocab import SpecialTokens, Vocab
 
 CONFIG, WEIGHTS = "config.json", "model.safetensors"
 # config.json key -> model.* setting
@@ -132,7 +131,11 @@ def open_pretrained(folder: str | Path) -> Pretrained:
     every refusal names the file and what is wrong."""
     folder = Path(folder).expanduser()
     if not folder.is_dir():
-        raise UserError(f"{folder}: no such folder (a Hugging Face or sentence-transformers BERT folder is needed)")
+        hint = (f"a model id is not read from the Hub here: download it first, e.g. huggingface-cli download {folder} "
+                f"--local-dir {folder.name} (or huggingface_hub.snapshot_download), then pass {folder.name}"
+                if len(folder.parts) == 2 and not folder.is_absolute() else
+                "a Hugging Face or sentence-transformers BERT folder on disk is needed")
+        raise UserError(f"{folder}: no such folder ({hint})")
     if (folder / "checkpoints").is_dir():
         return own_run(folder)
     root, folder = folder, model_folder(folder)

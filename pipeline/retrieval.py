@@ -18,8 +18,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from pipeline.corpus import split_sentences, text_files
-from pipeline.errors import UserError
+from pipeline.core.errors import UserError
+from pipeline.data.text_files import split_sentences, text_files
 
 MIN_WORDS = 40  # a paragraph shorter than this is not a unit (headings, captions, list items)
 WIKITEXT_ARTICLE = re.compile(r"^ = [^=].* = $")  # " = Title = ", not " = = Section = = "

@@ -21,7 +21,7 @@ from typing import NamedTuple
 if __name__ == "__main__" and not __package__:
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from pipeline.runtime import setup_process_for_paddle, show_paddle_warnings
+from pipeline.core.runtime import setup_process_for_paddle, show_paddle_warnings
 
 setup_process_for_paddle()
 
@@ -30,22 +30,35 @@ import paddle  # noqa: E402
 from paddle.distributed import fleet  # noqa: E402
 
 from pipeline import checkpoint  # noqa: E402
-from pipeline.config import (SPLITS, Config, ModelConfig, config_yaml, load_config, parse_override,  # noqa: E402
-                             save_config, with_settings)
-from pipeline.corpus import find_files  # noqa: E402
-from pipeline.dataset import rows_per_part  # noqa: E402
-from pipeline.errors import UserError, run_cli  # noqa: E402
+from pipeline.config import (  # noqa: E402
+    SPLITS,
+    Config,
+    ModelConfig,
+    config_yaml,
+    load_config,
+    parse_override,
+    save_config,
+    with_settings,
+)
+from pipeline.core.errors import UserError, run_cli  # noqa: E402
+from pipeline.core.files import FolderLock, write_text_atomic  # noqa: E402
+from pipeline.core.runtime import has_cuda_gpu, set_cpu_threads  # noqa: E402
+from pipeline.core.tokenizer import Tokenizer  # noqa: E402
+from pipeline.data.batches import rows_per_part  # noqa: E402
+from pipeline.data.sources import (  # noqa: E402
+    contrastive_training_data,
+    data_without_network,
+    held_out_pairs,
+    held_out_retrieval,
+    training_data,
+)
+from pipeline.data.text_files import find_files  # noqa: E402
+from pipeline.data.wikitext import find_split  # noqa: E402
 from pipeline.evaluate import evaluate, format_metrics, retrieval_figures_of  # noqa: E402
-from pipeline.files import FolderLock, write_text_atomic  # noqa: E402
 from pipeline.pretrained import Pretrained, open_pretrained  # noqa: E402
 from pipeline.progress import keep_metrics_until, plot_losses  # noqa: E402
 from pipeline.retrieval import format_retrieval  # noqa: E402
-from pipeline.runtime import has_cuda_gpu, set_cpu_threads  # noqa: E402
-from pipeline.sources import (contrastive_training_data, held_out_pairs, held_out_retrieval,  # noqa: E402
-                              data_without_network, training_data)
-from pipeline.tokenizer import Tokenizer  # noqa: E402
 from pipeline.trainer import LoopResult, Trainer, run_loop  # noqa: E402
-from pipeline.wikitext import find_split  # noqa: E402
 
 log = logging.getLogger("pipeline.train")
 
@@ -239,6 +252,10 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     if sample_notice:
         log.warning(sample_notice)
+    if cfg.train.warmup_steps >= cfg.train.steps:
+        log.warning("train.warmup_steps (%d) is not below train.steps (%d): the learning rate never reaches "
+                    "train.lr (%g); lower it, e.g. -o train.warmup_steps=%d", cfg.train.warmup_steps,
+                    cfg.train.steps, cfg.train.lr, cfg.train.steps // 10)
     local_ranks = int(os.environ.get("PADDLE_LOCAL_SIZE", world))
     threads = set_cpu_threads(cfg.train.threads, local_ranks) if paddle.get_device() == "cpu" else 0
     ckpt = checkpoint_to_resume(output, args.resume)
@@ -294,7 +311,8 @@ def report(trainer: Trainer, tokenizer: Tokenizer, devices: str, result: LoopRes
     elif result.steps:
         losses = result.losses
         print(f"MLM loss {losses['mlm_loss']:.3f}, " + (f"NSP loss {losses['nsp_loss']:.3f}" if cfg.train.nsp
-                                                        else "NSP off (train.nsp=false)"))
+                                                        else "NSP off (train.nsp=false)") +
+              f" (mean over this run's {result.steps} steps)")
         print(f"{result.pairs / result.seconds:.1f} sentence pairs/sec on {devices}")
     log.info("%d steps in %.1f s, now at step %d; outputs in %s", result.steps, result.seconds, trainer.step, output)
     metrics: dict = {}

@@ -20,11 +20,17 @@ from paddle.distributed import fleet
 from pipeline import checkpoint
 from pipeline.config import Config, TrainConfig
 from pipeline.contrastive import ContrastiveData, contrastive_loss, sif_log_weights
-from pipeline.dataset import PretrainingData, compact_predictions
-from pipeline.errors import UserError
+from pipeline.core.errors import UserError
+from pipeline.data.batches import PretrainingData, compact_predictions
+from pipeline.model import (
+    TOKEN_WEIGHTS_PREFIX,
+    BertForPretraining,
+    EmbeddingStep,
+    PretrainingStep,
+    encoder_input_spec,
+    step_input_spec,
+)
 from pipeline.pretrained import Pretrained, complete_state
-from pipeline.model import (TOKEN_WEIGHTS_PREFIX, BertForPretraining, EmbeddingStep, PretrainingStep, encoder_input_spec,
-                            step_input_spec)
 from pipeline.progress import Progress
 from pipeline.watchdog import StallWatchdog
 

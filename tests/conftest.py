@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.runtime import setup_process_for_paddle
+from pipeline.core.runtime import setup_process_for_paddle
 
 ROOT = Path(__file__).resolve().parent.parent
 setup_process_for_paddle()  # as every command does, before the tests import paddle
@@ -89,4 +89,28 @@ def exported(tmp_path_factory, trained) -> Path:
     result = run_script("export/save.py", "--output-dir", str(trained), "--export-dir", str(export_dir),
                         "--with-heads")
     assert result.returncode == 0, result.stderr
+    return export_dir
+
+
+@pytest.fixture(scope="session")
+def exported_onnx(trained, tmp_path_factory) -> Path:
+    """The tiny trained model exported with its ONNX Runtime graph (--onnx)."""
+    needs("paddle2onnx", "onnx")
+    needs("onnxruntime", "onnx")
+    export_dir = tmp_path_factory.mktemp("onnx") / "inference"
+    result = run_script("export/save.py", "--output-dir", str(trained), "--export-dir", str(export_dir), "--onnx")
+    assert result.returncode == 0, result.stderr
+    return export_dir
+
+
+@pytest.fixture(scope="session")
+def exported_int8(trained, tmp_path_factory) -> Path:
+    """The tiny trained model exported with its int8 graph (--int8)."""
+    needs("onnxruntime", "onnx")
+    needs("paddle2onnx", "onnx")
+    needs("ml_dtypes", "onnx")
+    export_dir = tmp_path_factory.mktemp("int8") / "inference"
+    result = run_script("export/save.py", "--output-dir", str(trained), "--export-dir", str(export_dir), "--int8")
+    assert result.returncode == 0, result.stderr
+    assert "int8: embeddings of 12 varied texts within cosine" in result.stdout
     return export_dir

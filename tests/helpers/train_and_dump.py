@@ -7,9 +7,9 @@ from pathlib import Path
 
 sys.path[0] = str(Path(__file__).resolve().parents[2])
 
-from pipeline import train  # noqa: E402  (sets up the environment before paddle is imported)
-
 import numpy as np  # noqa: E402
+
+from pipeline import train  # noqa: E402  (sets up the environment before paddle is imported)
 
 
 def main() -> None:

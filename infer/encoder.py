@@ -1,0 +1,184 @@
+"""BERT encodings from an exported model: tokenize -> group -> run -> pool.
+
+    from infer.encoder import Encoder
+    encoder = Encoder("output/inference")
+    encodings = encoder.encode(["a crane is flying"])
+    encodings[0].vectors.shape   # (6, 128): <cls> a crane is flying <sep>
+    encoder.embed(["a crane is flying"]).shape   # (1, 128): pooled as the export's manifest says
+
+Texts are tokenized as in training, sorted by length and cut into calls where padding costs more than a call
+(infer/call_cost.py, at the backend's own cost), run on a backend (infer/backends/: Paddle Inference or ONNX
+Runtime), unpadded, pooled (pipeline/core/pooling.py) and returned in input order. Imports no training code:
+only `infer/` and `pipeline.core` (a test checks).
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from infer.backends import open_backend
+from infer.call_cost import padding_groups
+from infer.model_folder import ModelFolder
+from pipeline.core.errors import UserError
+from pipeline.core.export_format import ENCODER, PRED_POSITIONS, PRETRAINING
+from pipeline.core.pooling import EmbeddingSpec, combine_windows, first_dimensions, normalized, pool
+from pipeline.core.tokenizer import Item, Text, load_tokenizer, pad_batch, tokenize, tokenize_windows
+
+
+@dataclass
+class Encoding:
+    """One input's tokens and their vectors ([len(tokens), hidden]); row 0 is <cls>."""
+
+    tokens: list[str]
+    segments: list[int]
+    vectors: np.ndarray
+
+    @property
+    def cls(self) -> np.ndarray:
+        return self.vectors[0]
+
+
+class Encoder:
+    """An export on the backend `backend` names ("auto": ONNX Runtime on CPU where the export has it and
+    onnxruntime is installed, else Paddle Inference on GPU, optionally TensorRT, or CPU with oneDNN fp32/bf16;
+    precision="int8": ONNX Runtime over `save.py --int8`'s model)."""
+
+    def __init__(self, model_dir: str | Path = "output/inference", device: str = "auto", threads: int = 0,
+                 onednn: str = "auto", trt: bool = False, precision: str = "fp32", max_batch: int = 64,
+                 verbose: bool = False, backend: str = "auto"):
+        self.folder = ModelFolder.open(model_dir)
+        self.vocab = self.folder.vocab
+        self.tokenizer = load_tokenizer(self.folder.path, self.vocab)
+        self.max_len = self.folder.max_len
+        self.embedding = EmbeddingSpec.from_manifest(self.folder.manifest)
+        self.token_weights = self.folder.token_weights()
+        self.precision = precision
+        self.runtime = open_backend(self.folder, backend, device, precision, threads, onednn, trt, max_batch, verbose)
+        self.call_tokens = self.runtime.call_tokens
+
+    @property
+    def backend(self) -> str:
+        return self.runtime.name
+
+    @property
+    def device(self) -> str:
+        return self.runtime.device
+
+    def clone(self) -> "Encoder":
+        """An Encoder for another thread, sharing the weights (see `Backend.clone`): call it from the thread
+        that owns this Encoder, then use each Encoder from one thread only."""
+        twin = copy.copy(self)
+        twin.runtime = self.runtime.clone()
+        return twin
+
+    def run(self, arrays: dict[str, np.ndarray], program: str = ENCODER) -> list[np.ndarray]:
+        """Feed named int64 arrays to `program`; return its outputs in order."""
+        return self.runtime.run(arrays, program)
+
+    # -- tokenize -------------------------------------------------------------------------------
+    def preprocess(self, texts: Sequence[Text], truncate: bool = False) -> list[Item]:
+        return [tokenize(self.tokenizer, t, self.max_len, truncate) for t in texts]
+
+    def tokenize_for_embedding(self, texts: Sequence[Text], truncate: bool = False,
+                               windows: bool = False) -> list[list[Item]]:
+        """Each text's items: one, or with `windows` as many overlapping windows as a long text needs."""
+        if windows:
+            if any(not isinstance(t, str) for t in texts):
+                raise UserError("windows embed single texts, not (A, B) pairs")
+            return [tokenize_windows(self.tokenizer, t, self.max_len) for t in texts]
+        return [[item] for item in self.preprocess(texts, truncate)]
+
+    # -- group and run --------------------------------------------------------------------------
+    def call_groups(self, items: list[Item], batch_size: int) -> list[list[int]]:
+        """Indices into `items`, one list per call of at most `batch_size`: sorted by length and cut where
+        padding costs more than another call (infer/call_cost.py, at this backend's cost per call)."""
+        order = sorted(range(len(items)), key=lambda i: len(items[i][0]))
+        return [order[lo:hi] for lo, hi in
+                padding_groups([len(items[i][0]) for i in order], batch_size, self.call_tokens)]
+
+    def encode_items(self, items: list[Item], batch_size: int = 64) -> list[np.ndarray]:
+        """Vectors of tokenized items, in calls of `batch_size` items of similar length, in input order."""
+        results: list[np.ndarray | None] = [None] * len(items)
+        for chunk in self.call_groups(items, batch_size):
+            for i, vectors in zip(chunk, self.encode_tokenized([items[i] for i in chunk])):
+                results[i] = vectors
+        return results
+
+    def encode_tokenized(self, items: list[Item]) -> list[np.ndarray]:
+        """Vectors ([len(tokens), hidden]) of tokenized items in one call, padded as the backend pads (in calls
+        of at most the backend's `max_rows`)."""
+        rows = self.runtime.max_rows
+        if rows and len(items) > rows:
+            return [v for lo in range(0, len(items), rows) for v in self.encode_tokenized(items[lo:lo + rows])]
+        width = self.runtime.padded_width(len(items), max(len(tokens) for tokens, _ in items))
+        (encodings,) = self.run(pad_batch(self.vocab, items, width))[:1]
+        return [encodings[row, :len(tokens)] for row, (tokens, _) in enumerate(items)]
+
+    def encode(self, texts: Sequence[Text], batch_size: int = 64, truncate: bool = False) -> list[Encoding]:
+        """Encodings of `texts` (strings, or (A, B) pairs), batched by length, in input order."""
+        if isinstance(texts, (str, tuple)):
+            raise TypeError("encode() takes a list of texts")
+        items = self.preprocess(texts, truncate)
+        return [Encoding(*item, vectors) for item, vectors in zip(items, self.encode_items(items, batch_size))]
+
+    # -- pool -----------------------------------------------------------------------------------
+    def embed(self, texts: Sequence[Text], normalize: bool | None = None, truncate: bool = False,
+              windows: bool = False, dimensions: int | None = None, batch_size: int = 64) -> np.ndarray:
+        """One vector per text ([len(texts), dimensions]), pooled as the export's manifest says and
+        normalised as it says unless `normalize` is given; `windows`: a text over the model's maximum is
+        embedded whole, by overlapping windows; `dimensions`: the first n values, renormalised."""
+        if isinstance(texts, (str, tuple)):
+            raise TypeError("embed() takes a list of texts")
+        per_text = self.tokenize_for_embedding(texts, truncate, windows)
+        flat = [item for items in per_text for item in items]
+        return self.pool_texts(per_text, self.encode_items(flat, batch_size), normalize, dimensions)
+
+    def pool_texts(self, per_text: list[list[Item]], vectors: list[np.ndarray],
+                   normalize: bool | None = None, dimensions: int | None = None) -> np.ndarray:
+        """Token vectors (flat, in the order of `per_text`'s items) -> one embedding per text."""
+        pooling = self.embedding.pooling
+        out, at = [], 0
+        for items in per_text:
+            weights = [self.weights_of(tokens) if pooling == "weighted" else None for tokens, _ in items]
+            pooled = [pool(v, pooling, w) for v, w in zip(vectors[at:at + len(items)], weights)]
+            # a long text's windows count by their tokens, or by their tokens' weights
+            mass = [len(tokens) if w is None else float(w.sum()) for (tokens, _), w in zip(items, weights)]
+            out.append(combine_windows(pooled, mass, pooling))
+            at += len(items)
+        result = np.asarray(out, dtype=np.float32).reshape(len(per_text), -1)
+        if self.embedding.normalize if normalize is None else normalize:
+            result = normalized(result)
+        return first_dimensions(result, dimensions)
+
+    def weights_of(self, tokens: list[str]) -> np.ndarray:
+        """Each token's weight under `weighted` pooling ([len(tokens)])."""
+        if self.token_weights is None:
+            raise UserError(f"pooling weighted needs a model trained with it; this one pools {self.embedding.pooling}")
+        return self.token_weights[[self.vocab[t] for t in tokens]]
+
+    def pool(self, tokens: list[str], vectors: np.ndarray, pooling: str) -> np.ndarray:
+        """One input's vectors ([len(tokens), hidden]) as one, `pooling` (weighted: by this model's weights)."""
+        return pool(vectors, pooling, self.weights_of(tokens) if pooling == "weighted" else None)
+
+    # -- the masked-LM head ---------------------------------------------------------------------
+    def fill_mask(self, text: str, top_k: int = 5) -> list[list[tuple[str, float]]]:
+        """Top-k words and probabilities for each <mask> in `text` (needs an export --with-heads)."""
+        tokens, segments = tokenize(self.tokenizer, text, self.max_len)
+        mask = self.vocab.specials.mask
+        positions = [i for i, t in enumerate(tokens) if t == mask]
+        if not positions:
+            raise UserError(f"--fill-mask text has no {mask} token: {text!r}")
+        self.folder.program_files(PRETRAINING)
+        self.folder.verify(f"{PRETRAINING}.pdiparams")
+        arrays = pad_batch(self.vocab, [(tokens, segments)])
+        arrays[PRED_POSITIONS[0]] = np.array([positions], dtype=np.int64)
+        probabilities = self.run(arrays, PRETRAINING)[0][0]
+        out = []
+        for row in probabilities:
+            best = np.argsort(-row)[:top_k]
+            out.append([(self.vocab.idx_to_token[i], float(row[i])) for i in best])
+        return out
