@@ -5,9 +5,8 @@ the heads, scaling, key mask and softmax in one kernel), SkipLayerNormalization 
 LayerNorm) after each block, and BiasGelu in the feed-forward.
 
 Why not paddle2onnx's graph: its attention is ~20 nodes per layer (72 Reshapes, 24 Concats and 13
-Slice+Squeeze of shape plumbing for all-MiniLM-L6-v2) that ONNX Runtime's optimiser cannot fuse. This graph
-was 12% faster on that model (2,000 WikiText sentences in 32-sentence calls, 2-core AMD EPYC with AVX-512:
-189 -> 212 sentences/s; one sentence 3.5 -> 2.3 ms), with encodings within 2e-7.
+Slice+Squeeze of shape plumbing for all-MiniLM-L6-v2) that ONNX Runtime's optimiser cannot fuse; this graph is
+faster at the same encodings (docs/benchmarks.md).
 
 Same inputs and output as the exported program (pipeline/core/export_format.py); rows past `valid_length` are
 padding and their vectors are not defined. Pre-LN and gated models keep paddle2onnx's graph (`expressible`).

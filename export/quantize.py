@@ -1,22 +1,11 @@
 """encoder.onnx -> encoder.int8.onnx: ONNX Runtime dynamic quantisation (7-bit weights per output channel,
 activations quantised per call) after SmoothQuant, for `infer/ --precision int8`, and its agreement with fp32.
 
-Measured on all-MiniLM-L6-v2 (cosine of mean-pooled embeddings to fp32's, worst of CHECK_TEXTS / of 600
-wiki.test sentences; speed against fp32 on those 600 in 32-sentence calls, best of 3, Xeon with AVX-512):
-- ONNX Runtime's basic graph optimisation runs first: paddle2onnx feeds every weight through an Identity
-  node, which hides the constant weights from the quantiser (nothing was quantised without it).
-- Quantised as they are, BERT's LayerNorm outputs lose most to a few outlier channels, which set the one
-  scale of the whole tensor: 0.985 / 0.992 at 1.91x with the first two FFN outputs in fp32. SmoothQuant
-  moves that range into the weights (`smooth_activations`, exact in fp32): 0.994 / 0.997 at 1.88x.
-- Weights are quantised to 7 bits (`reduce_range`, as ONNX Runtime advises for CPUs without VNNI): without
-  VNNI, ONNX Runtime multiplies uint8 activations by int8 weights with AVX2's vpmaddubsw, whose int16 sums of
-  two products saturate at full 8-bit range. On a 2-core AMD EPYC with AVX2 only, 8-bit weights gave a worst
-  cosine of 0.959 over 2,000 wiki.test sentences embedded in 32-sentence calls (1,364 of them under 0.99,
-  each above 0.99 alone); 7-bit weights 0.993 (none under 0.99), at the same speed. The same file then
-  serves on any CPU: an export made on a VNNI machine is not wrong on an AVX2 one.
-- The feed-forward output projections (ffn -> hidden, after GELU: the widest inputs) of the first third of
-  the layers stay fp32, where an error is carried through every later layer (one layer's alone quantised:
-  cosine 0.990 at layer 0, 0.993 from layer 3 on).
+The rules, each chosen by measurement (the figures: docs/inference.md, "How the int8 export was chosen"):
+- ONNX Runtime's basic graph optimisation runs first, so the quantiser sees paddle2onnx's weights as constants.
+- SmoothQuant moves the outlier channels of each LayerNorm's output into the next weights (exact in fp32).
+- Weights are 7-bit (`reduce_range`): CPUs without VNNI saturate 8-bit products; the same file serves any CPU.
+- The feed-forward output projections of the first third of the layers stay fp32.
 """
 from __future__ import annotations
 
@@ -30,8 +19,7 @@ import numpy as np
 from pipeline.core.errors import UserError
 from pipeline.core.export_format import input_names
 
-# SmoothQuant's migration strength (smooth_activations): on all-MiniLM-L6-v2, 0 (none) -> cosine 0.972,
-# 0.5 -> 0.9960, 0.6 -> 0.9954, 0.7 -> 0.9965, 0.8 -> 0.9948 (worst of 600 wiki.test sentences)
+# SmoothQuant's migration strength (smooth_activations), the best measured (docs/inference.md)
 SMOOTHING = 0.7
 # Varied texts the export calibrates and measures the int8 model on (short, long, numbers, punctuation, a
 # question, one word): the manifest records the lowest cosine of their embeddings to fp32's.

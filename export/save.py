@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "needs: pip install paddle2onnx onnxruntime onnx")
     p.add_argument("--int8", action="store_true",
                    help="also write encoder.int8.onnx (implies --onnx): ONNX Runtime dynamic int8 quantisation for "
-                        "infer/ --precision int8, ~1.7-1.9x fp32 on CPU; prints its cosine to fp32 on varied texts")
+                        "infer/ --precision int8, faster than fp32 on CPU; prints its cosine to fp32 on varied texts")
     p.add_argument("--format", choices=("paddle", "huggingface"), default="paddle",
                    help="paddle (default): a Paddle Inference model for infer/; huggingface: a folder that "
                         "transformers.BertForPreTraining.from_pretrained loads (default dir <output-dir>/huggingface)")

@@ -66,8 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--trt", action="store_true", help="GPU: run through TensorRT (engine cached in the model folder)")
     run.add_argument("--precision", default="fp32", choices=PRECISIONS,
                      help="fp32 (default); bf16: CPU oneDNN bf16 kernels, only on CPUs with bf16 units "
-                          "(avx512_bf16/amx_bf16), ~1.5x faster batches, encodings within ~0.05; fp16: GPU; "
-                          "int8: ONNX Runtime on CPU over encoder.int8.onnx (export/save.py --int8), ~1.7-1.9x fp32")
+                          "(avx512_bf16/amx_bf16), faster batches, encodings within ~0.05; fp16: GPU; "
+                          "int8: ONNX Runtime on CPU over encoder.int8.onnx (export/save.py --int8), faster than fp32")
     run.add_argument("--max-batch", type=int, default=64, help="TensorRT: largest batch of its shape range (default 64)")
     run.add_argument("--verbose", action="store_true", help="show the predictor's own log")
     return p

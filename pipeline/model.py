@@ -22,8 +22,7 @@ from pipeline.core.export_format import ENCODER_INPUTS
 from pipeline.data.batches import dropout_keep_probability
 
 MASK_VALUE = -1e4  # additive mask for padded keys; safe in fp16 too
-# The token weights' learning rate, as a multiple of train.lr: at 1x they stay where SIF put them (1.5 minutes
-# of the contrastive recipe: recall@1 0.49 on wiki.test), at 10x / 30x / 100x 0.51 / 0.52 / 0.48
+# The token weights' learning rate, as a multiple of train.lr: the best measured (docs/contrastive.md)
 TOKEN_WEIGHT_LR = 30.0
 TOKEN_WEIGHTS_PREFIX = "token_weights."  # their name in a checkpoint's weights
 

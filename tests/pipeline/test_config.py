@@ -163,13 +163,13 @@ def test_diff_configs_names_changed_model_keys():
     assert diff_configs(a, b) == ["model.hidden_size", "model.num_heads"]
 
 
-def test_readme_settings_table_is_generated_from_the_fields():
+def test_the_settings_table_in_the_docs_is_generated_from_the_fields():
     from pipeline.config import settings_table
 
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    readme = (ROOT / "docs" / "settings.md").read_text(encoding="utf-8")
     start, end = "<!-- settings table -->\n", "\n<!-- end of settings table -->"
     table = readme[readme.index(start) + len(start):readme.index(end)]
-    assert table == settings_table(), "README out of date: paste pipeline.config.settings_table() into it"
+    assert table == settings_table(), "docs/settings.md out of date: paste pipeline.config.settings_table() into it"
 
 
 def test_a_checkpoint_config_from_before_a_setting_gets_the_value_it_was_made_with():
