@@ -52,6 +52,7 @@ from pipeline.core.export_format import (  # noqa: E402
     TOKEN_WEIGHTS,
     VOCAB,
     embedding_manifest,
+    head_manifest,
     inputs_manifest,
     outputs_manifest,
 )
@@ -59,7 +60,8 @@ from pipeline.core.files import atomic_folder, file_digest  # noqa: E402
 from pipeline.core.pooling import pool  # noqa: E402
 from pipeline.core.tokenizer import Tokenizer, load_tokenizer, pad_batch, tokenize  # noqa: E402
 from pipeline.core.vocab import Vocab  # noqa: E402
-from pipeline.model import BertForPretraining, encoder_input_spec  # noqa: E402
+from pipeline.model import BertForPretraining, SequenceClassifier, encoder_input_spec  # noqa: E402
+from pipeline.objectives import OBJECTIVES  # noqa: E402
 from pipeline.pretrained import complete_state, open_pretrained, sentence_embedding  # noqa: E402
 
 # int8 embeddings further than this from fp32's (cosine, worst of CHECK_TEXTS) get a warning at export
@@ -117,8 +119,12 @@ def export(cfg: Config, model_state: dict, tokenizer: Tokenizer, export_dir: Pat
     model = BertForPretraining(cfg.model)
     checkpoint.apply_model_state(model, model_state, Path(source.get("checkpoint") or source.get("from_hf")))
     model.eval()
+    labels = cfg.model.labels
+    # a classifier's program also outputs its logits (SequenceClassifier); the encodings stay its first output
+    program = SequenceClassifier(model, 0.0) if labels else model.encoder
+    program.eval()
     with atomic_folder(export_dir) as tmp:
-        encoder = paddle.jit.to_static(model.encoder, input_spec=encoder_input_spec(), full_graph=True)
+        encoder = paddle.jit.to_static(program, input_spec=encoder_input_spec(), full_graph=True)
         paddle.jit.save(encoder, str(tmp / ENCODER))
         if with_heads:
             heads = PretrainingHeads(model)
@@ -135,7 +141,7 @@ def export(cfg: Config, model_state: dict, tokenizer: Tokenizer, export_dir: Pat
             "model": cfg.model.__dict__, "max_len": cfg.data.max_len, "tokenizer": tokenizer.kind,
             **source, "paddle_version": paddle.__version__,
             "inputs": inputs_manifest(),
-            "outputs": outputs_manifest(cfg.model.hidden_size),
+            "outputs": outputs_manifest(cfg.model.hidden_size, len(labels or [])),
             "embedding": embedding,
             "with_heads": with_heads,
             "sha256": {p.name: file_digest(p)
@@ -143,6 +149,8 @@ def export(cfg: Config, model_state: dict, tokenizer: Tokenizer, export_dir: Pat
         }
         if with_heads:
             manifest["heads_outputs"] = list(PRETRAINING_OUTPUTS)
+        if labels:
+            manifest["head"] = head_manifest(labels, cfg.model.problem_type)
         if graph_kind:
             manifest["onnx_graph"] = graph_kind
         if quantized:
@@ -157,7 +165,7 @@ def export_checkpoint(ckpt: checkpoint.Checkpoint, tokenizer: Tokenizer, export_
     contrastive stage (its cosine loss is what the vectors were trained for), not after masked-LM alone."""
     source = {"checkpoint": str(ckpt.path), "checkpoint_step": ckpt.step}
     m = ckpt.config.model
-    embedding = embedding_manifest(m.pooling, ckpt.config.train.objective == "contrastive", m.hidden_size)
+    embedding = embedding_manifest(m.pooling, OBJECTIVES[ckpt.config.train.objective].normalized, m.hidden_size)
     return export(ckpt.config, ckpt.model_state, tokenizer, export_dir, source, embedding, with_heads, onnx, int8)
 
 
@@ -184,7 +192,7 @@ def write_onnx(folder: Path, model: BertForPretraining, cfg: Config) -> str:
     """folder/encoder.onnx: written from the weights with ONNX Runtime's fused BERT operators where the model
     is a post-LN BERT (export/onnx_graph.py), else converted by paddle2onnx; returns which ("fused" or
     "paddle2onnx", the manifest's "onnx_graph")."""
-    if not onnx_graph.expressible(cfg.model):
+    if not onnx_graph.expressible(cfg.model) or cfg.model.labels:  # the fused graph is the encoder alone
         convert_to_onnx(folder, folder / ONNX_FILE)
         return "paddle2onnx"
     try:
@@ -283,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
             refuse_replacing_another_model(export_dir, source.resolve())
         return write_export(lambda: export_published(Path(args.from_hf), export_dir, args.with_heads, args.onnx,
                                                      args.int8), export_dir, args.from_hf)
-    path = Path(args.checkpoint) if args.checkpoint else checkpoint.latest(output)
+    path = Path(args.checkpoint) if args.checkpoint else checkpoint.best(output) or checkpoint.latest(output)
     if path is None:
         raise UserError(f"no checkpoint in {output / 'checkpoints'}: train first (python pipeline/train.py) "
                         f"or pass --checkpoint (or --from-hf DIR for a published BERT)")
@@ -310,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             export_checkpoint(ckpt, tokenizer, export_dir, args.with_heads, args.onnx, args.int8)
 
-    return write_export(write, export_dir, f"{path} (step {ckpt.step})")
+    chosen = " (the best by the dev metric; --checkpoint for another)" if path == checkpoint.best(output) else ""
+    return write_export(write, export_dir, f"{path} (step {ckpt.step}){chosen}")
 
 
 def refuse_replacing_another_model(export_dir: Path, source: Path) -> None:

@@ -1,5 +1,6 @@
-"""The service's request types and error table: this project's /encode, TEI's /embed and OpenAI's
-/v1/embeddings, each a typed request with its defaults beside its fields (as text-embeddings-inference's).
+"""The service's request types and error table: this project's /encode, TEI's /embed, /predict and /rerank,
+and OpenAI's /v1/embeddings, each a typed request with its defaults beside its fields (as
+text-embeddings-inference's).
 
 Every wrong body becomes a `RequestError` of one kind; `ERROR_STATUS` is the one place where a kind becomes
 an HTTP status, so no body can cause a 5xx. No FastAPI here: the parsers take bytes and return dataclasses.
@@ -30,13 +31,14 @@ class ErrorKind(str, Enum):
     METHOD_NOT_ALLOWED = "method_not_allowed"
     OVERLOADED = "overloaded"          # the queue is full, or the service is stopping
     NOT_READY = "not_ready"            # the predictors have not run their warm-up call yet
+    WRONG_MODEL = "wrong_model_type"   # a route the served model cannot answer (/rerank of a classifier)
     INTERNAL = "internal"              # a bug: logged with its traceback
 
 
 ERROR_STATUS = {ErrorKind.INVALID_BODY: 400, ErrorKind.VALIDATION: 400, ErrorKind.TOO_LARGE: 413,
                 ErrorKind.TOKENIZATION: 422, ErrorKind.UNAUTHORIZED: 401, ErrorKind.NOT_FOUND: 404,
                 ErrorKind.METHOD_NOT_ALLOWED: 405, ErrorKind.OVERLOADED: 503, ErrorKind.NOT_READY: 503,
-                ErrorKind.INTERNAL: 500}
+                ErrorKind.WRONG_MODEL: 424, ErrorKind.INTERNAL: 500}
 ERROR_HEADERS = {ErrorKind.UNAUTHORIZED: {"WWW-Authenticate": "Bearer"}, ErrorKind.OVERLOADED: {"Retry-After": "1"},
                  ErrorKind.NOT_READY: {"Retry-After": "1"}}
 
@@ -175,14 +177,64 @@ def parse_encode(body: bytes, max_texts: int, default_pooling: str,
     return EncodeRequest(texts, pooling, flag(request, "truncate", False))
 
 
+@dataclass(frozen=True)
+class PredictRequest:
+    """POST /predict (TEI): a text, an [A, B] pair, or a list of either."""
+
+    texts: list[Text]
+    batch: bool  # answer a list of answers (the input was a list of texts or pairs)
+    raw_scores: bool = False
+    truncate: bool = False
+
+
+@dataclass(frozen=True)
+class RerankRequest:
+    """POST /rerank (TEI): the texts ranked by their relevance to the query."""
+
+    query: str
+    texts: list[str]
+    raw_scores: bool = False
+    return_text: bool = False
+    truncate: bool = False
+
+
+def truncation_direction(request: dict) -> None:
+    if request.get("truncation_direction", "Right") not in ("Right", "right"):
+        raise RequestError(ErrorKind.VALIDATION, '"truncation_direction" must be "Right" (texts are cut at the end)')
+
+
+def parse_predict(body: bytes, max_texts: int, auto_truncate: bool = False) -> PredictRequest:
+    """TEI's shapes: "text"; ["a", "b"] (one pair); or a list of texts and [a, b] pairs (a batch)."""
+    request = load_object(body, '{"inputs": "a crane is flying"}')
+    check_fields(request, ("inputs", "raw_scores", "truncate", "truncation_direction"))
+    truncation_direction(request)
+    inputs = request.get("inputs")
+    one_pair = isinstance(inputs, list) and len(inputs) == 2 and all(isinstance(t, str) for t in inputs)
+    single = isinstance(inputs, str) or one_pair
+    texts = text_list([inputs] if single else inputs, "inputs", max_texts, pairs=True)
+    return PredictRequest(texts, not single, flag(request, "raw_scores", False),
+                          flag(request, "truncate", auto_truncate))
+
+
+def parse_rerank(body: bytes, max_texts: int, auto_truncate: bool = False) -> RerankRequest:
+    request = load_object(body, '{"query": "what flies?", "texts": ["a crane is flying", "the river bank"]}')
+    check_fields(request, ("query", "texts", "raw_scores", "return_text", "truncate", "truncation_direction"))
+    truncation_direction(request)
+    query = request.get("query")
+    if not isinstance(query, str) or not is_unicode(query):
+        raise RequestError(ErrorKind.VALIDATION, '"query" must be a string')
+    texts = text_list(request.get("texts"), "texts", max_texts)
+    return RerankRequest(query, texts, flag(request, "raw_scores", False), flag(request, "return_text", False),
+                         flag(request, "truncate", auto_truncate))
+
+
 def parse_embed(body: bytes, max_texts: int, hidden: int, auto_truncate: bool = False) -> EmbedRequest:
     request = load_object(body, '{"inputs": "a crane is flying"}')
     check_fields(request, ("inputs", "normalize", "truncate", "truncation_direction", "prompt_name", "dimensions",
                            "windows"))
     inputs = request.get("inputs")
     texts = text_list([inputs] if isinstance(inputs, str) else inputs, "inputs", max_texts)
-    if request.get("truncation_direction", "Right") not in ("Right", "right"):
-        raise RequestError(ErrorKind.VALIDATION, '"truncation_direction" must be "Right" (texts are cut at the end)')
+    truncation_direction(request)
     if request.get("prompt_name") is not None:
         raise RequestError(ErrorKind.VALIDATION, '"prompt_name": this model has no prompts')
     truncate, windows = flag(request, "truncate", auto_truncate), flag(request, "windows", False)

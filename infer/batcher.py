@@ -50,7 +50,7 @@ class Batcher:
             worker.start()
 
     def submit(self, items: list[Item]) -> list[Future]:
-        """Queue `items` (all or none); their futures give the vectors [len(tokens), hidden]."""
+        """Queue `items` (all or none); their futures give each item's Output (vectors, and a head's logits)."""
         with self._lock:  # all-or-none: one request's items are not split by a full queue
             if self._stopping.is_set():
                 raise QueueFull("the service is shutting down")
@@ -85,7 +85,7 @@ class Batcher:
         """One predictor call before serving: the first call of a predictor pays for its set-up."""
         try:
             if self._warmup is not None:
-                encoder.encode_tokenized([self._warmup])
+                encoder.run_tokenized([self._warmup])
         except Exception as err:  # noqa: BLE001 - reported by the readiness check, the worker still serves
             self.warmup_error = err
             return
@@ -104,10 +104,10 @@ class Batcher:
                 if self._on_batch is not None:
                     self._on_batch(len(group))
                 try:
-                    vectors = encoder.encode_tokenized([job.item for job in group])
+                    outputs = encoder.run_tokenized([job.item for job in group])
                 except Exception as err:  # noqa: BLE001 - handed to the waiting requests, the worker lives on
                     for job in group:
                         job.future.set_exception(err)
                     continue
-                for job, v in zip(group, vectors):
-                    job.future.set_result(v)
+                for job, output in zip(group, outputs):
+                    job.future.set_result(output)

@@ -41,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--file", help="one text per line, or A<TAB>B for a pair; '-' reads standard input")
     what.add_argument("--fill-mask", metavar="TEXT", help="print the top 5 words for each <mask> in TEXT "
                                                           "(needs an export made with --with-heads)")
+    p.add_argument("--predict", action="store_true",
+                   help="a fine-tuned classifier's or reranker's labels and scores for each input, best first "
+                        "(softmax over labels, sigmoid of one output) instead of encodings")
+    p.add_argument("--raw-scores", action="store_true", help="with --predict: the logits, not probabilities")
     p.add_argument("--compare", metavar="TEXT2", help="cosine similarity of --word's vectors in --text and TEXT2")
     p.add_argument("--word", default="crane", help="the word compared by --compare (default: crane)")
     p.add_argument("--json", action="store_true", help="one JSON object per input: tokens, segments, cls, encoding "
@@ -141,6 +145,14 @@ def main(argv: list[str] | None = None) -> int:
         texts = read_texts(args.file)
     else:
         texts = [(args.text, args.text_b) if args.text_b is not None else args.text]
+    if args.predict:
+        if args.embed or args.compare is not None:
+            raise UserError("--predict prints labels and scores; it goes with neither --embed nor --compare")
+        for text, scored in zip(texts, encoder.predict(texts, args.raw_scores, args.truncate, args.batch_size)):
+            print(json.dumps({"text": text, "scores": [{"label": label, "score": round(score, 6)}
+                                                       for label, score in scored]}) if args.json else
+                  f"{text!r}: " + ", ".join(f"{label} {score:.3f}" for label, score in scored))
+        return 0
     if args.embed:
         if args.compare is not None:
             raise UserError("--compare compares a word's vectors; it does not go with --embed")

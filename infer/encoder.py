@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
@@ -27,6 +27,14 @@ from pipeline.core.errors import UserError
 from pipeline.core.export_format import ENCODER, PRED_POSITIONS, PRETRAINING
 from pipeline.core.pooling import EmbeddingSpec, combine_windows, first_dimensions, normalized, pool
 from pipeline.core.tokenizer import Item, Text, load_tokenizer, pad_batch, tokenize, tokenize_windows
+
+
+class Output(NamedTuple):
+    """One input's results from one call: its token vectors ([len(tokens), hidden]) and, for a model with a
+    head (the manifest's "head"), its logits ([labels])."""
+
+    vectors: np.ndarray
+    logits: np.ndarray | None
 
 
 @dataclass
@@ -55,6 +63,7 @@ class Encoder:
         self.tokenizer = load_tokenizer(self.folder.path, self.vocab)
         self.max_len = self.folder.max_len
         self.embedding = EmbeddingSpec.from_manifest(self.folder.manifest)
+        self.head: dict | None = self.folder.manifest.get("head")  # a classifier's or reranker's labels
         self.token_weights = self.folder.token_weights()
         self.precision = precision
         self.runtime = open_backend(self.folder, backend, device, precision, threads, onednn, trt, max_batch, verbose)
@@ -100,23 +109,33 @@ class Encoder:
         return [order[lo:hi] for lo, hi in
                 padding_groups([len(items[i][0]) for i in order], batch_size, self.call_tokens)]
 
-    def encode_items(self, items: list[Item], batch_size: int = 64) -> list[np.ndarray]:
-        """Vectors of tokenized items, in calls of `batch_size` items of similar length, in input order."""
-        results: list[np.ndarray | None] = [None] * len(items)
+    def run_items(self, items: list[Item], batch_size: int = 64) -> list[Output]:
+        """Outputs of tokenized items, in calls of `batch_size` items of similar length, in input order."""
+        results: list[Output | None] = [None] * len(items)
         for chunk in self.call_groups(items, batch_size):
-            for i, vectors in zip(chunk, self.encode_tokenized([items[i] for i in chunk])):
-                results[i] = vectors
+            for i, output in zip(chunk, self.run_tokenized([items[i] for i in chunk])):
+                results[i] = output
         return results
 
-    def encode_tokenized(self, items: list[Item]) -> list[np.ndarray]:
-        """Vectors ([len(tokens), hidden]) of tokenized items in one call, padded as the backend pads (in calls
-        of at most the backend's `max_rows`)."""
+    def encode_items(self, items: list[Item], batch_size: int = 64) -> list[np.ndarray]:
+        """Vectors of tokenized items ([len(tokens), hidden] each), in input order."""
+        return [output.vectors for output in self.run_items(items, batch_size)]
+
+    def run_tokenized(self, items: list[Item]) -> list[Output]:
+        """Outputs of tokenized items in one call, padded as the backend pads (in calls of at most the
+        backend's `max_rows`)."""
         rows = self.runtime.max_rows
         if rows and len(items) > rows:
-            return [v for lo in range(0, len(items), rows) for v in self.encode_tokenized(items[lo:lo + rows])]
+            return [o for lo in range(0, len(items), rows) for o in self.run_tokenized(items[lo:lo + rows])]
         width = self.runtime.padded_width(len(items), max(len(tokens) for tokens, _ in items))
-        (encodings,) = self.run(pad_batch(self.vocab, items, width))[:1]
-        return [encodings[row, :len(tokens)] for row, (tokens, _) in enumerate(items)]
+        outputs = self.run(pad_batch(self.vocab, items, width))
+        encodings, logits = outputs[0], (outputs[1] if self.head is not None else None)  # (B, L, H), (B, labels)
+        return [Output(encodings[row, :len(tokens)], None if logits is None else logits[row])
+                for row, (tokens, _) in enumerate(items)]
+
+    def encode_tokenized(self, items: list[Item]) -> list[np.ndarray]:
+        """Vectors ([len(tokens), hidden]) of tokenized items in one call."""
+        return [output.vectors for output in self.run_tokenized(items)]
 
     def encode(self, texts: Sequence[Text], batch_size: int = 64, truncate: bool = False) -> list[Encoding]:
         """Encodings of `texts` (strings, or (A, B) pairs), batched by length, in input order."""
@@ -164,6 +183,23 @@ class Encoder:
         """One input's vectors ([len(tokens), hidden]) as one, `pooling` (weighted: by this model's weights)."""
         return pool(vectors, pooling, self.weights_of(tokens) if pooling == "weighted" else None)
 
+    # -- a classifier's or reranker's head -------------------------------------------------------
+    def predict(self, texts: Sequence[Text], raw_scores: bool = False, truncate: bool = False,
+                batch_size: int = 64) -> list[list[tuple[str, float]]]:
+        """Each text's (or (A, B) pair's) labels with their scores, best first: the softmax over a classifier's
+        labels, the sigmoid of a reranker's one output, or the logits themselves with `raw_scores`."""
+        if isinstance(texts, (str, tuple)):
+            raise TypeError("predict() takes a list of texts")
+        head = self.require_head()
+        outputs = self.run_items(self.preprocess(texts, truncate), batch_size)
+        return [label_scores(output.logits, head, raw_scores) for output in outputs]
+
+    def require_head(self) -> dict:
+        if self.head is None:
+            raise UserError(f"{self.folder.path} is an embedding model: it has no classifier head (fine-tune one with "
+                            f"train.objective=classify, or export a BertForSequenceClassification folder)")
+        return self.head
+
     # -- the masked-LM head ---------------------------------------------------------------------
     def fill_mask(self, text: str, top_k: int = 5) -> list[list[tuple[str, float]]]:
         """Top-k words and probabilities for each <mask> in `text` (needs an export --with-heads)."""
@@ -182,3 +218,16 @@ class Encoder:
             best = np.argsort(-row)[:top_k]
             out.append([(self.vocab.idx_to_token[i], float(row[i])) for i in best])
         return out
+
+
+def label_scores(logits: np.ndarray, head: dict, raw: bool = False) -> list[tuple[str, float]]:
+    """(label, score) pairs best first: softmax over several labels, sigmoid of one (a reranker), or raw."""
+    logits = np.asarray(logits, dtype=np.float64)
+    if raw:
+        scores = logits
+    elif len(logits) == 1:
+        scores = 1.0 / (1.0 + np.exp(-logits))
+    else:
+        scores = np.exp(logits - logits.max())
+        scores /= scores.sum()
+    return sorted(zip(head["labels"], map(float, scores)), key=lambda pair: -pair[1])

@@ -59,19 +59,21 @@ from infer.api import (  # noqa: E402
     parse_embed,
     parse_encode,
     parse_openai,
+    parse_predict,
+    parse_rerank,
     tokenization_error,
 )
 from infer.backends import BACKENDS, PRECISIONS  # noqa: E402
 from infer.batcher import Batcher, QueueFull  # noqa: E402
-from infer.encoder import Encoder  # noqa: E402
+from infer.encoder import Encoder, Output, label_scores  # noqa: E402
 from infer.metrics import MetricsMiddleware, ServiceMetrics  # noqa: E402
 from pipeline.core.errors import UserError, run_cli  # noqa: E402
 from pipeline.core.runtime import available_cores  # noqa: E402
 from pipeline.core.tokenizer import TokenizationError  # noqa: E402
 
 API_KEY_VARIABLE = "BERT_SERVE_API_KEY"
-ROUTES = frozenset({"/embed", "/v1/embeddings", "/v1/models", "/encode", "/info", "/metadata", "/metrics", "/health",
-                    "/live"})
+ROUTES = frozenset({"/embed", "/v1/embeddings", "/v1/models", "/encode", "/predict", "/rerank", "/info", "/metadata",
+                    "/metrics", "/health", "/live"})
 log = logging.getLogger("infer.serve")
 
 
@@ -161,8 +163,9 @@ def create_app(encoder: Encoder, workers: int = 2, max_batch: int = 32, max_wait
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), api_key.encode()):
             raise RequestError(ErrorKind.UNAUTHORIZED, "missing or wrong API key: send Authorization: Bearer <key>")
 
-    async def run(per_text: list[list], route: str) -> list[np.ndarray]:
-        """Token vectors of every item (texts, or their windows), through the batcher, in order."""
+    async def run(per_text: list[list], route: str) -> list[Output]:
+        """The outputs of every item (texts, or their windows): token vectors and a head's logits, through the
+        batcher, in order."""
         flat = [item for items in per_text for item in items]
         try:
             futures = state["batcher"].submit(flat)
@@ -196,7 +199,7 @@ def create_app(encoder: Encoder, workers: int = 2, max_batch: int = 32, max_wait
     async def info():
         """What TEI's /info tells, plus this project's backend and batching."""
         return {"model_id": name, "version": package_version(), "model_dtype": encoder.precision,
-                "model_type": {"embedding": {"pooling": spec.pooling}}, "dimensions": spec.dimensions,
+                "model_type": model_type(encoder), "dimensions": spec.dimensions,
                 "normalize": spec.normalize, "max_input_length": encoder.max_len, "backend": encoder.backend,
                 "device": encoder.device, "tokenizer": encoder.tokenizer.kind, "max_client_batch_size": max_texts,
                 "max_batch_requests": max_batch, "max_body_bytes": max_body_bytes,
@@ -223,7 +226,8 @@ def create_app(encoder: Encoder, workers: int = 2, max_batch: int = 32, max_wait
         """TEI: {"inputs": str | [str], "normalize": true, "truncate": false} -> [[float], ...]."""
         asked = parse_embed(await read_body(request, max_body_bytes), max_texts, spec.dimensions, auto_truncate)
         per_text = tokenized(asked.texts, asked.truncate, asked.windows)
-        vectors = encoder.pool_texts(per_text, await run(per_text, "/embed"), asked.normalize, asked.dimensions)
+        vectors = encoder.pool_texts(per_text, vectors_of(await run(per_text, "/embed")), asked.normalize,
+                                     asked.dimensions)
         return VectorsJSON(np.ascontiguousarray(vectors))
 
     @app.post("/v1/embeddings", dependencies=[Depends(authorized)])
@@ -231,7 +235,7 @@ def create_app(encoder: Encoder, workers: int = 2, max_batch: int = 32, max_wait
         """OpenAI: {"input": str | [str], "model": ..., "encoding_format": "float" | "base64", "dimensions": n}."""
         asked = parse_openai(await read_body(request, max_body_bytes), max_texts, spec.dimensions)
         per_text = tokenized(asked.texts, auto_truncate and not asked.windows, asked.windows)
-        vectors = encoder.pool_texts(per_text, await run(per_text, "/v1/embeddings"), True, asked.dimensions)
+        vectors = encoder.pool_texts(per_text, vectors_of(await run(per_text, "/v1/embeddings")), True, asked.dimensions)
         tokens = sum(len(tokens) for items in per_text for tokens, _ in items)
         # one model is served: the answer names it, whatever `model` the client sent (as TEI does)
         return VectorsJSON(openai_response(vectors, asked.encoding_format, name, tokens))
@@ -247,11 +251,57 @@ def create_app(encoder: Encoder, workers: int = 2, max_batch: int = 32, max_wait
         asked = parse_encode(await read_body(request, max_body_bytes), max_texts, spec.pooling,
                              encode_poolings(encoder))
         per_text = tokenized(asked.texts, asked.truncate, False)
-        vectors = await run(per_text, "/encode")
+        vectors = vectors_of(await run(per_text, "/encode"))
         return VectorsJSON({"results": [encode_result(encoder, items[0][0], v, asked.pooling)
                                         for items, v in zip(per_text, vectors)]})
 
+    def head() -> dict:
+        if encoder.head is None:
+            raise RequestError(ErrorKind.WRONG_MODEL, f"{name} is an embedding model: it has no classifier or "
+                                                      f"reranker head for this route")
+        return encoder.head
+
+    @app.post("/predict", dependencies=[Depends(authorized)])
+    async def predict(request: Request):
+        """TEI: {"inputs": text | [a, b] | [text or [a, b], ...], "raw_scores": false} -> [{"score", "label"}]
+        best first (a list of those for a batch)."""
+        labels = head()
+        asked = parse_predict(await read_body(request, max_body_bytes), max_texts, auto_truncate)
+        per_text = tokenized(asked.texts, asked.truncate, False)
+        answers = [[{"score": score, "label": label} for label, score in label_scores(o.logits, labels, asked.raw_scores)]
+                   for o in await run(per_text, "/predict")]
+        return answers if asked.batch else answers[0]
+
+    @app.post("/rerank", dependencies=[Depends(authorized)])
+    async def rerank(request: Request):
+        """TEI: {"query", "texts", "raw_scores": false, "return_text": false} -> [{"index", "score", "text"?}]
+        best first; a one-output model's (a cross-encoder's) scores of each (query, text) pair."""
+        labels = head()
+        if len(labels["labels"]) != 1:
+            raise RequestError(ErrorKind.WRONG_MODEL, f"{name} is a classifier of {len(labels['labels'])} labels, "
+                                                      f"not a reranker (one output): use /predict")
+        asked = parse_rerank(await read_body(request, max_body_bytes), max_texts, auto_truncate)
+        per_text = tokenized([(asked.query, text) for text in asked.texts], asked.truncate, False)
+        outputs = await run(per_text, "/rerank")
+        scores = [label_scores(o.logits, labels, asked.raw_scores)[0][1] for o in outputs]
+        ranked = sorted(range(len(scores)), key=lambda i: -scores[i])
+        return [{"index": i, "score": scores[i], **({"text": asked.texts[i]} if asked.return_text else {})}
+                for i in ranked]
+
     return app
+
+
+def vectors_of(outputs: list[Output]) -> list[np.ndarray]:
+    return [output.vectors for output in outputs]
+
+
+def model_type(encoder: Encoder) -> dict:
+    """TEI's model_type: an embedding model's pooling, or a classifier's or reranker's labels."""
+    head = encoder.head
+    if head is None:
+        return {"embedding": {"pooling": encoder.embedding.pooling}}
+    id2label = {str(i): label for i, label in enumerate(head["labels"])}
+    return {head["kind"]: {"id2label": id2label, "label2id": {label: int(i) for i, label in id2label.items()}}}
 
 
 async def read_body(request, limit: int) -> bytes:

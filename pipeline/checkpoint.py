@@ -5,6 +5,7 @@ Layout of `<output>/checkpoints/`:
     step_N/optimizer.safetensors  optimizer state, keyed "<structured name>::<slot>"
     step_N/state.json             step, config, scheduler state, SHA-256 of both files
     latest                        the name of the newest complete checkpoint, updated last
+    best.json                     fine-tuning: the checkpoint with the best dev metric, kept by pruning
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from pipeline.core.errors import UserError
 from pipeline.core.files import atomic_folder, file_digest, write_text_atomic
 
 MODEL_FILE, OPTIMIZER_FILE, STATE_FILE, LATEST = "model.safetensors", "optimizer.safetensors", "state.json", "latest"
+BEST = "best.json"
 
 
 @dataclass
@@ -94,8 +96,10 @@ def _prune(root: Path, keep: int) -> None:
     """Keep the newest `keep` checkpoints; clear temporaries a killed run left (one writer per folder,
     held by the training lock, so none of them is being written now)."""
     steps = sorted((int(p.name.split("_")[1]), p) for p in root.glob("step_*") if p.name.split("_")[1].isdigit())
+    kept = best(root.parent)
     for _, path in steps[:-keep]:
-        shutil.rmtree(path, ignore_errors=True)
+        if path != kept:
+            shutil.rmtree(path, ignore_errors=True)
     for stale in root.glob(".step_*"):
         shutil.rmtree(stale, ignore_errors=True)
 
@@ -108,6 +112,22 @@ def latest(output_dir: Path) -> Path | None:
     except OSError:
         return None
     path = root / name
+    return path if path.is_dir() else None
+
+
+def mark_best(output_dir: Path, checkpoint_path: Path, metric: str, value: float) -> None:
+    """Name `checkpoint_path` as the best by `metric` (fine-tuning's dev evaluation)."""
+    record = {"checkpoint": checkpoint_path.name, "metric": metric, "value": value}
+    write_text_atomic(Path(output_dir) / "checkpoints" / BEST, json.dumps(record) + "\n")
+
+
+def best(output_dir: Path) -> Path | None:
+    """The checkpoint `mark_best` named under `output_dir`, or None (no dev evaluation, or it is gone)."""
+    root = Path(output_dir) / "checkpoints"
+    try:
+        path = root / json.loads((root / BEST).read_text(encoding="utf-8"))["checkpoint"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
     return path if path.is_dir() else None
 
 

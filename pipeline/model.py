@@ -25,6 +25,7 @@ MASK_VALUE = -1e4  # additive mask for padded keys; safe in fp16 too
 # The token weights' learning rate, as a multiple of train.lr: the best measured (docs/contrastive.md)
 TOKEN_WEIGHT_LR = 30.0
 TOKEN_WEIGHTS_PREFIX = "token_weights."  # their name in a checkpoint's weights
+CLASSIFIER_PREFIX = "classifier."  # a fine-tuned classifier's output layer (model.labels)
 
 
 def attention_mask(valid_length: paddle.Tensor, seq_len: paddle.Tensor | int) -> paddle.Tensor:
@@ -277,7 +278,8 @@ class TokenWeights(nn.Layer):
 
 class BertForPretraining(nn.Layer):
     """Encoder + MLM head + NSP head; returns (mlm_logits [B, P, V], nsp_logits [B, 2]). With
-    `model.pooling=weighted` it also holds the pooling's `token_weights`."""
+    `model.pooling=weighted` it also holds the pooling's `token_weights`; with `model.labels`, a classifier
+    (see SequenceClassifier)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -287,6 +289,8 @@ class BertForPretraining(nn.Layer):
         self.mlm_head = MaskLMHead(cfg, self.encoder.embeddings.word_embeddings if cfg.tie_word_embeddings else None)
         self.nsp_head = NextSentenceHead(cfg)
         self.token_weights = TokenWeights(cfg.vocab_size) if cfg.pooling == "weighted" else None
+        # a fine-tuned classifier's output layer (model.labels), after the NSP head's pooler, as BERT shares it
+        self.classifier = nn.Linear(cfg.hidden_size, len(cfg.labels)) if cfg.labels else None
         if cfg.init_std > 0:
             init_bert_weights(self, cfg.init_std)
         if cfg.zero_position_init:
@@ -381,6 +385,45 @@ class EmbeddingStep(nn.Layer):
         weights = self.token_weights(input_ids) if self.token_weights is not None else None
         vectors = pooled(self.encoder(input_ids, token_type_ids, valid_length), valid_length, self.pooling, weights)
         return F.normalize(vectors.astype("float32"), axis=-1)
+
+
+class SequenceClassifier(nn.Layer):
+    """(input_ids, token_type_ids, valid_length) -> (encodings [B, L, H], logits [B, labels]): BERT's pooler
+    (dense + tanh on <cls>), dropout, the classifier, laid out as transformers' BertForSequenceClassification.
+    It holds only what it runs, so data parallel sees no unused parameter; the export saves it whole."""
+
+    def __init__(self, model: BertForPretraining, dropout: float):
+        super().__init__()
+        self.encoder, self.pooler, self.classifier = model.encoder, model.nsp_head.pooler, model.classifier
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, input_ids: paddle.Tensor, token_type_ids: paddle.Tensor, valid_length: paddle.Tensor
+                ) -> tuple[paddle.Tensor, paddle.Tensor]:
+        encodings = self.encoder(input_ids, token_type_ids, valid_length)
+        return encodings, self.classifier(self.dropout(paddle.tanh(self.pooler(encodings[:, 0]))))
+
+
+class ClassifyStep(nn.Layer):
+    """The fine-tuning forward pass and loss: cross entropy over the classes, or mean squared error of the one
+    output (a regression), as transformers' BertForSequenceClassification computes them."""
+
+    def __init__(self, classifier: SequenceClassifier, regression: bool):
+        super().__init__()
+        self.classifier, self.regression = classifier, regression
+
+    def forward(self, input_ids: paddle.Tensor, token_type_ids: paddle.Tensor, valid_length: paddle.Tensor,
+                labels: paddle.Tensor) -> paddle.Tensor:
+        logits = self.classifier(input_ids, token_type_ids, valid_length)[1].astype("float32")
+        if self.regression:
+            return F.mse_loss(logits.reshape([-1]), labels.astype("float32"))
+        return F.cross_entropy(logits, labels.reshape([-1, 1]))
+
+
+def classify_input_spec(regression: bool) -> list:
+    """InputSpecs of ClassifyStep.forward: the encoder's inputs and the labels (class ids, or scores)."""
+    from paddle.static import InputSpec
+
+    return encoder_input_spec() + [InputSpec([None], "float32" if regression else "int64", "labels")]
 
 
 def step_input_spec(host_dropout: bool) -> list:

@@ -51,6 +51,8 @@ class Pretrained:
     fresh: list[str]  # this project's parameters that start fresh
     tokenizer: Tokenizer
     pooling: str | None = None  # what a published folder declares (model.pooling); None: the run's own choice
+    labels: list[str] | None = None  # a fine-tuned classifier's classes in id order (model.labels)
+    problem_type: str | None = None  # and its model.problem_type
 
 
 @dataclass(frozen=True)
@@ -150,7 +152,7 @@ def open_pretrained(folder: str | Path) -> Pretrained:
 
 
 # settings of a run that are not its architecture: the new run's own
-NOT_ARCHITECTURE = ("dropout", "init_std", "zero_position_init", "pooling")
+NOT_ARCHITECTURE = ("dropout", "init_std", "zero_position_init", "pooling", "labels", "problem_type")
 
 
 def own_run(folder: Path) -> Pretrained:
@@ -164,7 +166,8 @@ def own_run(folder: Path) -> Pretrained:
     ckpt = checkpoint.load(path)
     model = {k: v for k, v in ckpt.config.model.__dict__.items() if k not in NOT_ARCHITECTURE}
     tokenizer = load_tokenizer(folder, Vocab.load(folder / VOCAB))
-    return Pretrained(path, model, ckpt.model_state, [], tokenizer)
+    m = ckpt.config.model
+    return Pretrained(path, model, ckpt.model_state, [], tokenizer, labels=m.labels, problem_type=m.problem_type)
 
 
 def read_json(path: Path) -> dict:

@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 log = logging.getLogger("pipeline.train")
-LOSS_NAMES = {"mlm_loss": "MLM", "nsp_loss": "NSP", "contrastive_loss": "contrastive"}  # as progress shows them
+LOSS_NAMES = {"mlm_loss": "MLM", "nsp_loss": "NSP", "contrastive_loss": "contrastive",
+              "classify_loss": "classify"}  # as progress shows them
 
 
 def loss_keys(record: dict) -> list[str]:
@@ -18,8 +19,9 @@ def loss_keys(record: dict) -> list[str]:
 class Progress:
     """Reports each step; writes one JSON object per step to `metrics_path`."""
 
-    def __init__(self, metrics_path: Path, start: int, total: int, log_every: int, enabled: bool = True):
-        self.enabled = enabled
+    def __init__(self, metrics_path: Path, start: int, total: int, log_every: int, enabled: bool = True,
+                 unit: str = "pairs"):
+        self.enabled, self.unit = enabled, unit
         self.log_every = log_every
         self.metrics = open(metrics_path, "a", encoding="utf-8") if enabled else None
         self.bar = None
@@ -34,7 +36,7 @@ class Progress:
         self.metrics.write(json.dumps(record) + "\n")
         self.metrics.flush()
         losses = " ".join(f"{LOSS_NAMES[key]} {record[key]:.3f}" for key in loss_keys(record))
-        text = f"{losses} lr {record['lr']:.2e} {record['pairs_per_sec']:.1f} pairs/s"
+        text = f"{losses} lr {record['lr']:.2e} {record['pairs_per_sec']:.1f} {self.unit}/s"
         if self.bar is not None:
             self.bar.set_postfix_str(text, refresh=False)
             self.bar.update(1)

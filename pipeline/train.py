@@ -30,6 +30,7 @@ import paddle  # noqa: E402
 from paddle.distributed import fleet  # noqa: E402
 
 from pipeline import checkpoint  # noqa: E402
+from pipeline.classify import BEST_BY, DevEvaluation, confusion, format_figures, predictions, write_predictions  # noqa: E402,E501
 from pipeline.config import (  # noqa: E402
     SPLITS,
     Config,
@@ -46,18 +47,18 @@ from pipeline.core.runtime import has_cuda_gpu, set_cpu_threads  # noqa: E402
 from pipeline.core.tokenizer import Tokenizer  # noqa: E402
 from pipeline.data.batches import rows_per_part  # noqa: E402
 from pipeline.data.sources import (  # noqa: E402
-    contrastive_training_data,
     data_without_network,
     held_out_pairs,
     held_out_retrieval,
-    training_data,
 )
+from pipeline.data.labelled import LabelSpace, label_settings, read_labelled  # noqa: E402
 from pipeline.data.text_files import find_files  # noqa: E402
 from pipeline.data.wikitext import find_split  # noqa: E402
 from pipeline.evaluate import evaluate, format_metrics, retrieval_figures_of  # noqa: E402
 from pipeline.pretrained import Pretrained, open_pretrained  # noqa: E402
 from pipeline.progress import keep_metrics_until, plot_losses  # noqa: E402
 from pipeline.retrieval import format_retrieval  # noqa: E402
+from pipeline.objectives import objective_of  # noqa: E402
 from pipeline.trainer import LoopResult, Trainer, run_loop  # noqa: E402
 
 log = logging.getLogger("pipeline.train")
@@ -129,7 +130,11 @@ def resolve_config(args: argparse.Namespace) -> Resolved:
     pretrained = open_pretrained(cfg.train.init_from) if cfg.train.init_from else None
     adopted = adopted_settings(pretrained, cfg.model, args.override) if pretrained else {}
     located, notice = data_without_network(cfg)
-    return Resolved(with_settings(cfg, {**adopted, **located}), pretrained, notice)
+    cfg = with_settings(cfg, {**adopted, **located})
+    if cfg.train.objective == "classify":  # the labels are settings, read from the files before any work
+        held = (pretrained.labels, pretrained.problem_type) if pretrained else (cfg.model.labels, cfg.model.problem_type)
+        cfg = with_settings(cfg, label_settings(cfg.data.labels, cfg.data.eval_labels, *held))
+    return Resolved(cfg, pretrained, notice)
 
 
 def adopted_settings(pretrained: Pretrained, model: ModelConfig, overrides: list[str]) -> dict[str, object]:
@@ -261,8 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     ckpt = checkpoint_to_resume(output, args.resume)
 
     given = pretrained.tokenizer if pretrained else None
-    make_data = contrastive_training_data if cfg.train.objective == "contrastive" else training_data
-    tokenizer, data = make_data(cfg, output, ckpt is not None, given)
+    objective = objective_of(cfg)
+    tokenizer, data = objective.data(cfg, output, ckpt is not None, given)
     cfg = with_settings(cfg, {"model.vocab_size": len(tokenizer.vocab)})
     if ckpt is not None:
         checkpoint.check_compatible(ckpt, cfg)
@@ -280,16 +285,47 @@ def main(argv: list[str] | None = None) -> int:
         save_config(cfg, output / "config.yaml")
         tokenizer.save(output)  # vocab.json, and tokenizer.json for WordPiece
         keep_metrics_until(output / "metrics.jsonl", trainer.step)
-    log.info("%d sentence pairs (%d steps/epoch), vocabulary %d, %d rank(s), %d CPU threads, %d parameters",
-             len(data), steps_per_epoch, len(tokenizer.vocab), world, threads,
+    log.info("%d %s (%d steps/epoch), vocabulary %d, %d rank(s), %d CPU threads, %d parameters",
+             len(data), objective.unit, steps_per_epoch, len(tokenizer.vocab), world, threads,
              sum(int(np.prod(p.shape)) for p in trainer.model.parameters()))
 
-    result = run_loop(trainer, data, output)
+    result = run_loop(trainer, data, output, dev_evaluation(cfg, tokenizer))
     if rank == 0:
         report(trainer, tokenizer, devices, result, argv, heads_trained=not (pretrained and pretrained.fresh))
     if lock is not None:
         lock.release()
     return 0
+
+
+def dev_evaluation(cfg: Config, tokenizer: Tokenizer) -> DevEvaluation | None:
+    """Fine-tuning's dev file, tokenized by the run's tokenizer, with its baselines measured once."""
+    if not cfg.data.eval_labels:
+        return None
+    space = LabelSpace(tuple(cfg.model.labels), cfg.model.problem_type)
+    return DevEvaluation(read_labelled(cfg.data.labels), read_labelled(cfg.data.eval_labels), space, tokenizer,
+                         cfg.data.max_len)
+
+
+def report_dev(trainer: Trainer) -> None:
+    """The best dev evaluation of the run (its line, eval.json, the confusion matrix and the dev predictions),
+    and which checkpoint it is."""
+    output, cfg = trainer.output, trainer.cfg
+    best = checkpoint.best(output)
+    if trainer.best_figures is None:
+        if best is not None:
+            log.info("best checkpoint (dev %s): %s, from before this resume", checkpoint.BEST, best)
+        return
+    space = LabelSpace(tuple(cfg.model.labels), cfg.model.problem_type)
+    figures = trainer.best_figures
+    print(f"best checkpoint {best.name if best else '?'} (step {figures['step']}): "
+          + format_figures(figures, space, len(trainer.best_logits)))
+    metrics = {"best_checkpoint": best.name if best else None, "metric": BEST_BY[space.problem_type], **figures}
+    write_text_atomic(output / "eval.json", json.dumps(metrics, indent=1))
+    write_predictions(output / "dev_predictions.tsv", trainer.best_logits, space)
+    if not space.regression:
+        dev = LabelSpace(space.labels, space.problem_type).targets(read_labelled(cfg.data.eval_labels))
+        write_text_atomic(output / "confusion.json",
+                          json.dumps(confusion(np.asarray(dev), predictions(trainer.best_logits, space), space), indent=1))
 
 
 def report(trainer: Trainer, tokenizer: Tokenizer, devices: str, result: LoopResult, argv: list[str] | None,
@@ -305,16 +341,14 @@ def report(trainer: Trainer, tokenizer: Tokenizer, devices: str, result: LoopRes
         return
     if result.out_of_time:
         log.info("train.max_minutes=%g reached at step %d of %d", cfg.train.max_minutes, trainer.step, cfg.train.steps)
-    if result.steps and cfg.train.objective == "contrastive":
-        print(f"contrastive loss {result.losses['contrastive_loss']:.3f} (train.positives={cfg.train.positives})")
-        print(f"{result.pairs / result.seconds:.1f} anchors/sec on {devices}")
-    elif result.steps:
-        losses = result.losses
-        print(f"MLM loss {losses['mlm_loss']:.3f}, " + (f"NSP loss {losses['nsp_loss']:.3f}" if cfg.train.nsp
-                                                        else "NSP off (train.nsp=false)") +
-              f" (mean over this run's {result.steps} steps)")
-        print(f"{result.pairs / result.seconds:.1f} sentence pairs/sec on {devices}")
+    objective = objective_of(cfg)
+    if result.steps:
+        print(objective.summary(cfg, result.losses, result.steps))
+        print(f"{result.pairs / result.seconds:.1f} {objective.unit}/sec on {devices}")
     log.info("%d steps in %.1f s, now at step %d; outputs in %s", result.steps, result.seconds, trainer.step, output)
+    if objective.name == "classify":
+        report_dev(trainer)
+        return
     metrics: dict = {}
     try:
         pairs = held_out_pairs(cfg, tokenizer) if heads_trained else None

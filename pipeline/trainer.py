@@ -19,25 +19,17 @@ from paddle.distributed import fleet
 
 from pipeline import checkpoint
 from pipeline.config import Config, TrainConfig
-from pipeline.contrastive import ContrastiveData, contrastive_loss, sif_log_weights
+from pipeline.classify import DevEvaluation, format_figures
+from pipeline.contrastive import ContrastiveData
 from pipeline.core.errors import UserError
-from pipeline.data.batches import PretrainingData, compact_predictions
-from pipeline.model import (
-    TOKEN_WEIGHTS_PREFIX,
-    BertForPretraining,
-    EmbeddingStep,
-    PretrainingStep,
-    encoder_input_spec,
-    step_input_spec,
-)
+from pipeline.data.batches import PretrainingData
+from pipeline.model import CLASSIFIER_PREFIX, TOKEN_WEIGHTS_PREFIX, BertForPretraining
+from pipeline.objectives import objective_of
 from pipeline.pretrained import Pretrained, complete_state
 from pipeline.progress import Progress
 from pipeline.watchdog import StallWatchdog
 
 log = logging.getLogger("pipeline.train")
-
-
-LOSSES = {"mlm": ("mlm_loss", "nsp_loss"), "contrastive": ("contrastive_loss",)}  # each objective's, by name
 
 
 @dataclass
@@ -59,6 +51,7 @@ class LoopResult:
     seconds: float
     stopped: bool  # by a signal: the run is unfinished and can be resumed
     out_of_time: bool  # by train.max_minutes: the run is finished, at fewer steps than train.steps
+    patience_spent: bool = False  # by train.patience: finished early, the dev metric no longer improving
 
 
 def lr_factor(step: int, tc: TrainConfig, training_seconds: float = 0.0) -> float:
@@ -112,26 +105,9 @@ class Trainer:
         # training time, resumes included, as all ranks agree on it after each step (train.max_minutes)
         self.training_seconds = 0.0
         self.optimizer, self.scheduler = build_optimizer(cfg, self.model, lambda: self.training_seconds)
-        self.contrastive = cfg.train.objective == "contrastive"
-        if self.contrastive:  # the encoder, pooled and normalised; Paddle's dropout makes SimCSE's two views
-            data.check_batch(cfg.train.batch_size, world)
-            self.input_spec = encoder_input_spec()
-            if self.model.token_weights is not None:  # a checkpoint or --init-from folder may replace them later
-                self.model.token_weights.log_weight.set_value(
-                    sif_log_weights(data.units, cfg.model.vocab_size, (data.cls, data.sep)))
-            step_layer = EmbeddingStep(self.model, cfg.model.pooling)
-        else:
-            if self.model.token_weights is not None:  # they would be a parameter without a gradient
-                raise UserError("setting model.pooling=weighted goes with train.objective=contrastive, which learns "
-                                "its token weights (masked LM trains none)")
-            if cfg.train.batch_ramp_steps:
-                data.ramp_batch(cfg.train.batch_ramp_steps, world * cfg.train.accumulate_steps)
-            host_dropout = cfg.model.dropout > 0 and (cfg.train.dropout_masks == "data" or (
-                cfg.train.dropout_masks == "auto" and paddle.get_device() == "cpu"))
-            if host_dropout:  # numpy's random bytes are ~10x cheaper than Paddle's CPU dropout
-                data.use_host_dropout(2 * cfg.model.num_layers, cfg.model.hidden_size, cfg.model.dropout)
-            self.input_spec = step_input_spec(host_dropout)
-            step_layer = PretrainingStep(self.model, cfg.train.nsp)
+        self.objective = objective_of(cfg)
+        self.classifier = None  # classify: the SequenceClassifier its step trains (the dev evaluation runs it)
+        step_layer, self.input_spec = self.objective.build_step(self)
         if cfg.train.to_static:
             step_layer = paddle.jit.to_static(step_layer, input_spec=self.input_spec, full_graph=True)
         self.step_fn = step_layer
@@ -143,6 +119,11 @@ class Trainer:
         self.step = 0
         self.last_lr = cfg.train.lr
         self.stop_requested = False
+        # fine-tuning's dev evaluation: the best metric so far, evaluations since, and the figures then
+        self.best_value: float | None = None
+        self.evals_since_best = 0
+        self.best_figures: dict | None = None
+        self.best_logits: np.ndarray | None = None
         self._clock_origin = time.perf_counter()  # training_seconds = now - origin (set again by start_clock)
 
     # -- state --------------------------------------------------------------------------------
@@ -152,8 +133,12 @@ class Trainer:
         # the pooling is this run's own: weighted keeps the folder's token weights or starts from SIF's, the
         # other poolings leave a weighted folder's aside
         own_weights = [k for k in fresh if k.startswith(TOKEN_WEIGHTS_PREFIX)]
+        # a classifier head is the folder's only for the same classes; otherwise (or with none) it starts fresh
         state = {k: v for k, v in complete_state(pretrained, fresh).items()
-                 if not k.startswith(TOKEN_WEIGHTS_PREFIX) or k in own_weights}
+                 if (not k.startswith(TOKEN_WEIGHTS_PREFIX) or k in own_weights)
+                 and (not k.startswith(CLASSIFIER_PREFIX) or (k in fresh and v.shape == fresh[k].shape
+                                                               and pretrained.labels == self.cfg.model.labels))}
+        state.update({k: v for k, v in fresh.items() if k.startswith(CLASSIFIER_PREFIX) and k not in state})
         checkpoint.apply_model_state(self.model, {**{k: fresh[k] for k in own_weights}, **state}, pretrained.folder)
         heads = sorted({".".join(name.split(".")[:2]) for name in pretrained.fresh})  # e.g. mlm_head.decoder
         log.info("initialised from %s (%d weights)%s", pretrained.folder, len(pretrained.state),
@@ -167,6 +152,8 @@ class Trainer:
             # the position only: the rate follows this run's train.steps (a resume may extend the run)
             self.scheduler.last_epoch = int(ckpt.extra["scheduler"]["last_epoch"])
         self.training_seconds = float(ckpt.extra.get("training_seconds", 0.0))
+        self.best_value = ckpt.extra.get("best_value")
+        self.evals_since_best = int(ckpt.extra.get("evals_since_best", 0))
         if self.scheduler is not None:
             self.scheduler.last_lr = self.scheduler.get_lr()
         self.step = ckpt.step
@@ -177,7 +164,8 @@ class Trainer:
 
     def save(self) -> Path:
         named = list(self.model.named_parameters())
-        extra = {"training_seconds": self.training_seconds}
+        extra = {"training_seconds": self.training_seconds, "best_value": self.best_value,
+                 "evals_since_best": self.evals_since_best}
         if self.scheduler is not None:
             extra["scheduler"] = self.scheduler.state_dict()
         return checkpoint.save(
@@ -185,6 +173,20 @@ class Trainer:
             model_state={k: v.numpy() for k, v in self.model.state_dict().items()},
             optimizer_state=checkpoint.optimizer_state_by_name(self.optimizer, named),
             extra=extra, keep=self.cfg.train.keep_checkpoints)
+
+    def evaluate_dev(self, dev: DevEvaluation) -> bool:
+        """The dev figures of the model as it is now, logged in one line; True where the task's metric beat
+        every earlier evaluation (then they are kept as the best)."""
+        logits = dev.logits(self.classifier)
+        figures = dev.figures(logits)
+        value = figures[dev.metric]
+        log.info("step %d: %s", self.step, format_figures(figures, dev.space, len(dev.items)))
+        if self.best_value is not None and value <= self.best_value:
+            self.evals_since_best += 1
+            return False
+        self.best_value, self.evals_since_best = value, 0
+        self.best_figures, self.best_logits = {"step": self.step, **figures}, logits
+        return True
 
     # -- one step -----------------------------------------------------------------------------
     def train_step(self, batch: dict[str, np.ndarray]) -> StepResult:
@@ -195,7 +197,7 @@ class Trainer:
         paddle.seed((tc.seed * 1_000_003 + self.step) * 1024 + self.rank)
         amp = (paddle.amp.auto_cast(dtype="float16" if tc.amp == "fp16" else "bfloat16")
                if tc.amp != "none" else contextlib.nullcontext())
-        losses = self._contrastive_pass(batch, amp) if self.contrastive else self._pretraining_pass(batch, amp)
+        losses = self.objective.train_pass(self, batch, amp)
         self.last_lr = float(self.optimizer.get_lr())  # the rate this step used (the scheduler moves on below)
         if self.scaler:
             self.scaler.step(self.dist_optimizer)
@@ -214,41 +216,12 @@ class Trainer:
         if self.scheduler is not None:
             self.scheduler.step()  # the next step's rate, from the agreed time
         budget = 60 * tc.max_minutes
-        names = LOSSES[tc.objective]
+        names = self.objective.losses
         return StepResult(dict(zip(names, map(float, report))), bool(report[-2] > 0),
                           budget > 0 and self.training_seconds >= budget)
 
-    def _backward(self, loss) -> None:
+    def backward(self, loss) -> None:
         (self.scaler.scale(loss) if self.scaler else loss).backward()
-
-    def _contrastive_pass(self, batch: dict[str, np.ndarray], amp) -> list[float]:
-        """Forward over this rank's rows, the global batch's loss (gathered negatives), backward."""
-        inputs = [paddle.to_tensor(batch[spec.name]) for spec in self.input_spec]
-        with amp:
-            vectors = self.step_fn(*inputs)
-        loss, scale = contrastive_loss(vectors.astype("float32"), self.rank, self.world, self.data.views,
-                                       self.cfg.train.temperature)
-        self._backward(loss * scale)
-        return [float(loss)]
-
-    def _pretraining_pass(self, batch: dict[str, np.ndarray], amp) -> list[float]:
-        """Forward and backward over the accumulation micro-batches; the MLM and NSP losses."""
-        parts = self.cfg.train.accumulate_steps
-        names = [spec.name for spec in self.input_spec]
-        mlm_total = nsp_total = 0.0
-        for i in range(parts):
-            part = compact_predictions({k: micro_batch(v, k, i, parts) for k, v in batch.items()})
-            inputs = [paddle.to_tensor(part[k]) for k in names]
-            sync = (self.step_fn.no_sync() if self.world > 1 and i < parts - 1 else contextlib.nullcontext())
-            with sync:
-                with amp:
-                    mlm, nsp = self.step_fn(*inputs)
-                # MLM is a sum over this part's predictions divided by the global count (mlm_norm), so
-                # the parts add up to the global mean without a further division; NSP is a mean per part
-                self._backward(mlm + nsp / parts)
-            mlm_total += float(mlm)
-            nsp_total += float(nsp) / parts
-        return [mlm_total, nsp_total]
 
 
 PEER_FAILURES = ("gloo", "nccl", "connection reset", "connection closed")  # what a collective says of a lost peer
@@ -268,23 +241,26 @@ def peer_checked(step: Callable[[dict], StepResult], batch: dict, rank: int) -> 
                         f"checkpoint") from None
 
 
-def run_loop(trainer: Trainer, data: PretrainingData, output: Path) -> LoopResult:
+def run_loop(trainer: Trainer, data: PretrainingData, output: Path, dev: DevEvaluation | None = None) -> LoopResult:
     """Train to train.steps, until train.max_minutes, or until SIGTERM/Ctrl-C (then stop at the step
-    boundary). Rank 0 writes checkpoints: every train.save_every steps and at the end."""
+    boundary). Rank 0 writes checkpoints: every train.save_every steps and at the end. With a `dev` file,
+    the model is evaluated every train.eval_every steps and at the end; a better dev metric is saved and named
+    the best checkpoint, and train.patience evaluations without one end the run."""
     cfg = trainer.cfg
 
     def request_stop(signum, frame):  # noqa: ARG001
         trainer.stop_requested = True
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     progress = Progress(output / "metrics.jsonl", trainer.step, cfg.train.steps, cfg.train.log_every,
-                        trainer.rank == 0)
-    names = LOSSES[cfg.train.objective]
+                        trainer.rank == 0, trainer.objective.unit.split()[-1])
+    names = trainer.objective.losses
     sums, done = dict.fromkeys(names, 0.0), 0
     result = StepResult(dict.fromkeys(names, 0.0), False, False)
     start = time.perf_counter()
     trainer.start_clock()
     pairs = 0
     watchdog = None
+    early = False
     try:
         for batch in data.iterate(trainer.step, cfg.train.steps, cfg.train.batch_size, trainer.rank, trainer.world):
             result = peer_checked(trainer.train_step, batch, trainer.rank)
@@ -305,12 +281,24 @@ def run_loop(trainer: Trainer, data: PretrainingData, output: Path) -> LoopResul
                              "pairs_per_sec": pairs / elapsed, "elapsed": elapsed,
                              "training_seconds": trainer.training_seconds, "time": time.time()})
             ending = result.stop_requested or result.out_of_time
-            every = cfg.train.save_every
-            due = trainer.step == cfg.train.steps or ending or (every and trainer.step % every == 0)
+            final = trainer.step == cfg.train.steps or result.out_of_time
+            every, eval_every = cfg.train.save_every, cfg.train.eval_every
+            evaluated = dev is not None and not result.stop_requested and (
+                final or (eval_every and trainer.step % eval_every == 0))
+            improved = evaluated and trainer.evaluate_dev(dev)  # every rank: the same weights, the same decision
+            patience_spent = evaluated and cfg.train.patience and trainer.evals_since_best >= cfg.train.patience
+            due = final or ending or improved or patience_spent or (every and trainer.step % every == 0)
             if trainer.rank == 0 and due:
-                trainer.save()
+                saved = trainer.save()
+                if improved:
+                    checkpoint.mark_best(output, saved, dev.metric, trainer.best_value)
                 if watchdog is not None:
                     watchdog.beat()
+            if patience_spent and not final:
+                log.info("no better dev %s in %d evaluations (train.patience): stopping at step %d", dev.metric,
+                         cfg.train.patience, trainer.step)
+                early = True
+                break
             if ending:
                 break
     finally:
@@ -320,4 +308,5 @@ def run_loop(trainer: Trainer, data: PretrainingData, output: Path) -> LoopResul
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return LoopResult(done, pairs, {k: v / max(done, 1) for k, v in sums.items()}, time.perf_counter() - start,
-                      stopped=result.stop_requested, out_of_time=result.out_of_time and not result.stop_requested)
+                      stopped=result.stop_requested, out_of_time=result.out_of_time and not result.stop_requested,
+                      patience_spent=early)

@@ -41,9 +41,24 @@ def inputs_manifest() -> list[dict]:
             for name, shape, meaning in ENCODER_INPUTS]
 
 
-def outputs_manifest(hidden_size: int) -> list[dict]:
-    return [{"name": "encodings", "dtype": "float32", "shape": [-1, -1, hidden_size],
-             "meaning": "one vector per token; row 0 (<cls>) represents the whole input"}]
+def outputs_manifest(hidden_size: int, labels: int = 0) -> list[dict]:
+    """The encoder program's outputs in order: the encodings, then a classifier's logits (`labels` > 0)."""
+    outputs = [{"name": "encodings", "dtype": "float32", "shape": [-1, -1, hidden_size],
+                "meaning": "one vector per token; row 0 (<cls>) represents the whole input"}]
+    if labels:
+        outputs.append({"name": "logits", "dtype": "float32", "shape": [-1, labels],
+                        "meaning": "one score per label (the head's: pooler, classifier), before softmax or sigmoid"})
+    return outputs
+
+
+# The manifest's "head" of a fine-tuned model: what its program's second output means, as TEI's model_type.
+HEAD_KINDS = ("classifier", "reranker")
+
+
+def head_manifest(labels: list[str], problem_type: str) -> dict:
+    """A classifier (several labels; softmax) or a reranker (one output; sigmoid), with its labels in id order."""
+    kind = "reranker" if len(labels) == 1 else "classifier"
+    return {"kind": kind, "labels": list(labels), "problem_type": problem_type}
 
 
 def embedding_manifest(pooling: str, normalize: bool, hidden_size: int) -> dict:

@@ -1,7 +1,8 @@
 """Where the training and held-out data come from, and how they become a tokenizer and batches:
 WikiText-2 with the seed's whitespace words (cached arrays, `wikitext_cache.wikitext_examples`), WikiText-2
 with WordPiece, your own corpus (prepared into memory maps by `prepare.py`, into the cache or ahead of
-time); for the contrastive stage, documents (`contrastive.ContrastiveData`); held-out retrieval sets.
+time); for the contrastive stage, documents (`contrastive.ContrastiveData`); for fine-tuning, labelled files
+(`classify.ClassifyData`); held-out retrieval sets.
 
 Documents of sentences -> token ids through the one tokenizer -> `examples.make_pairs`, the same
 vectorised pair building as WikiText's.
@@ -16,6 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
+from pipeline.classify import ClassifyData, tokenized
 from pipeline.config import Config
 from pipeline.contrastive import ContrastiveData, document_units, read_pairs
 from pipeline.core.errors import UserError
@@ -23,6 +25,7 @@ from pipeline.core.export_format import VOCAB
 from pipeline.core.tokenizer import TOKENIZER_FILE, Tokenizer, WhitespaceTokenizer, learn_tokenizer, load_tokenizer
 from pipeline.core.vocab import Vocab
 from pipeline.data.batches import MappedPretrainingData, PretrainingData
+from pipeline.data.labelled import LabelSpace, read_labelled
 from pipeline.data.prepared_corpus import FORMAT as PREPARE_FORMAT
 from pipeline.data.prepared_corpus import MappedCorpus
 from pipeline.data.pretraining_examples import Pairs, encode_documents, make_pairs
@@ -70,8 +73,8 @@ def data_without_network(cfg: Config) -> tuple[dict[str, str], str | None]:
     shipped with the package instead: its validation split, evaluated on its test split. Returns the data
     settings that say where the corpus is, and the line that says the sample is used (None otherwise)."""
     d = cfg.data
-    if d.data_dir or d.corpus or d.prepared:
-        return {}, None
+    if d.data_dir or d.corpus or d.prepared or (d.labels and not (d.eval_split or d.eval_corpus)):
+        return {}, None  # fine-tuning reads its labelled files only
     folder, is_sample = official_or_sample(Path(d.cache_dir) if d.cache_dir else None)
     if not is_sample:
         return {"data.data_dir": str(folder)}, None
@@ -164,6 +167,24 @@ def contrastive_training_data(cfg: Config, output: Path, resume: bool, given: To
         units, fields = document_units(documents, tokenizer, t.positives), 2
     v = tokenizer.vocab
     return tokenizer, ContrastiveData(units, t.positives, d.max_len, v.cls, v.sep, v.pad, d.seed, fields)
+
+
+def classify_training_data(cfg: Config, output: Path, resume: bool, given: Tokenizer | None = None
+                           ) -> tuple[Tokenizer, ClassifyData]:
+    """The tokenizer (a given one, the run's own on a resume, else one learnt from the labelled texts: the
+    fine-tuning-from-random-weights baseline) and the labelled batches of data.labels."""
+    d = cfg.data
+    train = read_labelled(d.labels)
+    if given is not None:
+        tokenizer = given
+    elif resume and (output / VOCAB).is_file():
+        tokenizer = load_tokenizer(output, Vocab.load(output / VOCAB))
+    else:
+        sentences = [s for text in train.texts for s in ([text] if isinstance(text, str) else text)]
+        tokenizer = learn_tokenizer(sentences, d.tokenizer, d.vocab_size, d.lowercase, d.min_freq, len(sentences))
+    space = LabelSpace(tuple(cfg.model.labels), cfg.model.problem_type)
+    targets = np.asarray(space.targets(train), dtype=np.float32 if space.regression else np.int64)
+    return tokenizer, ClassifyData(tokenized(tokenizer, train, d.max_len), targets, tokenizer, d.seed)
 
 
 def held_out_retrieval(cfg: Config) -> RetrievalSet | None:
