@@ -38,7 +38,7 @@ def write_folder(folder: Path, size: str):
     import torch
     import transformers
 
-    from tests.test_pretrained import write_transformers_folder
+    from tests.pipeline.test_pretrained import write_transformers_folder
 
     folder.mkdir(parents=True, exist_ok=True)
     return write_transformers_folder(folder, transformers, torch, size)
@@ -47,7 +47,7 @@ def write_folder(folder: Path, size: str):
 def import_parity(folder: Path, hf, vocab: list[str]) -> dict:
     from pipeline.pretrained import open_pretrained
     from tests.helpers.runs import random_inputs
-    from tests.test_pretrained import outputs, project_model, transformers_outputs
+    from tests.pipeline.test_pretrained import outputs, project_model, transformers_outputs
 
     start = time.perf_counter()
     pretrained = open_pretrained(folder)

@@ -97,7 +97,7 @@ def test_the_exported_tokenizer_gives_the_projects_ids_cased_and_uncased(tmp_pat
     ids as this project's tokenizer on 300 varied lines (English, Chinese, punctuation, accents, mixed case)."""
     transformers = needs("transformers", "bench")
     from pipeline.core.tokenizer import TOKENIZER_FILE, WordPieceTokenizer
-    from tests.test_corpus import EN_WORDS, ZH_CHARS, write_chinese, write_english
+    from tests.helpers.corpora import EN_WORDS, ZH_CHARS, write_chinese, write_english
 
     corpus = tmp_path / "corpus"
     corpus.mkdir()

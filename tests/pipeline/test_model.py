@@ -207,8 +207,7 @@ def test_pre_ln_nsp_off_and_mask_only_train_resume_and_export(corpus_dir, tmp_pa
     from pipeline import checkpoint
     from tests.conftest import TINY, run_script
     from tests.helpers.checks import assert_user_error
-    from tests.helpers.runs import assert_export_matches_checkpoint
-    from tests.test_train import losses
+    from tests.helpers.runs import assert_export_matches_checkpoint, losses
 
     options = ["-o", "model.norm=pre", "-o", "train.nsp=false", "-o", "data.mask_prob=0.3",
                "-o", "data.mask_replace=false"]
@@ -265,8 +264,7 @@ def test_no_biases_gated_gelu_and_batch_ramp_train_resume_and_export(corpus_dir,
     from pipeline import checkpoint
     from tests.conftest import run_script
     from tests.helpers.checks import assert_user_error
-    from tests.helpers.runs import assert_export_matches_checkpoint
-    from tests.test_train import losses, train
+    from tests.helpers.runs import assert_export_matches_checkpoint, losses, train
 
     options = ["-o", "model.linear_bias=false", "-o", "model.gated=true", "-o", "model.activation=gelu",
                "-o", "model.norm=pre", "-o", "train.batch_ramp_steps=8"]
