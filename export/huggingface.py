@@ -42,7 +42,15 @@ def bert_config(cfg: Config, pad_id: int = 1) -> dict:
         "max_position_embeddings": m.max_position, "type_vocab_size": 2, "initializer_range": m.init_std or 0.02,
         "layer_norm_eps": m.layer_norm_eps, "pad_token_id": pad_id, "position_embedding_type": "absolute",
         "tie_word_embeddings": m.tie_word_embeddings,
+        **(classifier_config(m.labels, m.problem_type) if m.labels else {}),
     }
+
+
+def classifier_config(labels: list[str], problem_type: str) -> dict:
+    """What makes config.json a `BertForSequenceClassification`'s: its labels both ways and problem type."""
+    return {"architectures": ["BertForSequenceClassification"], "problem_type": problem_type,
+            "id2label": {str(i): label for i, label in enumerate(labels)},
+            "label2id": {label: i for i, label in enumerate(labels)}}
 
 
 def tokenizer_files(tokenizer: Tokenizer, max_len: int) -> dict[str, str]:
@@ -68,8 +76,9 @@ def write_folder(folder: Path, cfg: Config, state: dict[str, np.ndarray], tokeni
     """Write the whole Hugging Face folder into `folder` (an empty, temporary one: the caller renames)."""
     from safetensors.numpy import save_file
 
-    save_file(to_hf(state, cfg.model.num_layers, cfg.model.tie_word_embeddings), str(folder / "model.safetensors"),
-              metadata={"format": "pt"})
+    classifier = bool(cfg.model.labels)
+    save_file(to_hf(state, cfg.model.num_layers, cfg.model.tie_word_embeddings, classifier),
+              str(folder / "model.safetensors"), metadata={"format": "pt"})
     (folder / "config.json").write_text(json.dumps(bert_config(cfg, tokenizer.vocab.pad), indent=1), encoding="utf-8")
     for name, text in tokenizer_files(tokenizer, cfg.data.max_len).items():
         (folder / name).write_text(text, encoding="utf-8")

@@ -180,7 +180,8 @@ def export_published(folder: Path, export_dir: Path, with_heads: bool, onnx: boo
     declared = sentence_embedding(folder, pretrained.model["max_position"])
     cfg = load_config(None, (), {**{f"model.{k}": v for k, v in pretrained.model.items()},
                                  "model.pooling": declared.pooling, "data.max_len": declared.max_len, "data.tokenizer": "wordpiece",
-                                 "data.lowercase": pretrained.tokenizer.lowercase})
+                                 "data.lowercase": pretrained.tokenizer.lowercase, "model.labels": pretrained.labels,
+                                 "model.problem_type": pretrained.problem_type})
     fresh = {k: v.numpy() for k, v in BertForPretraining(cfg.model).state_dict().items()} if pretrained.fresh else {}
     state = complete_state(pretrained, fresh)
     embedding = embedding_manifest(declared.pooling, declared.normalize, cfg.model.hidden_size)

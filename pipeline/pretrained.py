@@ -141,14 +141,34 @@ def open_pretrained(folder: str | Path) -> Pretrained:
     if (folder / "checkpoints").is_dir():
         return own_run(folder)
     root, folder = folder, model_folder(folder)
-    model = model_settings(read_json(folder / CONFIG), folder / CONFIG)
+    config = read_json(folder / CONFIG)
+    model = model_settings(config, folder / CONFIG)
     hf_state = read_weights(folder)
-    state, fresh = from_hf(hf_state, model["num_layers"], model["tie_word_embeddings"], folder / WEIGHTS)
+    labels, problem_type = classifier_labels(config, hf_state, folder / CONFIG)
+    state, fresh = from_hf(hf_state, model["num_layers"], model["tie_word_embeddings"], folder / WEIGHTS,
+                           classifier=labels is not None)
     tokenizer = pretrained_tokenizer(folder)
     if len(tokenizer.vocab) != model["vocab_size"]:
         raise UserError(f"{folder}: the tokenizer has {len(tokenizer.vocab)} tokens but {CONFIG} says vocab_size "
                         f"{model['vocab_size']}")
-    return Pretrained(folder, model, state, fresh, tokenizer, sentence_embedding(root, model["max_position"]).pooling)
+    return Pretrained(folder, model, state, fresh, tokenizer, sentence_embedding(root, model["max_position"]).pooling,
+                      labels, problem_type)
+
+
+def classifier_labels(config: dict, state: dict, path: Path) -> tuple[list[str] | None, str | None]:
+    """A `BertForSequenceClassification` folder's labels in id order (its id2label) and problem type (one
+    label without one: a regression, as sentence-transformers' CrossEncoder writes a reranker); (None, None)
+    for any other BERT."""
+    if "BertForSequenceClassification" not in config.get("architectures", []) and "classifier.weight" not in state:
+        return None, None
+    count = state["classifier.weight"].shape[0] if "classifier.weight" in state else int(config.get("num_labels", 2))
+    id2label = config.get("id2label") or {}
+    labels = [str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(count)]
+    problem_type = config.get("problem_type") or ("regression" if count == 1 else "single_label_classification")
+    if problem_type not in ("regression", "single_label_classification"):
+        raise UserError(f"{path}: problem_type {problem_type!r} is not supported (single_label_classification or "
+                        f"regression)")
+    return labels, problem_type
 
 
 # settings of a run that are not its architecture: the new run's own

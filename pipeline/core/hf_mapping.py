@@ -1,4 +1,5 @@
-"""The one mapping between this project's BERT parameters and Hugging Face's `BertForPreTraining`, used both
+"""The one mapping between this project's BERT parameters and Hugging Face's `BertForPreTraining` (or, for a
+fine-tuned classifier, `BertForSequenceClassification`: the same encoder and pooler, and `classifier`), used both
 ways: `to_hf` (export/huggingface.py, the Hugging Face export) and `from_hf` (pipeline/pretrained.py,
 --init-from and --from-hf). Pure numpy.
 
@@ -55,6 +56,8 @@ HEAD_WEIGHTS = [
 DECODER = [("cls.predictions.decoder.weight", "mlm_head.decoder.weight", True),
            ("cls.predictions.bias", "mlm_head.decoder.bias", False)]
 TIED_DECODER = [("cls.predictions.bias", "mlm_head.decoder_bias", False)]  # the weight is the word embeddings
+CLASSIFIER = [("classifier.weight", "classifier.weight", True), ("classifier.bias", "classifier.bias", False)]
+POOLER = HEAD_WEIGHTS[:2]  # BertForSequenceClassification keeps the pooler, not the pretraining heads
 
 KEY_BIAS = "bert.encoder.layer.{i}.attention.self.key.bias"  # zeros there, none here
 DECODER_BIAS_COPY = ("cls.predictions.decoder.bias", "cls.predictions.bias")  # Hugging Face lists the bias twice
@@ -63,12 +66,12 @@ TIED_DECODER_WEIGHT = "cls.predictions.decoder.weight"  # with tied embeddings: 
 REDUNDANT_SUFFIXES = ("attention.self.key.bias", "embeddings.position_ids", DECODER_BIAS_COPY[0])
 
 
-def name_mapping(num_layers: int, tied: bool = False) -> list[tuple[str, str, bool]]:
+def name_mapping(num_layers: int, tied: bool = False, classifier: bool = False) -> list[tuple[str, str, bool]]:
     """Every (Hugging Face name, this project's name, transposed) of a model with `num_layers` layers, whose
-    MLM output layer is `tied` to the word embeddings or not."""
+    MLM output layer is `tied` to the word embeddings or not; a `classifier` has its layer too."""
     layers = [(f"bert.encoder.layer.{i}.{hf}", f"encoder.layers.{i}.{ours}", transposed)
               for i in range(num_layers) for hf, ours, transposed in LAYER]
-    return EMBEDDINGS + layers + HEAD_WEIGHTS + (TIED_DECODER if tied else DECODER)
+    return EMBEDDINGS + layers + HEAD_WEIGHTS + (TIED_DECODER if tied else DECODER) + (CLASSIFIER if classifier else [])
 
 
 def is_head(hf_name: str) -> bool:
@@ -76,27 +79,33 @@ def is_head(hf_name: str) -> bool:
     return not hf_name.startswith("bert.") or ".pooler." in hf_name
 
 
-def to_hf(state: dict[str, np.ndarray], num_layers: int, tied: bool = False) -> dict[str, np.ndarray]:
-    """This project's model state -> `BertForPreTraining`'s state dict (numpy, float32). A bias this model
-    has not got (model.linear_bias=false) is exactly a zero bias there."""
+def to_hf(state: dict[str, np.ndarray], num_layers: int, tied: bool = False,
+          classifier: bool = False) -> dict[str, np.ndarray]:
+    """This project's model state -> `BertForPreTraining`'s state dict (numpy, float32), or with `classifier`
+    `BertForSequenceClassification`'s (encoder, pooler, classifier). A bias this model has not got
+    (model.linear_bias=false) is exactly a zero bias there."""
     out = {}
-    for hf, ours, transposed in name_mapping(num_layers, tied):
+    heads = POOLER + CLASSIFIER if classifier else HEAD_WEIGHTS + (TIED_DECODER if tied else DECODER)
+    for hf, ours, transposed in [m for m in name_mapping(num_layers, tied) if m[0].startswith("bert.")] + heads:
         if ours not in state and ours.endswith(".bias"):
             value = np.zeros(state[ours.removesuffix("bias") + "weight"].shape[1], dtype=np.float32)
         else:
             value = state[ours]
         out[hf] = np.ascontiguousarray(value.T if transposed else value, dtype=np.float32)
-    out[DECODER_BIAS_COPY[0]] = out[DECODER_BIAS_COPY[1]].copy()
+    if not classifier:
+        out[DECODER_BIAS_COPY[0]] = out[DECODER_BIAS_COPY[1]].copy()
     for i in range(num_layers):
         width = state[f"encoder.layers.{i}.attention.key.weight"].shape[1]
         out[KEY_BIAS.format(i=i)] = np.zeros(width, dtype=np.float32)
     return out
 
 
-def from_hf(hf: dict[str, np.ndarray], num_layers: int, tied: bool, path: Path) -> tuple[dict, list[str]]:
+def from_hf(hf: dict[str, np.ndarray], num_layers: int, tied: bool, path: Path,
+            classifier: bool = False) -> tuple[dict, list[str]]:
     """(this project's state, the parameters that start fresh: the heads a `BertModel` lacks) from a
-    `BertForPreTraining` state; a missing encoder weight or an unknown extra one is refused, named."""
-    mapping = name_mapping(num_layers, tied)
+    `BertForPreTraining` (or, `classifier`, `BertForSequenceClassification`) state; a missing encoder weight or
+    an unknown extra one is refused, named."""
+    mapping = name_mapping(num_layers, tied, classifier)
     state, fresh = {}, []
     for hf_name, ours, transposed in mapping:
         if hf_name in hf:

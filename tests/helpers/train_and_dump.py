@@ -18,7 +18,7 @@ def main() -> None:
     rank, world, _ = train.init_distributed(cfg)
     output = Path(cfg.train.output_dir)
     output.mkdir(parents=True, exist_ok=True)
-    tokenizer, data = train.training_data(cfg, output, resume=False)
+    tokenizer, data = train.objective_of(cfg).data(cfg, output, False, None)
     cfg = train.with_settings(cfg, {"model.vocab_size": len(tokenizer.vocab)})
     trainer = train.Trainer(cfg, data, rank, world, output)
     for batch in data.iterate(0, cfg.train.steps, cfg.train.batch_size, rank, world):
