@@ -211,6 +211,8 @@ def parse_predict(body: bytes, max_texts: int, auto_truncate: bool = False) -> P
     inputs = request.get("inputs")
     one_pair = isinstance(inputs, list) and len(inputs) == 2 and all(isinstance(t, str) for t in inputs)
     single = isinstance(inputs, str) or one_pair
+    if not single and isinstance(inputs, list):  # TEI's batch of single texts: [["a"], ["b"]]
+        inputs = [t[0] if isinstance(t, list) and len(t) == 1 and isinstance(t[0], str) else t for t in inputs]
     texts = text_list([inputs] if single else inputs, "inputs", max_texts, pairs=True)
     return PredictRequest(texts, not single, flag(request, "raw_scores", False),
                           flag(request, "truncate", auto_truncate))
@@ -226,6 +228,46 @@ def parse_rerank(body: bytes, max_texts: int, auto_truncate: bool = False) -> Re
     texts = text_list(request.get("texts"), "texts", max_texts)
     return RerankRequest(query, texts, flag(request, "raw_scores", False), flag(request, "return_text", False),
                          flag(request, "truncate", auto_truncate))
+
+
+@dataclass(frozen=True)
+class TokenizeRequest:
+    """POST /tokenize (TEI): each text's tokens with their ids and character offsets."""
+
+    texts: list[str]
+    add_special_tokens: bool = True
+
+
+@dataclass(frozen=True)
+class DecodeRequest:
+    """POST /decode (TEI): token ids back to text, one list per text."""
+
+    ids: list[list[int]]
+    batch: bool
+    skip_special_tokens: bool = True
+
+
+def parse_tokenize(body: bytes, max_texts: int) -> TokenizeRequest:
+    request = load_object(body, '{"inputs": "a crane is flying"}')
+    check_fields(request, ("inputs", "add_special_tokens", "prompt_name"))
+    inputs = request.get("inputs")
+    texts = text_list([inputs] if isinstance(inputs, str) else inputs, "inputs", max_texts)
+    return TokenizeRequest(texts, flag(request, "add_special_tokens", True))
+
+
+def parse_decode(body: bytes, max_texts: int, vocab_size: int) -> DecodeRequest:
+    request = load_object(body, '{"ids": [101, 1037, 102]}')
+    check_fields(request, ("ids", "skip_special_tokens"))
+    ids = request.get("ids")
+    batch = isinstance(ids, list) and bool(ids) and all(isinstance(row, list) for row in ids)
+    rows = ids if batch else [ids]
+    if not isinstance(ids, list) or not ids or len(rows) > max_texts:
+        raise RequestError(ErrorKind.VALIDATION, f'"ids" must be a non-empty list of token ids (or of such lists, '
+                                                 f'at most {max_texts})')
+    for row in rows:
+        if not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < vocab_size for i in row):
+            raise RequestError(ErrorKind.VALIDATION, f'"ids" must hold token ids from 0 to {vocab_size - 1}')
+    return DecodeRequest(rows, batch, flag(request, "skip_special_tokens", True))
 
 
 def parse_embed(body: bytes, max_texts: int, hidden: int, auto_truncate: bool = False) -> EmbedRequest:

@@ -56,11 +56,13 @@ from infer.api import (  # noqa: E402
     RequestError,
     error_body,
     openai_response,
+    parse_decode,
     parse_embed,
     parse_encode,
     parse_openai,
     parse_predict,
     parse_rerank,
+    parse_tokenize,
     tokenization_error,
 )
 from infer.backends import BACKENDS, PRECISIONS  # noqa: E402
@@ -72,8 +74,8 @@ from pipeline.core.runtime import available_cores  # noqa: E402
 from pipeline.core.tokenizer import TokenizationError  # noqa: E402
 
 API_KEY_VARIABLE = "BERT_SERVE_API_KEY"
-ROUTES = frozenset({"/embed", "/v1/embeddings", "/v1/models", "/encode", "/predict", "/rerank", "/info", "/metadata",
-                    "/metrics", "/health", "/live"})
+ROUTES = frozenset({"/embed", "/embed_all", "/v1/embeddings", "/v1/models", "/encode", "/predict", "/rerank",
+                    "/tokenize", "/decode", "/info", "/metadata", "/metrics", "/health", "/live"})
 log = logging.getLogger("infer.serve")
 
 
@@ -230,6 +232,27 @@ def create_app(encoder: Encoder, workers: int = 2, max_batch: int = 32, max_wait
                                      asked.dimensions)
         return VectorsJSON(np.ascontiguousarray(vectors))
 
+    @app.post("/embed_all", dependencies=[Depends(authorized)])
+    async def embed_all(request: Request):
+        """TEI: {"inputs": str | [str], "truncate": false} -> one vector per token of each text."""
+        asked = parse_embed(await read_body(request, max_body_bytes), max_texts, spec.dimensions, auto_truncate)
+        per_text = tokenized(asked.texts, asked.truncate, False)
+        return VectorsJSON([np.ascontiguousarray(v) for v in vectors_of(await run(per_text, "/embed_all"))])
+
+    @app.post("/tokenize", dependencies=[Depends(authorized)])
+    async def tokenize_route(request: Request):
+        """TEI: each text's tokens: {"id", "text", "special", "start", "stop"} (character offsets; null for the
+        special tokens), as the model sees them."""
+        asked = parse_tokenize(await read_body(request, max_body_bytes), max_texts)
+        return [token_list(encoder, text, asked.add_special_tokens) for text in asked.texts]
+
+    @app.post("/decode", dependencies=[Depends(authorized)])
+    async def decode(request: Request):
+        """TEI: {"ids": [int] | [[int]], "skip_special_tokens": true} -> the text of each list of ids."""
+        asked = parse_decode(await read_body(request, max_body_bytes), max_texts, len(encoder.vocab))
+        texts = [encoder.tokenizer.decode(ids, asked.skip_special_tokens) for ids in asked.ids]
+        return texts if asked.batch else texts[0]
+
     @app.post("/v1/embeddings", dependencies=[Depends(authorized)])
     async def openai_embeddings(request: Request):
         """OpenAI: {"input": str | [str], "model": ..., "encoding_format": "float" | "base64", "dimensions": n}."""
@@ -289,6 +312,18 @@ def create_app(encoder: Encoder, workers: int = 2, max_batch: int = 32, max_wait
                 for i in ranked]
 
     return app
+
+
+def token_list(encoder: Encoder, text: str, specials: bool) -> list[dict]:
+    """TEI's tokens of `text`: its pieces with their character offsets, between <cls> and <sep> if asked."""
+    vocab = encoder.vocab
+    pieces = [{"id": vocab[token], "text": vocab.idx_to_token[vocab[token]], "special": False, "start": start, "stop": stop}
+              for token, start, stop in encoder.tokenizer.spans(text)]
+    if not specials:
+        return pieces
+    cls, sep = vocab.specials.cls, vocab.specials.sep
+    return ([{"id": vocab[cls], "text": cls, "special": True, "start": None, "stop": None}] + pieces +
+            [{"id": vocab[sep], "text": sep, "special": True, "start": None, "stop": None}])
 
 
 def vectors_of(outputs: list[Output]) -> list[np.ndarray]:

@@ -17,7 +17,7 @@ import numpy as np
 from pipeline.core.errors import UserError
 from pipeline.core.export_format import input_names
 from pipeline.core.files import write_text_atomic
-from pipeline.core.tokenizer import Item, Tokenizer, TokenizationError, pad_batch, tokenize
+from pipeline.core.tokenizer import Item, TokenizationError, Tokenizer, pad_batch, tokenize
 from pipeline.data.batches import prefetched
 from pipeline.data.labelled import LabelledSet, LabelSpace
 

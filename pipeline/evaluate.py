@@ -1,6 +1,7 @@
 """Held-out figures that a degenerate model cannot fake, each next to the baseline it must beat.
 
     python pipeline/evaluate.py --output-dir output --split test
+    python pipeline/evaluate.py --output-dir finetuned --labels test.tsv --predictions predictions.tsv
 
 MLM accuracy over all masked targets and over the known ones (target not `<unk>`, `<unk>` never
 predicted), each with the accuracy of always answering the most frequent target of that set; perplexity;
@@ -237,8 +238,49 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pooling", choices=("cls", "mean", "max"),
                         help="how a checkpoint's token vectors become a sentence vector for retrieval (default: its "
                              "model.pooling)")
+    source.add_argument("--labels", metavar="FILE",
+                        help="a fine-tuned classifier's labelled file (TSV/CSV/JSON Lines, as data.labels): its "
+                             "task figures next to the majority class and tf-idf (a checkpoint: its best by default)")
+    parser.add_argument("--predictions", metavar="FILE",
+                        help="with --labels: also write index<TAB>label<TAB>score per example (run_glue's predict file)")
     parser.add_argument("--batch-size", type=int, default=256, help="pairs per forward pass (default: 256)")
     return parser
+
+
+def classifier_figures(logits_of: Callable[[dict], np.ndarray], tokenizer: Tokenizer, max_len: int, labels: list[str],
+                       problem_type: str, labelled: str, training: str | None, predictions: str | None,
+                       batch_size: int) -> dict:
+    """A fine-tuned classifier on a labelled file: its figures, next to the majority class (or a constant) and
+    tf-idf trained on its training file where that file is known (else the evaluated file's own majority)."""
+    from pipeline.classify import (
+        bag_of_words_figures,
+        format_figures,
+        predict_logits,
+        task_figures,
+        tokenized,
+        write_predictions,
+    )
+    from pipeline.classify import predictions as predicted
+    from pipeline.data.labelled import LabelSpace, check_dev, read_labelled
+
+    space = LabelSpace(tuple(labels), problem_type)
+    data = read_labelled(labelled)
+    targets = np.asarray(space.targets(data))
+    train = read_labelled(training) if training and Path(training).is_file() else None
+    if train is not None:
+        check_dev(train, data)
+    train_targets = np.asarray(space.targets(train)) if train is not None else targets
+    logits = predict_logits(logits_of, tokenizer.vocab, tokenized(tokenizer, data, max_len), batch_size)
+    figures = task_figures(targets, predicted(logits, space), space, train_targets)
+    if train is not None:
+        figures.update(bag_of_words_figures(train, train_targets, data, targets, space))
+        print(format_figures(figures, space, len(data)).replace("dev ", "", 1))
+    else:
+        print(f"{len(data)} examples: " + ", ".join(f"{k} {v:.3f}" for k, v in figures.items()) +
+              " (the baselines from this file's own labels: the training file is not known)")
+    if predictions:
+        write_predictions(Path(predictions), logits, space)
+    return figures
 
 
 def export_retrieval(folder: Path, retrieval: RetrievalSet) -> dict[str, dict[str, float]]:
@@ -300,6 +342,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"same-document retrieval not measured: {err}")
             return None
 
+    if args.predictions and not args.labels:
+        raise UserError("--predictions goes with --labels")
+    if args.labels:
+        return evaluate_classifier(args)
     if args.export:
         retrieval = held_out_documents(None)
         if retrieval is None:
@@ -335,6 +381,56 @@ def main(argv: list[str] | None = None) -> int:
         metrics["retrieval"] = retrieval_figures_of(model, cfg, tokenizer, retrieval)
         print(format_retrieval(metrics["retrieval"], retrieval, cfg.model.pooling))
     print(json.dumps(metrics))
+    return 0
+
+
+def evaluate_classifier(args: argparse.Namespace) -> int:
+    """--labels: a fine-tuned checkpoint (its best by default) or an export with a head, on a labelled file."""
+    import paddle
+
+    from pipeline import checkpoint
+    from pipeline.core.errors import UserError
+    from pipeline.core.export_format import ENCODER, MANIFEST
+    from pipeline.model import BertForPretraining, SequenceClassifier
+
+    if args.export:
+        folder = Path(args.export)
+        try:
+            manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise UserError(f"--export {folder}: no readable manifest.json there (python export/save.py)") from None
+        head = manifest.get("head")
+        if head is None:
+            raise UserError(f"--export {folder} is an embedding model: --labels needs a classifier's export")
+        program = paddle.jit.load(str(folder / ENCODER))
+        program.eval()
+        run, tokenizer = program, load_tokenizer(folder, Vocab.load(folder / VOCAB))
+        labels, problem_type, max_len, training = head["labels"], head["problem_type"], int(manifest["max_len"]), None
+    else:
+        output = Path(args.output_dir)
+        path = Path(args.checkpoint) if args.checkpoint else checkpoint.best(output) or checkpoint.latest(output)
+        if path is None:
+            raise UserError(f"no checkpoint in {output / 'checkpoints'}; fine-tune first or pass --checkpoint")
+        ckpt = checkpoint.load(path)
+        m = ckpt.config.model
+        if not m.labels:
+            raise UserError(f"{path} is not a fine-tuned classifier (train.objective=classify): --labels needs one")
+        model = BertForPretraining(m)
+        checkpoint.apply_model_state(model, ckpt.model_state, path)
+        run = SequenceClassifier(model, 0.0)
+        run.eval()
+        tokenizer = load_tokenizer(path.parent.parent, Vocab.load(path.parent.parent / VOCAB))
+        labels, problem_type, max_len = m.labels, m.problem_type, ckpt.config.data.max_len
+        training = ckpt.config.data.labels
+        print(f"evaluating {path}")
+
+    def logits_of(arrays: dict) -> np.ndarray:
+        with paddle.no_grad():
+            return run(*(paddle.to_tensor(arrays[n]) for n in input_names()))[1].numpy()
+
+    figures = classifier_figures(logits_of, tokenizer, max_len, labels, problem_type, args.labels, training,
+                                 args.predictions, args.batch_size)
+    print(json.dumps(figures))
     return 0
 
 

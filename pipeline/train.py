@@ -46,19 +46,19 @@ from pipeline.core.files import FolderLock, write_text_atomic  # noqa: E402
 from pipeline.core.runtime import has_cuda_gpu, set_cpu_threads  # noqa: E402
 from pipeline.core.tokenizer import Tokenizer  # noqa: E402
 from pipeline.data.batches import rows_per_part  # noqa: E402
+from pipeline.data.labelled import LabelSpace, label_settings, read_labelled  # noqa: E402
 from pipeline.data.sources import (  # noqa: E402
     data_without_network,
     held_out_pairs,
     held_out_retrieval,
 )
-from pipeline.data.labelled import LabelSpace, label_settings, read_labelled  # noqa: E402
 from pipeline.data.text_files import find_files  # noqa: E402
 from pipeline.data.wikitext import find_split  # noqa: E402
 from pipeline.evaluate import evaluate, format_metrics, retrieval_figures_of  # noqa: E402
+from pipeline.objectives import objective_of  # noqa: E402
 from pipeline.pretrained import Pretrained, open_pretrained  # noqa: E402
 from pipeline.progress import keep_metrics_until, plot_losses  # noqa: E402
 from pipeline.retrieval import format_retrieval  # noqa: E402
-from pipeline.objectives import objective_of  # noqa: E402
 from pipeline.trainer import LoopResult, Trainer, run_loop  # noqa: E402
 
 log = logging.getLogger("pipeline.train")

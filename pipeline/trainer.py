@@ -18,8 +18,8 @@ import paddle
 from paddle.distributed import fleet
 
 from pipeline import checkpoint
-from pipeline.config import Config, TrainConfig
 from pipeline.classify import DevEvaluation, format_figures
+from pipeline.config import Config, TrainConfig
 from pipeline.contrastive import ContrastiveData
 from pipeline.core.errors import UserError
 from pipeline.data.batches import PretrainingData

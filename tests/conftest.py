@@ -114,3 +114,17 @@ def exported_int8(trained, tmp_path_factory) -> Path:
     assert result.returncode == 0, result.stderr
     assert "int8: embeddings of 12 varied texts within cosine" in result.stdout
     return export_dir
+
+
+@pytest.fixture(scope="session")
+def exported_reranker(tmp_path_factory) -> Path:
+    """A tiny model fine-tuned for 3 steps on scores (one output: a reranker), exported: it answers every route."""
+    folder = tmp_path_factory.mktemp("reranker")
+    rows = [f"w{i} the crane\tw{i % 5} is flying\t{(i % 5) / 2:.1f}" for i in range(64)]
+    (folder / "train.tsv").write_text("sentence1\tsentence2\tlabel\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    result = run_script("pipeline/train.py", "--output-dir", str(folder / "run"), "--steps", "3", *TINY,
+                        "-o", "train.objective=classify", "-o", f"data.labels={folder / 'train.tsv'}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    result = run_script("export/save.py", "--output-dir", str(folder / "run"))
+    assert result.returncode == 0, result.stderr
+    return folder / "run" / "inference"

@@ -11,6 +11,7 @@ reads it back.
 """
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Iterable, Protocol, Union
@@ -23,6 +24,7 @@ from pipeline.core.vocab import OWN_SPECIALS, SpecialTokens, Vocab
 
 Text = Union[str, tuple[str, str]]
 Item = tuple[list[str], list[int]]  # one tokenized input: its tokens and their segment ids
+Span = tuple[str, int, int]  # a token and the characters [start, stop) of the text it came from
 
 
 class TokenizationError(UserError):
@@ -47,6 +49,10 @@ class Tokenizer(Protocol):
 
     def tokens(self, text: str) -> list[str]: ...
 
+    def spans(self, text: str) -> list[Span]: ...
+
+    def decode(self, ids: list[int], skip_special: bool = True) -> str: ...
+
     def ids_batch(self, texts: list[str]) -> list[list[int]]: ...
 
     def save(self, folder: Path) -> None: ...
@@ -68,6 +74,13 @@ class WhitespaceTokenizer:
 
     def tokens(self, text: str) -> list[str]:
         return whitespace_words(text)
+
+    def spans(self, text: str) -> list[Span]:
+        return [(m.group().lower(), m.start(), m.end()) for m in re.finditer(r"\S+", text)]
+
+    def decode(self, ids: list[int], skip_special: bool = True) -> str:
+        special = set(self.vocab.special_ids.tolist()) if skip_special else set()
+        return " ".join(self.vocab.idx_to_token[i] for i in ids if i not in special)
 
     def ids_batch(self, texts: list[str]) -> list[list[int]]:
         """Ids of many texts; a literal special token in the text (say "<mask>") is `<unk>`, as in training."""
@@ -139,6 +152,13 @@ class WordPieceTokenizer:
 
     def tokens(self, text: str) -> list[str]:
         return self.backend.encode(text, add_special_tokens=False).tokens
+
+    def spans(self, text: str) -> list[Span]:
+        encoding = self.backend.encode(text, add_special_tokens=False)
+        return [(token, start, stop) for token, (start, stop) in zip(encoding.tokens, encoding.offsets)]
+
+    def decode(self, ids: list[int], skip_special: bool = True) -> str:
+        return self.backend.decode(ids, skip_special_tokens=skip_special)
 
     def ids_batch(self, texts: list[str]) -> list[list[int]]:
         """Token ids of many texts at once (the Rust side uses every core and releases the GIL; no

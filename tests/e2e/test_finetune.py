@@ -177,3 +177,21 @@ def test_what_fine_tuning_cannot_use_is_refused_before_any_work(task, tmp_path):
                                      "-o", f"data.eval_labels={dev}"), fragment)
     assert not (tmp_path / "o" / "checkpoints").exists()
 
+
+
+def test_evaluate_scores_the_best_checkpoint_and_the_export_on_a_labelled_file(finetuned, task, exported_classifier,
+                                                                               tmp_path):
+    out, _ = finetuned
+    result = run_script("pipeline/evaluate.py", "--output-dir", str(out), "--labels", str(task / "dev.tsv"),
+                        "--predictions", str(tmp_path / "p.tsv"))
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout.splitlines()[-1])
+    assert figures["accuracy"] == json.loads((out / "eval.json").read_text())["accuracy"]  # the best, again
+    assert "tfidf_accuracy" in figures and f"evaluating {checkpoint.best(out)}" in result.stdout
+    predictions = (tmp_path / "p.tsv").read_text().splitlines()
+    assert predictions[0] == "index\tlabel\tscore" and len(predictions) == 65
+    exported = run_script("pipeline/evaluate.py", "--export", str(exported_classifier), "--labels", str(task / "dev.tsv"))
+    assert exported.returncode == 0, exported.stderr
+    assert json.loads(exported.stdout.splitlines()[-1])["accuracy"] == pytest.approx(figures["accuracy"])
+    assert_user_error(run_script("pipeline/evaluate.py", "--output-dir", str(out), "--predictions", "x.tsv"),
+                      "--predictions goes with --labels")

@@ -245,7 +245,18 @@ def request_bodies():
     openai_body = st.fixed_dictionaries({"input": inputs}, optional={
         "model": st.text(max_size=10) | odd, "encoding_format": st.sampled_from(["float", "base64"]) | odd,
         "dimensions": st.integers(-2, 40) | odd, "user": odd, "windows": st.booleans() | odd})
-    bodies = {"/encode": encode_body, "/embed": embed_body, "/v1/embeddings": openai_body}
+    flags = {"raw_scores": st.booleans() | odd, "truncate": st.booleans() | odd,
+             "truncation_direction": st.sampled_from(["Right", "Left"]) | odd}
+    predict_body = st.fixed_dictionaries({"inputs": inputs | st.lists(st.lists(text, max_size=3), max_size=5)},
+                                         optional=flags)
+    rerank_body = st.fixed_dictionaries({"query": text | odd, "texts": texts},
+                                        optional={**flags, "return_text": st.booleans() | odd})
+    tokenize_body = st.fixed_dictionaries({"inputs": inputs}, optional={"add_special_tokens": st.booleans() | odd})
+    decode_body = st.fixed_dictionaries({"ids": st.lists(st.integers(-5, 40), max_size=8)
+                                         | st.lists(st.lists(st.integers(-5, 40), max_size=5), max_size=4) | odd},
+                                        optional={"skip_special_tokens": st.booleans() | odd})
+    bodies = {"/encode": encode_body, "/embed": embed_body, "/embed_all": embed_body, "/v1/embeddings": openai_body,
+              "/predict": predict_body, "/rerank": rerank_body, "/tokenize": tokenize_body, "/decode": decode_body}
     return st.sampled_from(sorted(bodies)).flatmap(
         lambda route: st.tuples(st.just(route), (bodies[route] | odd).map(lambda v: json.dumps(v).encode())
                                 | st.binary(max_size=300)))
@@ -257,11 +268,11 @@ def error_text(answer) -> str:
     return error["message"] if isinstance(error, dict) else error
 
 
-def test_no_body_gets_a_5xx_and_the_service_is_unchanged_after(exported):
-    """Structural fuzzing of the running service (bodies hypothesis builds, random bytes, nesting up to 90,000
-    deep): every one answers 2xx or a one-line 4xx; afterwards good requests are answered, memory is as
-    before and the log holds no traceback."""
-    proc, url = start(exported)
+def test_no_body_gets_a_5xx_and_the_service_is_unchanged_after(exported_reranker):
+    """Structural fuzzing of the running service (bodies hypothesis builds for every route, random bytes,
+    nesting up to 90,000 deep) of a fine-tuned reranker, which answers every route: every body answers 2xx or a
+    one-line 4xx; afterwards good requests are answered, memory is as before and the log holds no traceback."""
+    proc, url = start(exported_reranker)
 
     @settings(max_examples=300, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     @given(route_and_body=request_bodies())
@@ -410,3 +421,22 @@ def test_a_port_in_use_is_one_line_before_the_model_loads(exported):
         result = run_script("infer/serve.py", "--model-dir", str(exported), "--port", port)
     assert_user_error(result, f"port {port} on 127.0.0.1 is in use")
     assert "serving" not in result.stdout + result.stderr
+
+
+def test_tokenize_decode_and_embed_all_show_what_the_model_sees(server, reference):
+    status, tokens, _ = request(server + "/tokenize", json.dumps({"inputs": "A crane  w999 flying"}).encode())
+    assert status == 200 and len(tokens) == 1
+    assert [(t["text"], t["start"], t["stop"], t["special"]) for t in tokens[0]] == [
+        ("<cls>", None, None, True), ("a", 0, 1, False), ("crane", 2, 7, False), ("<unk>", 9, 13, False),
+        ("flying", 14, 20, False), ("<sep>", None, None, True)]
+    ids = [t["id"] for t in tokens[0]]
+    status, text, _ = request(server + "/decode", json.dumps({"ids": ids}).encode())
+    assert status == 200 and text == "a crane flying"  # <unk> is a special token, skipped as asked
+    status, texts, _ = request(server + "/decode", json.dumps({"ids": [ids], "skip_special_tokens": False}).encode())
+    assert texts == ["<cls> a crane <unk> flying <sep>"]
+    status, vectors, _ = request(server + "/embed_all", json.dumps({"inputs": ["a crane", "is flying over"]}).encode())
+    want = reference.encode(["a crane", "is flying over"])
+    assert status == 200 and [len(v) for v in vectors] == [4, 5]
+    np.testing.assert_allclose(vectors[1], want[1].vectors, atol=1e-5)
+    status, answer, _ = request(server + "/predict", json.dumps({"inputs": "a crane"}).encode())
+    assert status == 424 and answer["error_type"] == "wrong_model_type"
