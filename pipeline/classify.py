@@ -18,7 +18,7 @@ from pipeline.core.errors import UserError
 from pipeline.core.export_format import input_names
 from pipeline.core.files import write_text_atomic
 from pipeline.core.tokenizer import Item, TokenizationError, Tokenizer, pad_batch, tokenize
-from pipeline.data.batches import prefetched
+from pipeline.data.batches import dropout_masks, prefetched
 from pipeline.data.labelled import LabelledSet, LabelSpace
 
 # how the task's metric is named in eval.json, and which of the figures picks the best checkpoint
@@ -46,6 +46,7 @@ class ClassifyData:
     targets: np.ndarray  # int64 class ids, or float32 scores
     tokenizer: Tokenizer
     seed: int = 0
+    host_dropout: tuple[int, int, float] | None = None  # (masks, hidden, p): see use_host_dropout
 
     def __len__(self) -> int:
         return len(self.items)
@@ -69,11 +70,19 @@ class ClassifyData:
         order = np.random.default_rng([self.seed, epoch, 17]).permutation(len(self))
         return order[within * batch_size:(within + 1) * batch_size]
 
+    def use_host_dropout(self, num_masks: int, hidden: int, p: float) -> None:
+        """Add `drop_masks` [num_masks, rows, width, hidden] (uint8, 1 = keep) to every batch."""
+        self.host_dropout = (num_masks, hidden, p)
+
     def batch(self, step: int, batch_size: int, rank: int = 0, world: int = 1) -> dict[str, np.ndarray]:
         per_rank = batch_size // world
         chosen = self.rows(step, batch_size)[rank * per_rank:(rank + 1) * per_rank]
         arrays = pad_batch(self.tokenizer.vocab, [self.items[i] for i in chosen])
         arrays["labels"] = self.targets[chosen]
+        if self.host_dropout is not None:
+            num_masks, hidden, p = self.host_dropout
+            rows, width = arrays[input_names()[0]].shape
+            arrays["drop_masks"] = dropout_masks([self.seed, step, rank, 5], (num_masks, rows, width, hidden), p)
         return arrays
 
     def iterate(self, start: int, stop: int, batch_size: int, rank: int = 0, world: int = 1) -> Iterator[dict]:

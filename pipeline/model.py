@@ -397,9 +397,9 @@ class SequenceClassifier(nn.Layer):
         self.encoder, self.pooler, self.classifier = model.encoder, model.nsp_head.pooler, model.classifier
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, input_ids: paddle.Tensor, token_type_ids: paddle.Tensor, valid_length: paddle.Tensor
-                ) -> tuple[paddle.Tensor, paddle.Tensor]:
-        encodings = self.encoder(input_ids, token_type_ids, valid_length)
+    def forward(self, input_ids: paddle.Tensor, token_type_ids: paddle.Tensor, valid_length: paddle.Tensor,
+                drop_masks: paddle.Tensor | None = None) -> tuple[paddle.Tensor, paddle.Tensor]:
+        encodings = self.encoder(input_ids, token_type_ids, valid_length, drop_masks)
         return encodings, self.classifier(self.dropout(paddle.tanh(self.pooler(encodings[:, 0]))))
 
 
@@ -412,18 +412,20 @@ class ClassifyStep(nn.Layer):
         self.classifier, self.regression = classifier, regression
 
     def forward(self, input_ids: paddle.Tensor, token_type_ids: paddle.Tensor, valid_length: paddle.Tensor,
-                labels: paddle.Tensor) -> paddle.Tensor:
-        logits = self.classifier(input_ids, token_type_ids, valid_length)[1].astype("float32")
+                labels: paddle.Tensor, drop_masks: paddle.Tensor | None = None) -> paddle.Tensor:
+        logits = self.classifier(input_ids, token_type_ids, valid_length, drop_masks)[1].astype("float32")
         if self.regression:
             return F.mse_loss(logits.reshape([-1]), labels.astype("float32"))
         return F.cross_entropy(logits, labels.reshape([-1, 1]))
 
 
-def classify_input_spec(regression: bool) -> list:
-    """InputSpecs of ClassifyStep.forward: the encoder's inputs and the labels (class ids, or scores)."""
+def classify_input_spec(regression: bool, host_dropout: bool) -> list:
+    """InputSpecs of ClassifyStep.forward: the encoder's inputs, the labels (class ids, or scores), and the
+    dropout masks or not."""
     from paddle.static import InputSpec
 
-    return encoder_input_spec() + [InputSpec([None], "float32" if regression else "int64", "labels")]
+    masks = [InputSpec([None, None, None, None], "uint8", "drop_masks")] if host_dropout else []
+    return encoder_input_spec() + [InputSpec([None], "float32" if regression else "int64", "labels")] + masks
 
 
 def step_input_spec(host_dropout: bool) -> list:

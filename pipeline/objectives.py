@@ -49,6 +49,16 @@ class Objective:
     normalized: bool  # whether the export's embeddings are normalised (trained on cosines)
 
 
+def host_dropout(cfg: Config, data) -> bool:
+    """Whether the data pipeline draws the encoder's dropout masks (train.dropout_masks; on CPU by default:
+    numpy's random bytes are ~10x cheaper than Paddle's CPU dropout), and if so, asks `data` for them."""
+    drawn = cfg.model.dropout > 0 and (cfg.train.dropout_masks == "data" or (
+        cfg.train.dropout_masks == "auto" and paddle.get_device() == "cpu"))
+    if drawn:
+        data.use_host_dropout(2 * cfg.model.num_layers, cfg.model.hidden_size, cfg.model.dropout)
+    return drawn
+
+
 def pretraining_step(trainer: "Trainer") -> tuple[paddle.nn.Layer, list]:
     cfg, data, model = trainer.cfg, trainer.data, trainer.model
     if model.token_weights is not None:  # they would be a parameter without a gradient
@@ -56,11 +66,7 @@ def pretraining_step(trainer: "Trainer") -> tuple[paddle.nn.Layer, list]:
                         "its token weights (masked LM trains none)")
     if cfg.train.batch_ramp_steps:
         data.ramp_batch(cfg.train.batch_ramp_steps, trainer.world * cfg.train.accumulate_steps)
-    host_dropout = cfg.model.dropout > 0 and (cfg.train.dropout_masks == "data" or (
-        cfg.train.dropout_masks == "auto" and paddle.get_device() == "cpu"))
-    if host_dropout:  # numpy's random bytes are ~10x cheaper than Paddle's CPU dropout
-        data.use_host_dropout(2 * cfg.model.num_layers, cfg.model.hidden_size, cfg.model.dropout)
-    return PretrainingStep(model, cfg.train.nsp), step_input_spec(host_dropout)
+    return PretrainingStep(model, cfg.train.nsp), step_input_spec(host_dropout(cfg, data))
 
 
 def pretraining_pass(trainer: "Trainer", batch: dict[str, np.ndarray], amp) -> list[float]:
@@ -111,7 +117,7 @@ def classify_step(trainer: "Trainer") -> tuple[paddle.nn.Layer, list]:
     trainer.data.check_batch(cfg.train.batch_size, trainer.world)
     regression = cfg.model.problem_type == "regression"
     trainer.classifier = SequenceClassifier(trainer.model, cfg.model.dropout)
-    return ClassifyStep(trainer.classifier, regression), classify_input_spec(regression)
+    return ClassifyStep(trainer.classifier, regression), classify_input_spec(regression, host_dropout(cfg, trainer.data))
 
 
 def classify_pass(trainer: "Trainer", batch: dict[str, np.ndarray], amp) -> list[float]:

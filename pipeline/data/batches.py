@@ -191,15 +191,19 @@ class PretrainingData:
 
     def _dropout_masks(self, step: int, rank: int, rows: int) -> np.ndarray:
         num_masks, hidden, p = self.host_dropout
-        rng = np.random.default_rng([self.seed, step, rank, 3])
-        shape = (num_masks, rows, self.max_len, hidden)
-        random_bytes = np.frombuffer(rng.bytes(int(np.prod(shape))), dtype=np.uint8)
-        return (random_bytes >= dropped_bytes(p)).view(np.uint8).reshape(shape)
+        return dropout_masks([self.seed, step, rank, 3], (num_masks, rows, self.max_len, hidden), p)
 
     def iterate(self, start: int, stop: int, batch_size: int, rank: int = 0, world: int = 1,
                 prefetch: int = 2) -> Iterator[dict[str, np.ndarray]]:
         """Batches `start`..`stop-1`, made by a background thread `prefetch` steps ahead."""
         return prefetched(lambda step: self.batch(step, batch_size, rank, world), start, stop, prefetch)
+
+
+def dropout_masks(key: list[int], shape: tuple[int, ...], p: float) -> np.ndarray:
+    """uint8 masks of `shape` (1 = keep, with probability 1 - p) drawn from the random stream `key`: numpy's
+    random bytes, ~10x cheaper than Paddle's CPU dropout (the encoder applies them, BertLayer)."""
+    random_bytes = np.frombuffer(np.random.default_rng(key).bytes(int(np.prod(shape))), dtype=np.uint8)
+    return (random_bytes >= dropped_bytes(p)).view(np.uint8).reshape(shape)
 
 
 class MappedPretrainingData(PretrainingData):

@@ -5,7 +5,7 @@ import pytest
 
 from infer.batcher import Batcher
 from infer.call_cost import padding_groups
-from infer.encoder import Encoder
+from infer.encoder import Encoder, Output
 
 
 def cost(lengths, groups, call_tokens):
@@ -36,9 +36,9 @@ class RecordingEncoder:
     def __init__(self, call_tokens: float):
         self.call_tokens, self.calls = call_tokens, []
 
-    def encode_tokenized(self, items):
+    def run_tokenized(self, items):
         self.calls.append([len(tokens) for tokens, _ in items])
-        return [np.full((len(tokens), 2), len(tokens), dtype=np.float32) for tokens, _ in items]
+        return [Output(np.full((len(tokens), 2), len(tokens), dtype=np.float32), None) for tokens, _ in items]
 
 
 @pytest.mark.parametrize("call_tokens, calls", [
@@ -56,4 +56,4 @@ def test_the_service_batcher_cuts_calls_as_the_encoder_does_in_process(call_toke
     finally:
         batcher.stop()
     assert encoder.calls == calls
-    assert [a.shape[0] for a in answers] == lengths and [int(a[0, 0]) for a in answers] == lengths
+    assert [a.vectors.shape[0] for a in answers] == lengths and [int(a.vectors[0, 0]) for a in answers] == lengths

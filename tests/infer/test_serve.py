@@ -170,12 +170,12 @@ def test_health_is_503_until_every_predictor_has_warmed_up(exported, monkeypatch
 
     def slow_clone(self):
         twin = real_clone(self)
-        real = twin.encode_tokenized
+        real = twin.run_tokenized
 
         def first_call_waits(items):
             release.wait(30)
             return real(items)
-        twin.encode_tokenized = first_call_waits
+        twin.run_tokenized = first_call_waits
         return twin
     monkeypatch.setattr(Encoder, "clone", slow_clone)
     with TestClient(create_app(encoder, workers=2)) as client:
