@@ -37,6 +37,13 @@ def tokenized(tokenizer: Tokenizer, data: LabelledSet, max_len: int) -> list[Ite
     return items
 
 
+def batch_rows(examples: int, seed: int, step: int, batch_size: int) -> np.ndarray:
+    """The example indices of global batch `step`: each epoch a permutation drawn from (seed, epoch)."""
+    epoch, within = divmod(step, max(1, examples // batch_size))
+    order = np.random.default_rng([seed, epoch, 17]).permutation(examples)
+    return order[within * batch_size:(within + 1) * batch_size]
+
+
 @dataclass
 class ClassifyData:
     """Labelled examples in batches: each epoch a permutation drawn from (seed, epoch), so a batch depends on
@@ -64,11 +71,7 @@ class ClassifyData:
             raise UserError(f"train.batch_size={batch_size} is over the {len(self)} labelled examples")
 
     def rows(self, step: int, batch_size: int) -> np.ndarray:
-        """The example indices of global batch `step`."""
-        per_epoch = self.steps_per_epoch(batch_size)
-        epoch, within = divmod(step, per_epoch)
-        order = np.random.default_rng([self.seed, epoch, 17]).permutation(len(self))
-        return order[within * batch_size:(within + 1) * batch_size]
+        return batch_rows(len(self), self.seed, step, batch_size)
 
     def use_host_dropout(self, num_masks: int, hidden: int, p: float) -> None:
         """Add `drop_masks` [num_masks, rows, width, hidden] (uint8, 1 = keep) to every batch."""

@@ -9,6 +9,7 @@ import pytest
 
 from infer.encoder import Encoder
 from tests.conftest import TINY, needs, run_script
+from tests.helpers.service import request, start, stop
 
 WORDS = ["a", "crane", "is", "flying", "the", "river", "bank", "he", "left", "came", "driver", "over", "city"]
 SPECIALS = ["[PAD]", *[f"[unused{i}]" for i in range(99)], "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -54,10 +55,28 @@ def test_a_transformers_classifier_exports_with_its_logits(tmp_path, labels):
     assert encoder.head["kind"] == ("reranker" if labels == 1 else "classifier")
     got = np.array([o.logits for o in encoder.run_items(encoder.preprocess(TEXTS))])
     np.testing.assert_allclose(got, transformers_logits(model, tokenizer, TEXTS), atol=1e-4)
+    if labels == 3:  # and through HTTP
+        proc, url = start(tmp_path / "x")
+        try:
+            status, answer, _ = request(url + "/predict", json.dumps({"inputs": "a crane is flying",
+                                                                      "raw_scores": True}).encode())
+        finally:
+            stop(proc)
+        by_label = {a["label"]: a["score"] for a in answer}
+        np.testing.assert_allclose([by_label[n] for n in ("neg", "neu", "pos")], got[0], atol=1e-4)
     if labels == 1:  # what sentence-transformers' CrossEncoder answers for the same folder: sigmoid of the logit
         cross_encoder = needs("sentence_transformers", "bench").CrossEncoder(str(tmp_path / "hf"), device="cpu")
-        pairs = [("a crane", "is flying"), ("the river bank", "he left")]
-        np.testing.assert_allclose([s[0][1] for s in encoder.predict(pairs)], cross_encoder.predict(pairs), atol=1e-4)
+        pairs = [("a crane", "is flying"), ("a crane", "he left"), ("a crane", "the river bank")]
+        want = cross_encoder.predict(pairs)
+        np.testing.assert_allclose([s[0][1] for s in encoder.predict(pairs)], want, atol=1e-4)
+        proc, url = start(tmp_path / "x")
+        try:  # through HTTP: /rerank's scores are CrossEncoder's, best first
+            status, ranked, _ = request(url + "/rerank", json.dumps(
+                {"query": "a crane", "texts": [b for _, b in pairs]}).encode())
+        finally:
+            stop(proc)
+        assert status == 200 and [r["index"] for r in ranked] == list(np.argsort(-want))
+        np.testing.assert_allclose([r["score"] for r in ranked], np.sort(want)[::-1], atol=1e-4)
     else:
         assert encoder.head["labels"] == ["neg", "neu", "pos"]
 
