@@ -15,6 +15,7 @@ import numpy as np
 
 from pipeline.config import Config
 from pipeline.core.errors import UserError
+from pipeline.core.export_format import TOKEN_CLASSIFICATION
 from pipeline.core.hf_mapping import to_hf
 from pipeline.core.tokenizer import TOKENIZER_FILE, Tokenizer
 
@@ -47,7 +48,12 @@ def bert_config(cfg: Config, pad_id: int = 1) -> dict:
 
 
 def classifier_config(labels: list[str], problem_type: str) -> dict:
-    """What makes config.json a `BertForSequenceClassification`'s: its labels both ways and problem type."""
+    """What makes config.json a `BertForSequenceClassification`'s (or a tagger's `BertForTokenClassification`):
+    its labels both ways and problem type."""
+    if problem_type == TOKEN_CLASSIFICATION:  # transformers has no problem_type for tagging
+        return {"architectures": ["BertForTokenClassification"],
+                "id2label": {str(i): label for i, label in enumerate(labels)},
+                "label2id": {label: i for i, label in enumerate(labels)}}
     return {"architectures": ["BertForSequenceClassification"], "problem_type": problem_type,
             "id2label": {str(i): label for i, label in enumerate(labels)},
             "label2id": {label: i for i, label in enumerate(labels)}}
@@ -77,7 +83,8 @@ def write_folder(folder: Path, cfg: Config, state: dict[str, np.ndarray], tokeni
     from safetensors.numpy import save_file
 
     classifier = bool(cfg.model.labels)
-    save_file(to_hf(state, cfg.model.num_layers, cfg.model.tie_word_embeddings, classifier),
+    tagger = cfg.model.problem_type == TOKEN_CLASSIFICATION
+    save_file(to_hf(state, cfg.model.num_layers, cfg.model.tie_word_embeddings, classifier, pooler=not tagger),
               str(folder / "model.safetensors"), metadata={"format": "pt"})
     (folder / "config.json").write_text(json.dumps(bert_config(cfg, tokenizer.vocab.pad), indent=1), encoding="utf-8")
     for name, text in tokenizer_files(tokenizer, cfg.data.max_len).items():

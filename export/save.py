@@ -49,6 +49,7 @@ from pipeline.core.export_format import (  # noqa: E402
     PRED_POSITIONS,
     PRETRAINING,
     PRETRAINING_OUTPUTS,
+    TOKEN_CLASSIFICATION,
     TOKEN_WEIGHTS,
     VOCAB,
     embedding_manifest,
@@ -60,7 +61,7 @@ from pipeline.core.files import atomic_folder, file_digest  # noqa: E402
 from pipeline.core.pooling import pool  # noqa: E402
 from pipeline.core.tokenizer import Tokenizer, load_tokenizer, pad_batch, tokenize  # noqa: E402
 from pipeline.core.vocab import Vocab  # noqa: E402
-from pipeline.model import BertForPretraining, SequenceClassifier, encoder_input_spec  # noqa: E402
+from pipeline.model import BertForPretraining, SequenceClassifier, TokenClassifier, encoder_input_spec  # noqa: E402
 from pipeline.objectives import OBJECTIVES  # noqa: E402
 from pipeline.pretrained import complete_state, open_pretrained, sentence_embedding  # noqa: E402
 
@@ -120,8 +121,9 @@ def export(cfg: Config, model_state: dict, tokenizer: Tokenizer, export_dir: Pat
     checkpoint.apply_model_state(model, model_state, Path(source.get("checkpoint") or source.get("from_hf")))
     model.eval()
     labels = cfg.model.labels
-    # a classifier's program also outputs its logits (SequenceClassifier); the encodings stay its first output
-    program = SequenceClassifier(model, 0.0) if labels else model.encoder
+    tagger = cfg.model.problem_type == TOKEN_CLASSIFICATION
+    # a fine-tuned model's program also outputs its head's logits; the encodings stay its first output
+    program = (TokenClassifier(model, 0.0) if tagger else SequenceClassifier(model, 0.0)) if labels else model.encoder
     program.eval()
     with atomic_folder(export_dir) as tmp:
         encoder = paddle.jit.to_static(program, input_spec=encoder_input_spec(), full_graph=True)
@@ -141,7 +143,7 @@ def export(cfg: Config, model_state: dict, tokenizer: Tokenizer, export_dir: Pat
             "model": cfg.model.__dict__, "max_len": cfg.data.max_len, "tokenizer": tokenizer.kind,
             **source, "paddle_version": paddle.__version__,
             "inputs": inputs_manifest(),
-            "outputs": outputs_manifest(cfg.model.hidden_size, len(labels or [])),
+            "outputs": outputs_manifest(cfg.model.hidden_size, len(labels or []), tagger),
             "embedding": embedding,
             "with_heads": with_heads,
             "sha256": {p.name: file_digest(p)

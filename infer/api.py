@@ -247,6 +247,19 @@ class DecodeRequest:
     skip_special_tokens: bool = True
 
 
+def parse_entities(body: bytes, max_texts: int) -> tuple[list[str], bool]:
+    """POST /entities: {"inputs": text | [text], "aggregation_strategy": "simple"} -> (texts, whether a list)."""
+    request = load_object(body, '{"inputs": "Alice Smith went to Paris"}')
+    check_fields(request, ("inputs", "aggregation_strategy", "parameters"))
+    strategy = request.get("aggregation_strategy", (request.get("parameters") or {}).get("aggregation_strategy")
+                           if isinstance(request.get("parameters"), dict) else None) or "simple"
+    if strategy != "simple":
+        raise RequestError(ErrorKind.VALIDATION, '"aggregation_strategy" must be "simple" (the one this service '
+                                                 'answers)')
+    inputs = request.get("inputs")
+    return text_list([inputs] if isinstance(inputs, str) else inputs, "inputs", max_texts), not isinstance(inputs, str)
+
+
 def parse_tokenize(body: bytes, max_texts: int) -> TokenizeRequest:
     request = load_object(body, '{"inputs": "a crane is flying"}')
     check_fields(request, ("inputs", "add_special_tokens", "prompt_name"))

@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a fine-tuned classifier's or reranker's labels and scores for each input, best first "
                         "(softmax over labels, sigmoid of one output) instead of encodings")
     p.add_argument("--raw-scores", action="store_true", help="with --predict: the logits, not probabilities")
+    p.add_argument("--entities", action="store_true",
+                   help="a fine-tuned tagger's entities in each text (entity_group, score, word, start, end: "
+                        "character offsets), as transformers' token-classification pipeline gives them")
     p.add_argument("--compare", metavar="TEXT2", help="cosine similarity of --word's vectors in --text and TEXT2")
     p.add_argument("--word", default="crane", help="the word compared by --compare (default: crane)")
     p.add_argument("--json", action="store_true", help="one JSON object per input: tokens, segments, cls, encoding "
@@ -145,6 +148,15 @@ def main(argv: list[str] | None = None) -> int:
         texts = read_texts(args.file)
     else:
         texts = [(args.text, args.text_b) if args.text_b is not None else args.text]
+    if args.entities:
+        if args.predict or args.embed or args.compare is not None or any(not isinstance(t, str) for t in texts):
+            raise UserError("--entities tags single texts; it goes with neither --predict, --embed, --compare nor "
+                            "--text-b")
+        for text, found in zip(texts, encoder.entities(texts, args.batch_size)):
+            print(json.dumps({"text": text, "entities": found}, ensure_ascii=False) if args.json else
+                  f"{text!r}: " + (", ".join(f"{e['word']!r} {e['entity_group']} {e['score']:.3f} [{e['start']}:"
+                                              f"{e['end']}]" for e in found) or "no entity"))
+        return 0
     if args.predict:
         if args.embed or args.compare is not None:
             raise UserError("--predict prints labels and scores; it goes with neither --embed nor --compare")

@@ -22,11 +22,21 @@ import numpy as np
 
 from infer.backends import open_backend
 from infer.call_cost import padding_groups
+from infer.entities import grouped_entities
 from infer.model_folder import ModelFolder
 from pipeline.core.errors import UserError
 from pipeline.core.export_format import ENCODER, PRED_POSITIONS, PRETRAINING
 from pipeline.core.pooling import EmbeddingSpec, combine_windows, first_dimensions, normalized, pool
-from pipeline.core.tokenizer import Item, Text, load_tokenizer, pad_batch, tokenize, tokenize_windows
+from pipeline.core.tokenizer import (
+    Item,
+    Span,
+    Text,
+    TokenizationError,
+    load_tokenizer,
+    pad_batch,
+    tokenize,
+    tokenize_windows,
+)
 
 
 class Output(NamedTuple):
@@ -129,8 +139,11 @@ class Encoder:
             return [o for lo in range(0, len(items), rows) for o in self.run_tokenized(items[lo:lo + rows])]
         width = self.runtime.padded_width(len(items), max(len(tokens) for tokens, _ in items))
         outputs = self.run(pad_batch(self.vocab, items, width))
-        encodings, logits = outputs[0], (outputs[1] if self.head is not None else None)  # (B, L, H), (B, labels)
-        return [Output(encodings[row, :len(tokens)], None if logits is None else logits[row])
+        # (B, L, H), and a head's (B, labels) or, a tagger's, (B, L, tags)
+        encodings, logits = outputs[0], (outputs[1] if self.head is not None else None)
+        per_token = logits is not None and logits.ndim == 3
+        return [Output(encodings[row, :len(tokens)],
+                       None if logits is None else logits[row, :len(tokens)] if per_token else logits[row])
                 for row, (tokens, _) in enumerate(items)]
 
     def encode_tokenized(self, items: list[Item]) -> list[np.ndarray]:
@@ -190,14 +203,47 @@ class Encoder:
         labels, the sigmoid of a reranker's one output, or the logits themselves with `raw_scores`."""
         if isinstance(texts, (str, tuple)):
             raise TypeError("predict() takes a list of texts")
-        head = self.require_head()
+        head = self.require_head("classifier", "reranker")
         outputs = self.run_items(self.preprocess(texts, truncate), batch_size)
         return [label_scores(output.logits, head, raw_scores) for output in outputs]
 
-    def require_head(self) -> dict:
-        if self.head is None:
-            raise UserError(f"{self.folder.path} is an embedding model: it has no classifier head (fine-tune one with "
-                            f"train.objective=classify, or export a BertForSequenceClassification folder)")
+    def entities(self, texts: Sequence[str], batch_size: int = 64) -> list[list[dict]]:
+        """Each text's entities as transformers' token-classification pipeline gives them (`simple`
+        aggregation): {"entity_group", "score", "word", "start", "end"}, offsets into the text. A text over the
+        model's maximum is tagged whole, in windows of consecutive pieces."""
+        if isinstance(texts, str):
+            raise TypeError("entities() takes a list of texts")
+        spans, owners, items = self.tag_windows(texts)
+        return self.group_entities(texts, spans, owners, self.run_items(items, batch_size))
+
+    def tag_windows(self, texts: Sequence[str]) -> tuple[list[list[Span]], list[int], list[Item]]:
+        """Each text's pieces with their characters, and the `<cls> pieces <sep>` windows a tagger runs on (of
+        at most max_len tokens), each with the text it belongs to."""
+        self.require_head("tagger")
+        cls, sep = self.vocab.specials.cls, self.vocab.specials.sep
+        spans = [self.tokenizer.spans(text) for text in texts]
+        if any(not pieces for pieces in spans):
+            raise TokenizationError("empty text: give at least one word")
+        width = self.max_len - 2
+        windows = [(n, pieces[lo:lo + width]) for n, pieces in enumerate(spans) for lo in range(0, len(pieces), width)]
+        items = [([cls, *(token for token, _, _ in window), sep], [0] * (len(window) + 2)) for _, window in windows]
+        return spans, [n for n, _ in windows], items
+
+    def group_entities(self, texts: Sequence[str], spans: list[list[Span]], owners: list[int],
+                       outputs: list[Output]) -> list[list[dict]]:
+        """The windows' outputs (`tag_windows`) put back together into each text's entities."""
+        rows: list[list[np.ndarray]] = [[] for _ in texts]
+        for n, output in zip(owners, outputs):
+            rows[n].append(output.logits[1:-1])  # the pieces' rows, without <cls> and <sep>
+        return [grouped_entities(text, pieces, np.concatenate(parts), self.head["labels"])
+                for text, pieces, parts in zip(texts, spans, rows)]
+
+    def require_head(self, *kinds: str) -> dict:
+        """The manifest's head where it is one of `kinds`; otherwise one line saying what this model is."""
+        if self.head is None or self.head["kind"] not in kinds:
+            what = f"a {self.head['kind']}" if self.head else "an embedding model"
+            raise UserError(f"{self.folder.path} is {what}: this needs a {' or '.join(kinds)} (fine-tune one with "
+                            f"train.objective={'tag' if 'tagger' in kinds else 'classify'})")
         return self.head
 
     # -- the masked-LM head ---------------------------------------------------------------------

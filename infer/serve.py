@@ -59,6 +59,7 @@ from infer.api import (  # noqa: E402
     parse_decode,
     parse_embed,
     parse_encode,
+    parse_entities,
     parse_openai,
     parse_predict,
     parse_rerank,
@@ -75,7 +76,7 @@ from pipeline.core.tokenizer import TokenizationError  # noqa: E402
 
 API_KEY_VARIABLE = "BERT_SERVE_API_KEY"
 ROUTES = frozenset({"/embed", "/embed_all", "/v1/embeddings", "/v1/models", "/encode", "/predict", "/rerank",
-                    "/tokenize", "/decode", "/info", "/metadata", "/metrics", "/health", "/live"})
+                    "/entities", "/tokenize", "/decode", "/info", "/metadata", "/metrics", "/health", "/live"})
 log = logging.getLogger("infer.serve")
 
 
@@ -279,9 +280,10 @@ def create_app(encoder: Encoder, workers: int = 2, max_batch: int = 32, max_wait
                                         for items, v in zip(per_text, vectors)]})
 
     def head() -> dict:
-        if encoder.head is None:
-            raise RequestError(ErrorKind.WRONG_MODEL, f"{name} is an embedding model: it has no classifier or "
-                                                      f"reranker head for this route")
+        if encoder.head is None or encoder.head["kind"] == "tagger":
+            what = "a tagger (use /entities)" if encoder.head else "an embedding model"
+            raise RequestError(ErrorKind.WRONG_MODEL, f"{name} is {what}: it has no classifier or reranker head "
+                                                      f"for this route")
         return encoder.head
 
     @app.post("/predict", dependencies=[Depends(authorized)])
@@ -294,6 +296,22 @@ def create_app(encoder: Encoder, workers: int = 2, max_batch: int = 32, max_wait
         answers = [[{"score": score, "label": label} for label, score in label_scores(o.logits, labels, asked.raw_scores)]
                    for o in await run(per_text, "/predict")]
         return answers if asked.batch else answers[0]
+
+    @app.post("/entities", dependencies=[Depends(authorized)])
+    async def entities(request: Request):
+        """A tagger's entities, as transformers' token-classification pipeline (and Hugging Face's hosted
+        Inference API for that task) answers: {"inputs": text | [text]} -> [{"entity_group", "score", "word",
+        "start", "end"}] (a list of those for a list); a text over the maximum is tagged whole, by windows."""
+        if encoder.head is None or encoder.head["kind"] != "tagger":
+            raise RequestError(ErrorKind.WRONG_MODEL, f"{name} is not a tagger: /entities needs a model fine-tuned "
+                                                      f"with train.objective=tag")
+        texts, batch = parse_entities(await read_body(request, max_body_bytes), max_texts)
+        try:
+            spans, owners, items = encoder.tag_windows(texts)
+        except TokenizationError as err:
+            raise tokenization_error(err) from None
+        answers = encoder.group_entities(texts, spans, owners, await run([[item] for item in items], "/entities"))
+        return answers if batch else answers[0]
 
     @app.post("/rerank", dependencies=[Depends(authorized)])
     async def rerank(request: Request):
@@ -331,7 +349,7 @@ def vectors_of(outputs: list[Output]) -> list[np.ndarray]:
 
 
 def model_type(encoder: Encoder) -> dict:
-    """TEI's model_type: an embedding model's pooling, or a classifier's or reranker's labels."""
+    """TEI's model_type: an embedding model's pooling, or a classifier's, reranker's or tagger's labels."""
     head = encoder.head
     if head is None:
         return {"embedding": {"pooling": encoder.embedding.pooling}}

@@ -92,16 +92,22 @@ class ClassifyData:
         return prefetched(lambda step: self.batch(step, batch_size, rank, world), start, stop)
 
 
-def predict_logits(run: Callable[[dict], np.ndarray], vocab, items: list[Item], batch_size: int = 64) -> np.ndarray:
-    """[N, labels] logits of `items` through `run` (named int64 arrays -> logits), in length-sorted batches."""
+def run_in_batches(run: Callable[[dict], np.ndarray], vocab, items: list[Item], batch_size: int = 64
+                   ) -> list[np.ndarray]:
+    """Each item's row of `run`'s output (named int64 arrays -> [B, ...]), in length-sorted batches."""
     order = sorted(range(len(items)), key=lambda i: len(items[i][0]))
     out: list[np.ndarray | None] = [None] * len(items)
     for lo in range(0, len(order), batch_size):
         chunk = order[lo:lo + batch_size]
-        logits = run(pad_batch(vocab, [items[i] for i in chunk]))
-        for i, row in zip(chunk, logits):
+        rows = run(pad_batch(vocab, [items[i] for i in chunk]))
+        for i, row in zip(chunk, rows):
             out[i] = row
-    return np.asarray(out, dtype=np.float32)
+    return out
+
+
+def predict_logits(run: Callable[[dict], np.ndarray], vocab, items: list[Item], batch_size: int = 64) -> np.ndarray:
+    """[N, labels] logits of `items` through `run` (named int64 arrays -> logits)."""
+    return np.asarray(run_in_batches(run, vocab, items, batch_size), dtype=np.float32)
 
 
 def predictions(logits: np.ndarray, space: LabelSpace) -> np.ndarray:
@@ -190,10 +196,6 @@ def write_predictions(path: Path, logits: np.ndarray, space: LabelSpace) -> None
     write_text_atomic(path, "\n".join(lines) + "\n")
 
 
-def write_confusion(path: Path, matrix: dict) -> None:
-    write_text_atomic(path, json.dumps(matrix, indent=1))
-
-
 
 class DevEvaluation:
     """The dev file (data.eval_labels) of a fine-tuning run: its figures for the model as it is now, next to
@@ -224,3 +226,13 @@ class DevEvaluation:
     def figures(self, logits: np.ndarray) -> dict:
         return {**task_figures(self.targets, predictions(logits, self.space), self.space, self.train_targets),
                 **self.baselines}
+
+    def describe(self, figures: dict) -> str:
+        return format_figures(figures, self.space, len(self.items))
+
+    def write(self, output: Path, logits: np.ndarray) -> None:
+        """The best evaluation's dev predictions (run_glue's file) and confusion matrix."""
+        write_predictions(output / "dev_predictions.tsv", logits, self.space)
+        if not self.space.regression:
+            write_text_atomic(output / "confusion.json",
+                              json.dumps(confusion(self.targets, predictions(logits, self.space), self.space), indent=1))

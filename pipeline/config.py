@@ -57,11 +57,13 @@ class ModelConfig:
                                        "false: none (cramming)")
     gated: bool = setting(False, "gated feed-forward (GLU): activation(x W1) * (x V), then W2 (cramming's gated "
                                  "GELU with model.activation=gelu)")
-    labels: list[str] | None = setting(None, "classify: the classes in id order (one for a regression or a "
-                                             "reranker), set from data.labels or the --init-from folder")
+    labels: list[str] | None = setting(None, "classify / tag: the classes (or tags) in id order (one for a "
+                                             "regression or a reranker), set from data.labels or the --init-from "
+                                             "folder")
     problem_type: str | None = setting(None, "classify: single_label_classification or regression (one output, "
-                                             "mean squared error), set from the labels",
-                                       choices=(None, "single_label_classification", "regression"))
+                                             "mean squared error); tag: token_classification; set from the labels",
+                                       choices=(None, "single_label_classification", "regression",
+                                                "token_classification"))
     pooling: str = setting("cls", "how token vectors become one embedding: <cls>'s vector, or the mean or "
                                   "element-wise max of every token's, or (weighted) their mean weighted by a weight "
                                   "per vocabulary token, learned by the contrastive stage from SIF's a / (a + p) "
@@ -96,9 +98,10 @@ class DataConfig:
     pairs: str | None = setting(None, "train.positives=pairs: a file of anchor<TAB>positive[<TAB>hard negative] "
                                       "lines")
     labels: str | None = setting(None, "classify: the labelled training file (TSV/CSV with a header: text or "
-                                       "sentence1, optional text_pair or sentence2, label; or JSON Lines)")
-    eval_labels: str | None = setting(None, "classify: the labelled dev file, evaluated every train.eval_every "
-                                            "steps and at the end (the best checkpoint is kept)")
+                                       "sentence1, optional text_pair or sentence2, label; or JSON Lines); tag: the "
+                                       "tagged one (CoNLL columns, or JSON Lines of tokens and tags)")
+    eval_labels: str | None = setting(None, "classify / tag: the labelled dev file, evaluated every "
+                                            "train.eval_every steps and at the end (the best checkpoint is kept)")
     cache_dir: str | None = setting(None, "prepared-example cache; none = ~/.cache/paddle-bert-pipeline")
     seed: int = setting(0, "pairs, masks and order")
 
@@ -128,8 +131,8 @@ class TrainConfig:
     amp: str = setting("none", "mixed precision (GPU only)", choices=("none", "fp16", "bf16"))
     objective: str = setting("mlm", "mlm: masked LM + next sentence (pretraining); contrastive: sentence vectors "
                                     "with in-batch negatives (after mlm, with --init-from); classify: fine-tune "
-                                    "on data.labels (classes, pairs or scores)",
-                             choices=("mlm", "contrastive", "classify"))
+                                    "on data.labels (classes, pairs or scores); tag: a label per word (entities)",
+                             choices=("mlm", "contrastive", "classify", "tag"))
     positives: str = setting("crops", "contrastive positives: crops (two spans of one document, Contriever), "
                                       "dropout (one sentence twice, SimCSE) or pairs (data.pairs)",
                              choices=("crops", "dropout", "pairs"))
@@ -270,18 +273,20 @@ def _check_together(cfg: Config) -> None:
                         "whole batch in one pass (raise train.batch_size or use more ranks)")
     if cfg.train.objective != "mlm" and cfg.train.batch_ramp_steps:
         raise UserError(f"train.objective={cfg.train.objective} takes no train.batch_ramp_steps")
-    classify = cfg.train.objective == "classify"
-    if classify != bool(cfg.data.labels):
-        raise UserError("train.objective=classify needs data.labels (a labelled file: -o data.labels=train.tsv), "
-                        "and data.labels goes with train.objective=classify")
-    if cfg.data.eval_labels and not classify:
-        raise UserError("data.eval_labels goes with train.objective=classify")
+    objective = cfg.train.objective
+    fine_tuning = objective in ("classify", "tag")
+    if fine_tuning != bool(cfg.data.labels):
+        raise UserError(f"train.objective={objective} needs data.labels (a labelled file: -o data.labels=train.tsv), "
+                        f"and data.labels goes with train.objective=classify or tag" if fine_tuning else
+                        "data.labels goes with train.objective=classify or tag")
+    if cfg.data.eval_labels and not fine_tuning:
+        raise UserError("data.eval_labels goes with train.objective=classify or tag")
     if (cfg.train.eval_every or cfg.train.patience) and not cfg.data.eval_labels:
         raise UserError("train.eval_every and train.patience need a dev file: set data.eval_labels")
-    if classify and cfg.train.accumulate_steps > 1:
-        raise UserError("train.objective=classify takes no train.accumulate_steps (raise train.batch_size instead)")
-    if classify and cfg.model.pooling == "weighted":
-        raise UserError("train.objective=classify reads <cls> through the pooler: it takes no model.pooling=weighted")
+    if fine_tuning and cfg.train.accumulate_steps > 1:
+        raise UserError(f"train.objective={objective} takes no train.accumulate_steps (raise train.batch_size instead)")
+    if fine_tuning and cfg.model.pooling == "weighted":
+        raise UserError(f"train.objective={objective} takes no model.pooling=weighted (it trains no token weights)")
     if cfg.data.max_len > cfg.model.max_position:
         raise UserError(f"setting data.max_len ({cfg.data.max_len}) exceeds model.max_position "
                         f"({cfg.model.max_position})")

@@ -419,6 +419,47 @@ class ClassifyStep(nn.Layer):
         return F.cross_entropy(logits, labels.reshape([-1, 1]))
 
 
+class TokenClassifier(nn.Layer):
+    """(input_ids, token_type_ids, valid_length) -> (encodings [B, L, H], logits [B, L, tags]): dropout and the
+    classifier on every token, laid out as transformers' BertForTokenClassification (no pooler)."""
+
+    def __init__(self, model: BertForPretraining, dropout: float):
+        super().__init__()
+        self.encoder, self.classifier = model.encoder, model.classifier
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, input_ids: paddle.Tensor, token_type_ids: paddle.Tensor, valid_length: paddle.Tensor,
+                drop_masks: paddle.Tensor | None = None) -> tuple[paddle.Tensor, paddle.Tensor]:
+        encodings = self.encoder(input_ids, token_type_ids, valid_length, drop_masks)
+        return encodings, self.classifier(self.dropout(encodings))
+
+
+class TagStep(nn.Layer):
+    """Token classification's loss: cross entropy over the labelled pieces (each word's first; the rest are
+    -100), summed and divided by `label_norm` (the global batch's labelled words over the world size)."""
+
+    def __init__(self, tagger: TokenClassifier):
+        super().__init__()
+        self.tagger = tagger
+
+    def forward(self, input_ids: paddle.Tensor, token_type_ids: paddle.Tensor, valid_length: paddle.Tensor,
+                labels: paddle.Tensor, label_norm: paddle.Tensor, drop_masks: paddle.Tensor | None = None
+                ) -> paddle.Tensor:
+        logits = self.tagger(input_ids, token_type_ids, valid_length, drop_masks)[1].astype("float32")
+        per_token = F.cross_entropy(logits.reshape([-1, logits.shape[-1]]), labels.reshape([-1, 1]),
+                                    ignore_index=-100, reduction="none")
+        return per_token.sum() / label_norm.reshape([])
+
+
+def tag_input_spec(host_dropout: bool) -> list:
+    """InputSpecs of TagStep.forward."""
+    from paddle.static import InputSpec
+
+    masks = [InputSpec([None, None, None, None], "uint8", "drop_masks")] if host_dropout else []
+    return encoder_input_spec() + [InputSpec([None, None], "int64", "labels"),
+                                   InputSpec([1], "float32", "label_norm")] + masks
+
+
 def classify_input_spec(regression: bool, host_dropout: bool) -> list:
     """InputSpecs of ClassifyStep.forward: the encoder's inputs, the labels (class ids, or scores), and the
     dropout masks or not."""

@@ -5,6 +5,7 @@ The trainer, train.py and export/save.py look an objective up here instead of br
     mlm          masked LM + next sentence prediction (pretraining)
     contrastive  sentence vectors with in-batch negatives (pipeline/contrastive.py)
     classify     fine-tuning on labelled texts, pairs or scores (pipeline/classify.py)
+    tag          a label per word: named entities and other sequence labels (pipeline/tag.py)
 """
 from __future__ import annotations
 
@@ -15,20 +16,32 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 import paddle
 
+from pipeline.classify import DevEvaluation
 from pipeline.config import Config
 from pipeline.contrastive import contrastive_loss, sif_log_weights
 from pipeline.core.errors import UserError
 from pipeline.data.batches import compact_predictions
-from pipeline.data.sources import classify_training_data, contrastive_training_data, training_data
+from pipeline.data.labelled import LabelSpace, read_labelled
+from pipeline.data.sources import (
+    classify_training_data,
+    contrastive_training_data,
+    tagging_training_data,
+    training_data,
+)
+from pipeline.data.tagged import read_tagged
 from pipeline.model import (
     ClassifyStep,
     EmbeddingStep,
     PretrainingStep,
     SequenceClassifier,
+    TagStep,
+    TokenClassifier,
     classify_input_spec,
     encoder_input_spec,
     step_input_spec,
+    tag_input_spec,
 )
+from pipeline.tag import TagEvaluation
 
 if TYPE_CHECKING:
     from pipeline.trainer import Trainer
@@ -45,6 +58,7 @@ class Objective:
     build_step: Callable[["Trainer"], tuple[paddle.nn.Layer, list]]  # -> (step layer, its InputSpecs)
     train_pass: Callable[["Trainer", dict, object], list[float]]  # forward + backward of one step -> losses
     summary: Callable[[Config, dict, int], str]  # (cfg, mean losses, steps) -> the run's loss line
+    evaluation: Callable[[Config, object], object] | None  # (cfg, tokenizer) -> its dev evaluation, or None
     exports: str  # what the export's program outputs: "encodings", or "encodings and logits"
     normalized: bool  # whether the export's embeddings are normalised (trained on cosines)
 
@@ -121,8 +135,9 @@ def classify_step(trainer: "Trainer") -> tuple[paddle.nn.Layer, list]:
 
 
 def classify_pass(trainer: "Trainer", batch: dict[str, np.ndarray], amp) -> list[float]:
-    """Forward and backward of this rank's rows: cross entropy or mean squared error, a mean per rank (data
-    parallel averages the ranks' gradients, so equal row counts give one process's)."""
+    """Forward and backward of this rank's rows: the step layer's one loss (classify: a mean per rank, equal
+    row counts; tag: divided by the global count over the world size), so averaging the ranks' gradients
+    gives one process's."""
     inputs = [paddle.to_tensor(batch[spec.name]) for spec in trainer.input_spec]
     with amp:
         loss = trainer.step_fn(*inputs)
@@ -141,6 +156,33 @@ def contrastive_summary(cfg: Config, losses: dict, steps: int) -> str:
             f"this run's {steps} steps)")
 
 
+def tag_step(trainer: "Trainer") -> tuple[paddle.nn.Layer, list]:
+    cfg = trainer.cfg
+    trainer.data.check_batch(cfg.train.batch_size, trainer.world)
+    trainer.classifier = TokenClassifier(trainer.model, cfg.model.dropout)
+    return TagStep(trainer.classifier), tag_input_spec(host_dropout(cfg, trainer.data))
+
+
+def tag_summary(cfg: Config, losses: dict, steps: int) -> str:
+    return f"tag loss {losses['tag_loss']:.3f} (cross entropy per word, mean over this run's {steps} steps)"
+
+
+def classify_evaluation(cfg: Config, tokenizer) -> DevEvaluation | None:
+    """Fine-tuning's dev file, tokenized by the run's tokenizer, with its baselines measured once."""
+    if not cfg.data.eval_labels:
+        return None
+    space = LabelSpace(tuple(cfg.model.labels), cfg.model.problem_type)
+    return DevEvaluation(read_labelled(cfg.data.labels), read_labelled(cfg.data.eval_labels), space, tokenizer,
+                         cfg.data.max_len)
+
+
+def tag_evaluation(cfg: Config, tokenizer) -> TagEvaluation | None:
+    if not cfg.data.eval_labels:
+        return None
+    return TagEvaluation(read_tagged(cfg.data.labels), read_tagged(cfg.data.eval_labels), list(cfg.model.labels),
+                         tokenizer, cfg.data.max_len)
+
+
 def classify_summary(cfg: Config, losses: dict, steps: int) -> str:
     kind = "mean squared error" if cfg.model.problem_type == "regression" else "cross entropy"
     return f"classify loss {losses['classify_loss']:.3f} ({kind}, mean over this run's {steps} steps)"
@@ -148,12 +190,15 @@ def classify_summary(cfg: Config, losses: dict, steps: int) -> str:
 
 OBJECTIVES: dict[str, Objective] = {
     "mlm": Objective("mlm", ("mlm_loss", "nsp_loss"), "sentence pairs", training_data, pretraining_step,
-                     pretraining_pass, pretraining_summary, exports="encodings", normalized=False),
+                     pretraining_pass, pretraining_summary, None, exports="encodings", normalized=False),
     "contrastive": Objective("contrastive", ("contrastive_loss",), "anchors", contrastive_training_data,
-                             contrastive_step, contrastive_pass, contrastive_summary, exports="encodings",
+                             contrastive_step, contrastive_pass, contrastive_summary, None, exports="encodings",
                              normalized=True),
     "classify": Objective("classify", ("classify_loss",), "examples", classify_training_data, classify_step,
-                          classify_pass, classify_summary, exports="encodings and logits", normalized=False),
+                          classify_pass, classify_summary, classify_evaluation, exports="encodings and logits",
+                          normalized=False),
+    "tag": Objective("tag", ("tag_loss",), "windows", tagging_training_data, tag_step, classify_pass, tag_summary,
+                     tag_evaluation, exports="encodings and logits per token", normalized=False),
 }
 
 

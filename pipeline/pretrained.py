@@ -157,9 +157,14 @@ def open_pretrained(folder: str | Path) -> Pretrained:
 
 def classifier_labels(config: dict, state: dict, path: Path) -> tuple[list[str] | None, str | None]:
     """A `BertForSequenceClassification` folder's labels in id order (its id2label) and problem type (one
-    label without one: a regression, as sentence-transformers' CrossEncoder writes a reranker); (None, None)
-    for any other BERT."""
-    if "BertForSequenceClassification" not in config.get("architectures", []) and "classifier.weight" not in state:
+    label without one: a regression, as sentence-transformers' CrossEncoder writes a reranker), a
+    `BertForTokenClassification` folder's tags (token_classification); (None, None) for any other BERT."""
+    architectures = config.get("architectures") or []
+    if "BertForTokenClassification" in architectures:
+        id2label = config.get("id2label") or {}
+        count = state["classifier.weight"].shape[0] if "classifier.weight" in state else len(id2label)
+        return [str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(count)], "token_classification"
+    if "BertForSequenceClassification" not in architectures and "classifier.weight" not in state:
         return None, None
     count = state["classifier.weight"].shape[0] if "classifier.weight" in state else int(config.get("num_labels", 2))
     id2label = config.get("id2label") or {}

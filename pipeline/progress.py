@@ -8,7 +8,7 @@ from pathlib import Path
 
 log = logging.getLogger("pipeline.train")
 LOSS_NAMES = {"mlm_loss": "MLM", "nsp_loss": "NSP", "contrastive_loss": "contrastive",
-              "classify_loss": "classify"}  # as progress shows them
+              "classify_loss": "classify", "tag_loss": "tag"}  # as progress shows them
 
 
 def loss_keys(record: dict) -> list[str]:

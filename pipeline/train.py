@@ -30,7 +30,6 @@ import paddle  # noqa: E402
 from paddle.distributed import fleet  # noqa: E402
 
 from pipeline import checkpoint  # noqa: E402
-from pipeline.classify import BEST_BY, DevEvaluation, confusion, format_figures, predictions, write_predictions  # noqa: E402,E501
 from pipeline.config import (  # noqa: E402
     SPLITS,
     Config,
@@ -46,12 +45,13 @@ from pipeline.core.files import FolderLock, write_text_atomic  # noqa: E402
 from pipeline.core.runtime import has_cuda_gpu, set_cpu_threads  # noqa: E402
 from pipeline.core.tokenizer import Tokenizer  # noqa: E402
 from pipeline.data.batches import rows_per_part  # noqa: E402
-from pipeline.data.labelled import LabelSpace, label_settings, read_labelled  # noqa: E402
+from pipeline.data.labelled import label_settings  # noqa: E402
 from pipeline.data.sources import (  # noqa: E402
     data_without_network,
     held_out_pairs,
     held_out_retrieval,
 )
+from pipeline.data.tagged import tag_settings  # noqa: E402
 from pipeline.data.text_files import find_files  # noqa: E402
 from pipeline.data.wikitext import find_split  # noqa: E402
 from pipeline.evaluate import evaluate, format_metrics, retrieval_figures_of  # noqa: E402
@@ -131,9 +131,13 @@ def resolve_config(args: argparse.Namespace) -> Resolved:
     adopted = adopted_settings(pretrained, cfg.model, args.override) if pretrained else {}
     located, notice = data_without_network(cfg)
     cfg = with_settings(cfg, {**adopted, **located})
+    held = (pretrained.labels, pretrained.problem_type) if pretrained else (cfg.model.labels, cfg.model.problem_type)
     if cfg.train.objective == "classify":  # the labels are settings, read from the files before any work
-        held = (pretrained.labels, pretrained.problem_type) if pretrained else (cfg.model.labels, cfg.model.problem_type)
+        held = held if held[1] != "token_classification" else (None, None)
         cfg = with_settings(cfg, label_settings(cfg.data.labels, cfg.data.eval_labels, *held))
+    elif cfg.train.objective == "tag":
+        cfg = with_settings(cfg, tag_settings(cfg.data.labels, cfg.data.eval_labels,
+                                              held[0] if held[1] == "token_classification" else None))
     return Resolved(cfg, pretrained, notice)
 
 
@@ -289,47 +293,33 @@ def main(argv: list[str] | None = None) -> int:
              len(data), objective.unit, steps_per_epoch, len(tokenizer.vocab), world, threads,
              sum(int(np.prod(p.shape)) for p in trainer.model.parameters()))
 
-    result = run_loop(trainer, data, output, dev_evaluation(cfg, tokenizer))
+    dev = objective.evaluation(cfg, tokenizer) if objective.evaluation else None
+    result = run_loop(trainer, data, output, dev)
     if rank == 0:
-        report(trainer, tokenizer, devices, result, argv, heads_trained=not (pretrained and pretrained.fresh))
+        report(trainer, tokenizer, devices, result, argv, dev, heads_trained=not (pretrained and pretrained.fresh))
     if lock is not None:
         lock.release()
     return 0
 
 
-def dev_evaluation(cfg: Config, tokenizer: Tokenizer) -> DevEvaluation | None:
-    """Fine-tuning's dev file, tokenized by the run's tokenizer, with its baselines measured once."""
-    if not cfg.data.eval_labels:
-        return None
-    space = LabelSpace(tuple(cfg.model.labels), cfg.model.problem_type)
-    return DevEvaluation(read_labelled(cfg.data.labels), read_labelled(cfg.data.eval_labels), space, tokenizer,
-                         cfg.data.max_len)
-
-
-def report_dev(trainer: Trainer) -> None:
-    """The best dev evaluation of the run (its line, eval.json, the confusion matrix and the dev predictions),
-    and which checkpoint it is."""
-    output, cfg = trainer.output, trainer.cfg
+def report_dev(trainer: Trainer, dev) -> None:
+    """The best dev evaluation of a fine-tuning run (its line, eval.json, and what its evaluation writes: the
+    dev predictions, a confusion matrix) and which checkpoint it is."""
+    output = trainer.output
     best = checkpoint.best(output)
     if trainer.best_figures is None:
         if best is not None:
-            log.info("best checkpoint (dev %s): %s, from before this resume", checkpoint.BEST, best)
+            log.info("best checkpoint (by the dev metric): %s, from before this resume", best)
         return
-    space = LabelSpace(tuple(cfg.model.labels), cfg.model.problem_type)
     figures = trainer.best_figures
-    print(f"best checkpoint {best.name if best else '?'} (step {figures['step']}): "
-          + format_figures(figures, space, len(trainer.best_logits)))
-    metrics = {"best_checkpoint": best.name if best else None, "metric": BEST_BY[space.problem_type], **figures}
+    print(f"best checkpoint {best.name if best else '?'} (step {figures['step']}): " + dev.describe(figures))
+    metrics = {"best_checkpoint": best.name if best else None, "metric": dev.metric, **figures}
     write_text_atomic(output / "eval.json", json.dumps(metrics, indent=1))
-    write_predictions(output / "dev_predictions.tsv", trainer.best_logits, space)
-    if not space.regression:
-        dev = LabelSpace(space.labels, space.problem_type).targets(read_labelled(cfg.data.eval_labels))
-        write_text_atomic(output / "confusion.json",
-                          json.dumps(confusion(np.asarray(dev), predictions(trainer.best_logits, space), space), indent=1))
+    dev.write(output, trainer.best_logits)
 
 
 def report(trainer: Trainer, tokenizer: Tokenizer, devices: str, result: LoopResult, argv: list[str] | None,
-           heads_trained: bool = True) -> None:
+           dev=None, heads_trained: bool = True) -> None:
     """Rank 0's ending: loss.png, then the resume hint, or the seed's two lines and the evaluation (the
     masked-LM figures only where the heads were ever trained: not from an encoder-only folder)."""
     cfg, output = trainer.cfg, trainer.output
@@ -346,8 +336,9 @@ def report(trainer: Trainer, tokenizer: Tokenizer, devices: str, result: LoopRes
         print(objective.summary(cfg, result.losses, result.steps))
         print(f"{result.pairs / result.seconds:.1f} {objective.unit}/sec on {devices}")
     log.info("%d steps in %.1f s, now at step %d; outputs in %s", result.steps, result.seconds, trainer.step, output)
-    if objective.name == "classify":
-        report_dev(trainer)
+    if objective.evaluation is not None:  # fine-tuning: its dev file's figures, not pretraining's
+        if dev is not None:
+            report_dev(trainer, dev)
         return
     metrics: dict = {}
     try:

@@ -18,7 +18,6 @@ import paddle
 from paddle.distributed import fleet
 
 from pipeline import checkpoint
-from pipeline.classify import DevEvaluation, format_figures
 from pipeline.config import Config, TrainConfig
 from pipeline.contrastive import ContrastiveData
 from pipeline.core.errors import UserError
@@ -174,13 +173,13 @@ class Trainer:
             optimizer_state=checkpoint.optimizer_state_by_name(self.optimizer, named),
             extra=extra, keep=self.cfg.train.keep_checkpoints)
 
-    def evaluate_dev(self, dev: DevEvaluation) -> bool:
-        """The dev figures of the model as it is now, logged in one line; True where the task's metric beat
-        every earlier evaluation (then they are kept as the best)."""
+    def evaluate_dev(self, dev) -> bool:
+        """The dev figures of the model as it is now (`dev`: the objective's evaluation), logged in one line;
+        True where the task's metric beat every earlier evaluation (then they are kept as the best)."""
         logits = dev.logits(self.classifier)
         figures = dev.figures(logits)
         value = figures[dev.metric]
-        log.info("step %d: %s", self.step, format_figures(figures, dev.space, len(dev.items)))
+        log.info("step %d: %s", self.step, dev.describe(figures))
         if self.best_value is not None and value <= self.best_value:
             self.evals_since_best += 1
             return False
@@ -241,7 +240,7 @@ def peer_checked(step: Callable[[dict], StepResult], batch: dict, rank: int) -> 
                         f"checkpoint") from None
 
 
-def run_loop(trainer: Trainer, data: PretrainingData, output: Path, dev: DevEvaluation | None = None) -> LoopResult:
+def run_loop(trainer: Trainer, data: PretrainingData, output: Path, dev=None) -> LoopResult:
     """Train to train.steps, until train.max_minutes, or until SIGTERM/Ctrl-C (then stop at the step
     boundary). Rank 0 writes checkpoints: every train.save_every steps and at the end. With a `dev` file,
     the model is evaluated every train.eval_every steps and at the end; a better dev metric is saved and named

@@ -41,23 +41,28 @@ def inputs_manifest() -> list[dict]:
             for name, shape, meaning in ENCODER_INPUTS]
 
 
-def outputs_manifest(hidden_size: int, labels: int = 0) -> list[dict]:
-    """The encoder program's outputs in order: the encodings, then a classifier's logits (`labels` > 0)."""
+TOKEN_CLASSIFICATION = "token_classification"  # a tagger's model.problem_type
+
+
+def outputs_manifest(hidden_size: int, labels: int = 0, per_token: bool = False) -> list[dict]:
+    """The encoder program's outputs in order: the encodings, then a head's logits (`labels` > 0): one row per
+    input (a classifier's), or one per token (a tagger's, `per_token`)."""
     outputs = [{"name": "encodings", "dtype": "float32", "shape": [-1, -1, hidden_size],
                 "meaning": "one vector per token; row 0 (<cls>) represents the whole input"}]
-    if labels:
+    if labels and per_token:
+        outputs.append({"name": "logits", "dtype": "float32", "shape": [-1, -1, labels],
+                        "meaning": "one score per tag for every token (a word's tag is its first piece's)"})
+    elif labels:
         outputs.append({"name": "logits", "dtype": "float32", "shape": [-1, labels],
                         "meaning": "one score per label (the head's: pooler, classifier), before softmax or sigmoid"})
     return outputs
 
 
-# The manifest's "head" of a fine-tuned model: what its program's second output means, as TEI's model_type.
-HEAD_KINDS = ("classifier", "reranker")
-
-
 def head_manifest(labels: list[str], problem_type: str) -> dict:
-    """A classifier (several labels; softmax) or a reranker (one output; sigmoid), with its labels in id order."""
-    kind = "reranker" if len(labels) == 1 else "classifier"
+    """The manifest's "head", what the program's second output means (as TEI's model_type): a classifier
+    (several labels; softmax), a reranker (one output; sigmoid) or a tagger (a tag per token), with its labels
+    in id order."""
+    kind = ("tagger" if problem_type == TOKEN_CLASSIFICATION else "reranker" if len(labels) == 1 else "classifier")
     return {"kind": kind, "labels": list(labels), "problem_type": problem_type}
 
 

@@ -79,14 +79,17 @@ def is_head(hf_name: str) -> bool:
     return not hf_name.startswith("bert.") or ".pooler." in hf_name
 
 
-def to_hf(state: dict[str, np.ndarray], num_layers: int, tied: bool = False,
-          classifier: bool = False) -> dict[str, np.ndarray]:
+def to_hf(state: dict[str, np.ndarray], num_layers: int, tied: bool = False, classifier: bool = False,
+          pooler: bool = True) -> dict[str, np.ndarray]:
     """This project's model state -> `BertForPreTraining`'s state dict (numpy, float32), or with `classifier`
-    `BertForSequenceClassification`'s (encoder, pooler, classifier). A bias this model has not got
-    (model.linear_bias=false) is exactly a zero bias there."""
+    `BertForSequenceClassification`'s (encoder, pooler, classifier), or without the `pooler`
+    `BertForTokenClassification`'s. A bias this model has not got (model.linear_bias=false) is exactly a zero
+    bias there."""
     out = {}
-    heads = POOLER + CLASSIFIER if classifier else HEAD_WEIGHTS + (TIED_DECODER if tied else DECODER)
-    for hf, ours, transposed in [m for m in name_mapping(num_layers, tied) if m[0].startswith("bert.")] + heads:
+    heads = ((POOLER if pooler else []) + CLASSIFIER if classifier else
+             HEAD_WEIGHTS + (TIED_DECODER if tied else DECODER))
+    encoder = [m for m in name_mapping(num_layers, tied) if m[0].startswith("bert.") and not is_head(m[0])]
+    for hf, ours, transposed in encoder + heads:
         if ours not in state and ours.endswith(".bias"):
             value = np.zeros(state[ours.removesuffix("bias") + "weight"].shape[1], dtype=np.float32)
         else:

@@ -29,6 +29,7 @@ from pipeline.data.labelled import LabelSpace, read_labelled
 from pipeline.data.prepared_corpus import FORMAT as PREPARE_FORMAT
 from pipeline.data.prepared_corpus import MappedCorpus
 from pipeline.data.pretraining_examples import Pairs, encode_documents, make_pairs
+from pipeline.data.tagged import read_tagged
 from pipeline.data.text_files import find_files, read_documents, text_files
 from pipeline.data.wikitext import (
     ARCHIVE_URL,
@@ -41,6 +42,7 @@ from pipeline.data.wikitext import (
 from pipeline.data.wikitext_pairs import wikitext_examples
 from pipeline.prepare import prepare_corpus
 from pipeline.retrieval import RetrievalSet, corpus_articles, retrieval_set, wikitext_articles
+from pipeline.tag import TagData, tag_training_data
 
 log = logging.getLogger(__name__)
 Documents = list[list[str]]  # documents, each a list of sentences
@@ -185,6 +187,22 @@ def classify_training_data(cfg: Config, output: Path, resume: bool, given: Token
     space = LabelSpace(tuple(cfg.model.labels), cfg.model.problem_type)
     targets = np.asarray(space.targets(train), dtype=np.float32 if space.regression else np.int64)
     return tokenizer, ClassifyData(tokenized(tokenizer, train, d.max_len), targets, tokenizer, d.seed)
+
+
+def tagging_training_data(cfg: Config, output: Path, resume: bool, given: Tokenizer | None = None
+                          ) -> tuple[Tokenizer, TagData]:
+    """The tokenizer (a given one, the run's own on a resume, else one learnt from the tagged words) and the
+    windows of data.labels' sentences with their tags."""
+    d = cfg.data
+    train = read_tagged(d.labels)
+    if given is not None:
+        tokenizer = given
+    elif resume and (output / VOCAB).is_file():
+        tokenizer = load_tokenizer(output, Vocab.load(output / VOCAB))
+    else:
+        sentences = [" ".join(words) for words in train.words]
+        tokenizer = learn_tokenizer(sentences, d.tokenizer, d.vocab_size, d.lowercase, d.min_freq, len(sentences))
+    return tokenizer, tag_training_data(tokenizer, train, list(cfg.model.labels), d.max_len, d.seed)
 
 
 def held_out_retrieval(cfg: Config) -> RetrievalSet | None:
