@@ -128,3 +128,17 @@ def exported_reranker(tmp_path_factory) -> Path:
     result = run_script("export/save.py", "--output-dir", str(folder / "run"))
     assert result.returncode == 0, result.stderr
     return folder / "run" / "inference"
+
+
+@pytest.fixture(scope="session")
+def exported_tagger(tmp_path_factory) -> Path:
+    """A tiny tagger fine-tuned for 3 steps on CoNLL columns, exported."""
+    folder = tmp_path_factory.mktemp("tagger")
+    sentences = ["\n".join(f"w{(i + k) % 30} {'B-PER' if k == 0 else 'O'}" for k in range(5)) for i in range(64)]
+    (folder / "train.conll").write_text("\n\n".join(sentences) + "\n", encoding="utf-8")
+    result = run_script("pipeline/train.py", "--output-dir", str(folder / "run"), "--steps", "3", *TINY,
+                        "-o", "train.objective=tag", "-o", f"data.labels={folder / 'train.conll'}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    result = run_script("export/save.py", "--output-dir", str(folder / "run"))
+    assert result.returncode == 0, result.stderr
+    return folder / "run" / "inference"

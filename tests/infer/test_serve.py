@@ -255,8 +255,11 @@ def request_bodies():
     decode_body = st.fixed_dictionaries({"ids": st.lists(st.integers(-5, 40), max_size=8)
                                          | st.lists(st.lists(st.integers(-5, 40), max_size=5), max_size=4) | odd},
                                         optional={"skip_special_tokens": st.booleans() | odd})
+    entities_body = st.fixed_dictionaries({"inputs": inputs}, optional={
+        "aggregation_strategy": st.sampled_from(["simple", "first"]) | odd, "parameters": odd})
     bodies = {"/encode": encode_body, "/embed": embed_body, "/embed_all": embed_body, "/v1/embeddings": openai_body,
-              "/predict": predict_body, "/rerank": rerank_body, "/tokenize": tokenize_body, "/decode": decode_body}
+              "/predict": predict_body, "/rerank": rerank_body, "/tokenize": tokenize_body, "/decode": decode_body,
+              "/entities": entities_body}
     return st.sampled_from(sorted(bodies)).flatmap(
         lambda route: st.tuples(st.just(route), (bodies[route] | odd).map(lambda v: json.dumps(v).encode())
                                 | st.binary(max_size=300)))
@@ -268,11 +271,13 @@ def error_text(answer) -> str:
     return error["message"] if isinstance(error, dict) else error
 
 
-def test_no_body_gets_a_5xx_and_the_service_is_unchanged_after(exported_reranker):
+@pytest.mark.parametrize("model", ["exported_reranker", "exported_tagger"])
+def test_no_body_gets_a_5xx_and_the_service_is_unchanged_after(model, request_fixture):
     """Structural fuzzing of the running service (bodies hypothesis builds for every route, random bytes,
-    nesting up to 90,000 deep) of a fine-tuned reranker, which answers every route: every body answers 2xx or a
-    one-line 4xx; afterwards good requests are answered, memory is as before and the log holds no traceback."""
-    proc, url = start(exported_reranker)
+    nesting up to 90,000 deep) of a fine-tuned reranker and a tagger, which between them answer every route:
+    every body answers 2xx or a one-line 4xx; afterwards good requests are answered, memory is as before and the
+    log holds no traceback."""
+    proc, url = start(request_fixture(model))
 
     @settings(max_examples=300, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     @given(route_and_body=request_bodies())
@@ -297,6 +302,12 @@ def test_no_body_gets_a_5xx_and_the_service_is_unchanged_after(exported_reranker
     finally:
         code, err = stop(proc)
     assert code == 0 and "Traceback" not in err, err
+
+
+@pytest.fixture
+def request_fixture(request):
+    """A fixture by its name (for parametrized tests over models)."""
+    return request.getfixturevalue
 
 
 def rss_kb(pid: int) -> int:
