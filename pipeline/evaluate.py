@@ -239,10 +239,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="how a checkpoint's token vectors become a sentence vector for retrieval (default: its "
                              "model.pooling)")
     source.add_argument("--labels", metavar="FILE",
-                        help="a fine-tuned classifier's labelled file (TSV/CSV/JSON Lines, as data.labels): its "
-                             "task figures next to the majority class and tf-idf (a checkpoint: its best by default)")
+                        help="a fine-tuned classifier's labelled file (TSV/CSV/JSON Lines, as data.labels) or a "
+                             "tagger's tagged one (CoNLL, JSON Lines): its figures next to their baselines (a "
+                             "checkpoint: its best by default)")
     parser.add_argument("--predictions", metavar="FILE",
-                        help="with --labels: also write index<TAB>label<TAB>score per example (run_glue's predict file)")
+                        help="with --labels: also write index<TAB>label<TAB>score per example (run_glue's predict "
+                             "file; a tagger: CoNLL columns word, true tag, predicted tag)")
     parser.add_argument("--batch-size", type=int, default=256, help="pairs per forward pass (default: 256)")
     return parser
 
@@ -384,14 +386,40 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def tagger_figures(logits_of: Callable[[dict], np.ndarray], tokenizer: Tokenizer, max_len: int, tags: list[str],
+                   tagged: str, training: str | None, predictions: str | None, batch_size: int) -> dict:
+    """A tagger on a tagged file: entity-level figures per type next to every-word-O and, where the training
+    file is known, its most frequent tag per word."""
+    from pipeline.data.tagged import check_tags, read_tagged
+    from pipeline.tag import baseline_tags, entity_figures, format_tag_figures, predict_word_tags, write_tag_predictions
+
+    data = read_tagged(tagged)
+    check_tags(data, tags)
+    predicted = predict_word_tags(logits_of, tokenizer, data, tags, max_len, batch_size)
+    figures = entity_figures(data.tags, predicted)
+    train = read_tagged(training) if training and Path(training).is_file() else None
+    guesses = baseline_tags(train, data) if train is not None else {"all_o": baseline_tags(data, data)["all_o"]}
+    figures["baselines"] = {name: {k: v for k, v in entity_figures(data.tags, guess).items() if k != "per_type"}
+                            for name, guess in guesses.items()}
+    if train is not None:
+        print(format_tag_figures(figures, len(data)).replace("dev ", "", 1))
+    else:
+        print(f"{len(data)} sentences: entity F1 {figures['f1']:.3f} (every word O 0.000; the training file is not "
+              f"known, so no most-frequent-tag baseline)")
+    if predictions:
+        write_tag_predictions(Path(predictions), data, predicted)
+    return figures
+
+
 def evaluate_classifier(args: argparse.Namespace) -> int:
-    """--labels: a fine-tuned checkpoint (its best by default) or an export with a head, on a labelled file."""
+    """--labels: a fine-tuned checkpoint (its best by default) or an export with a head, on a labelled (or, for a
+    tagger, tagged) file."""
     import paddle
 
     from pipeline import checkpoint
     from pipeline.core.errors import UserError
     from pipeline.core.export_format import ENCODER, MANIFEST
-    from pipeline.model import BertForPretraining, SequenceClassifier
+    from pipeline.model import BertForPretraining, SequenceClassifier, TokenClassifier
 
     if args.export:
         folder = Path(args.export)
@@ -401,7 +429,7 @@ def evaluate_classifier(args: argparse.Namespace) -> int:
             raise UserError(f"--export {folder}: no readable manifest.json there (python export/save.py)") from None
         head = manifest.get("head")
         if head is None:
-            raise UserError(f"--export {folder} is an embedding model: --labels needs a classifier's export")
+            raise UserError(f"--export {folder} is an embedding model: --labels needs a classifier's or tagger's export")
         program = paddle.jit.load(str(folder / ENCODER))
         program.eval()
         run, tokenizer = program, load_tokenizer(folder, Vocab.load(folder / VOCAB))
@@ -414,10 +442,10 @@ def evaluate_classifier(args: argparse.Namespace) -> int:
         ckpt = checkpoint.load(path)
         m = ckpt.config.model
         if not m.labels:
-            raise UserError(f"{path} is not a fine-tuned classifier (train.objective=classify): --labels needs one")
+            raise UserError(f"{path} is not fine-tuned (train.objective=classify or tag): --labels needs such a model")
         model = BertForPretraining(m)
         checkpoint.apply_model_state(model, ckpt.model_state, path)
-        run = SequenceClassifier(model, 0.0)
+        run = (TokenClassifier if m.problem_type == "token_classification" else SequenceClassifier)(model, 0.0)
         run.eval()
         tokenizer = load_tokenizer(path.parent.parent, Vocab.load(path.parent.parent / VOCAB))
         labels, problem_type, max_len = m.labels, m.problem_type, ckpt.config.data.max_len
@@ -428,8 +456,12 @@ def evaluate_classifier(args: argparse.Namespace) -> int:
         with paddle.no_grad():
             return run(*(paddle.to_tensor(arrays[n]) for n in input_names()))[1].numpy()
 
-    figures = classifier_figures(logits_of, tokenizer, max_len, labels, problem_type, args.labels, training,
-                                 args.predictions, args.batch_size)
+    if problem_type == "token_classification":
+        figures = tagger_figures(logits_of, tokenizer, max_len, labels, args.labels, training, args.predictions,
+                                 args.batch_size)
+    else:
+        figures = classifier_figures(logits_of, tokenizer, max_len, labels, problem_type, args.labels, training,
+                                     args.predictions, args.batch_size)
     print(json.dumps(figures))
     return 0
 

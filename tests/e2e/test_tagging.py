@@ -60,6 +60,12 @@ def test_the_tagger_beats_every_word_o_and_reports_per_type(tagged):
     predictions = (folder / "run" / "dev_predictions.conll").read_text().split("\n\n")
     assert len(predictions) == 40 and len(predictions[0].splitlines()[0].split()) == 3
     assert "tag loss" in result.stdout
+    scored = run_script("pipeline/evaluate.py", "--output-dir", str(folder / "run"), "--labels",
+                        str(folder / "dev.conll"), "--predictions", str(folder / "p.conll"))
+    assert scored.returncode == 0, scored.stderr
+    again = json.loads(scored.stdout.splitlines()[-1])
+    assert again["f1"] == pytest.approx(figures["f1"]) and "most_frequent_tag" in again["baselines"]
+    assert (folder / "p.conll").read_text() == (folder / "run" / "dev_predictions.conll").read_text()
 
 
 def test_the_export_tags_as_the_best_checkpoint_on_every_backend_and_through_the_service(tagged, tmp_path):
