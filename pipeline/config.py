@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from pipeline.core.errors import UserError
+from pipeline.core.export_format import POOLINGS
 from pipeline.core.files import read_utf8, write_text_atomic
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "bert_tiny.yaml"
@@ -68,7 +69,7 @@ class ModelConfig:
                                   "element-wise max of every token's, or (weighted) their mean weighted by a weight "
                                   "per vocabulary token, learned by the contrastive stage from SIF's a / (a + p) "
                                   "(contrastive training and the export use it)",
-                           choices=("cls", "mean", "max", "weighted"))
+                           choices=POOLINGS)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ if __name__ == "__main__" and not __package__:
 
 import numpy as np
 
-from pipeline.core.export_format import VOCAB, input_names
+from pipeline.core.export_format import POOLINGS, VOCAB, input_names
 from pipeline.core.tokenizer import Tokenizer, load_tokenizer, pad_batch, tokenize, word_position
 from pipeline.core.vocab import Vocab
 from pipeline.data.batches import eval_batches
@@ -235,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a folder made by pipeline/prepare.py with the same tokenizer (MLM figures only)")
     parser.add_argument("--data-dir", help="with --split: folder or zip with wiki.*.tokens (default: the "
                                            "checkpoint's data.data_dir, else download WikiText-2)")
-    parser.add_argument("--pooling", choices=("cls", "mean", "max"),
+    parser.add_argument("--pooling", choices=[p for p in POOLINGS if p != "weighted"],
                         help="how a checkpoint's token vectors become a sentence vector for retrieval (default: its "
                              "model.pooling)")
     source.add_argument("--labels", metavar="FILE",
