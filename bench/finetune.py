@@ -158,7 +158,7 @@ def torch_fine_tune(paths: dict[str, Path], steps: int) -> dict:
     import torch
     from transformers import AutoTokenizer, BertForSequenceClassification
 
-    from pipeline.classify import batch_rows
+    from pipeline.data.example_batches import batch_rows
 
     torch.manual_seed(0)
     texts, labels = read_split(paths["train"])

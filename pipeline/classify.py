@@ -8,9 +8,8 @@ a constant (0: a constant correlates with nothing) and the mean squared error ag
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 
@@ -18,7 +17,7 @@ from pipeline.core.errors import UserError
 from pipeline.core.export_format import input_names
 from pipeline.core.files import write_text_atomic
 from pipeline.core.tokenizer import Item, TokenizationError, Tokenizer, pad_batch, tokenize
-from pipeline.data.batches import dropout_masks, prefetched
+from pipeline.data.example_batches import ExampleBatches
 from pipeline.data.labelled import LabelledSet, LabelSpace
 
 # how the task's metric is named in eval.json, and which of the figures picks the best checkpoint
@@ -37,59 +36,17 @@ def tokenized(tokenizer: Tokenizer, data: LabelledSet, max_len: int) -> list[Ite
     return items
 
 
-def batch_rows(examples: int, seed: int, step: int, batch_size: int) -> np.ndarray:
-    """The example indices of global batch `step`: each epoch a permutation drawn from (seed, epoch)."""
-    epoch, within = divmod(step, max(1, examples // batch_size))
-    order = np.random.default_rng([seed, epoch, 17]).permutation(examples)
-    return order[within * batch_size:(within + 1) * batch_size]
+class ClassifyData(ExampleBatches):
+    """Labelled examples in batches, each with its class id (int64) or score (float32)."""
 
+    what = "labelled examples"
 
-@dataclass
-class ClassifyData:
-    """Labelled examples in batches: each epoch a permutation drawn from (seed, epoch), so a batch depends on
-    its step alone (an exact resume); the global batch is cut into one block of rows per rank."""
+    def __init__(self, items: list[Item], targets: np.ndarray, tokenizer: Tokenizer, seed: int = 0):
+        super().__init__(items, tokenizer, seed)
+        self.labels = targets
 
-    items: list[Item]
-    targets: np.ndarray  # int64 class ids, or float32 scores
-    tokenizer: Tokenizer
-    seed: int = 0
-    host_dropout: tuple[int, int, float] | None = None  # (masks, hidden, p): see use_host_dropout
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def steps_per_epoch(self, batch_size: int) -> int:
-        return max(1, len(self) // batch_size)
-
-    def global_batch_size(self, step: int, batch_size: int) -> int:  # noqa: ARG002 - no ramp here
-        return batch_size
-
-    def check_batch(self, batch_size: int, world: int) -> None:
-        if batch_size % world:
-            raise UserError(f"train.batch_size={batch_size} is not divisible by the {world} ranks")
-        if batch_size > len(self):
-            raise UserError(f"train.batch_size={batch_size} is over the {len(self)} labelled examples")
-
-    def rows(self, step: int, batch_size: int) -> np.ndarray:
-        return batch_rows(len(self), self.seed, step, batch_size)
-
-    def use_host_dropout(self, num_masks: int, hidden: int, p: float) -> None:
-        """Add `drop_masks` [num_masks, rows, width, hidden] (uint8, 1 = keep) to every batch."""
-        self.host_dropout = (num_masks, hidden, p)
-
-    def batch(self, step: int, batch_size: int, rank: int = 0, world: int = 1) -> dict[str, np.ndarray]:
-        per_rank = batch_size // world
-        chosen = self.rows(step, batch_size)[rank * per_rank:(rank + 1) * per_rank]
-        arrays = pad_batch(self.tokenizer.vocab, [self.items[i] for i in chosen])
-        arrays["labels"] = self.targets[chosen]
-        if self.host_dropout is not None:
-            num_masks, hidden, p = self.host_dropout
-            rows, width = arrays[input_names()[0]].shape
-            arrays["drop_masks"] = dropout_masks([self.seed, step, rank, 5], (num_masks, rows, width, hidden), p)
-        return arrays
-
-    def iterate(self, start: int, stop: int, batch_size: int, rank: int = 0, world: int = 1) -> Iterator[dict]:
-        return prefetched(lambda step: self.batch(step, batch_size, rank, world), start, stop)
+    def targets(self, chosen: np.ndarray, every: np.ndarray, width: int, world: int) -> dict[str, np.ndarray]:
+        return {"labels": self.labels[chosen]}
 
 
 def run_in_batches(run: Callable[[dict], np.ndarray], vocab, items: list[Item], batch_size: int = 64

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 
 from pipeline.core.export_format import input_names
 from pipeline.core.tokenizer import Item, Tokenizer
-from pipeline.data.batches import dropout_masks, prefetched
+from pipeline.data.example_batches import ExampleBatches
 from pipeline.data.tagged import OUTSIDE, TaggedSet, entities
 
 IGNORED = -100  # the label of a piece that is not a word's first, and of <cls>, <sep> and padding
@@ -62,60 +62,23 @@ def sentence_windows(tokenizer: Tokenizer, data: TaggedSet, max_len: int) -> lis
     return [windows(tokenizer, words, max_len) for words in data.words]
 
 
-@dataclass
-class TagData:
-    """Tagged windows in batches: an epoch's permutation from (seed, epoch), so a batch depends on its step alone;
-    `label_norm` is the global batch's labelled words over the world size (the loss's divisor: averaging the
-    ranks' gradients then equals one process)."""
+class TagData(ExampleBatches):
+    """Tagged windows in batches, with each token's label (IGNORED but on words' first pieces); `label_norm` is
+    the global batch's labelled words over the world size (the loss's divisor: averaging the ranks' gradients
+    then equals one process)."""
 
-    items: list[Item]
-    labels: list[np.ndarray]
-    tokenizer: Tokenizer
-    seed: int = 0
-    host_dropout: tuple[int, int, float] | None = None
+    what = "tagged windows"
 
-    def __len__(self) -> int:
-        return len(self.items)
+    def __init__(self, items: list[Item], labels: list[np.ndarray], tokenizer: Tokenizer, seed: int = 0):
+        super().__init__(items, tokenizer, seed)
+        self.labels = labels
 
-    def steps_per_epoch(self, batch_size: int) -> int:
-        return max(1, len(self) // batch_size)
-
-    def global_batch_size(self, step: int, batch_size: int) -> int:  # noqa: ARG002 - no ramp here
-        return batch_size
-
-    def check_batch(self, batch_size: int, world: int) -> None:
-        from pipeline.core.errors import UserError
-
-        if batch_size % world:
-            raise UserError(f"train.batch_size={batch_size} is not divisible by the {world} ranks")
-        if batch_size > len(self):
-            raise UserError(f"train.batch_size={batch_size} is over the {len(self)} tagged windows")
-
-    def use_host_dropout(self, num_masks: int, hidden: int, p: float) -> None:
-        self.host_dropout = (num_masks, hidden, p)
-
-    def batch(self, step: int, batch_size: int, rank: int = 0, world: int = 1) -> dict[str, np.ndarray]:
-        from pipeline.classify import batch_rows
-        from pipeline.core.tokenizer import pad_batch
-
-        chosen_all = batch_rows(len(self), self.seed, step, batch_size)
-        per_rank = batch_size // world
-        chosen = chosen_all[rank * per_rank:(rank + 1) * per_rank]
-        arrays = pad_batch(self.tokenizer.vocab, [self.items[i] for i in chosen])
-        rows, width = arrays[input_names()[0]].shape
-        labels = np.full((rows, width), IGNORED, dtype=np.int64)
+    def targets(self, chosen: np.ndarray, every: np.ndarray, width: int, world: int) -> dict[str, np.ndarray]:
+        labels = np.full((len(chosen), width), IGNORED, dtype=np.int64)
         for row, i in enumerate(chosen):
             labels[row, :len(self.labels[i])] = self.labels[i]
-        arrays["labels"] = labels
-        labelled = sum(int((self.labels[i] != IGNORED).sum()) for i in chosen_all)
-        arrays["label_norm"] = np.array([max(labelled / world, 1e-6)], dtype=np.float32)
-        if self.host_dropout is not None:
-            num_masks, hidden, p = self.host_dropout
-            arrays["drop_masks"] = dropout_masks([self.seed, step, rank, 7], (num_masks, rows, width, hidden), p)
-        return arrays
-
-    def iterate(self, start: int, stop: int, batch_size: int, rank: int = 0, world: int = 1) -> Iterator[dict]:
-        return prefetched(lambda step: self.batch(step, batch_size, rank, world), start, stop)
+        labelled = sum(int((self.labels[i] != IGNORED).sum()) for i in every)
+        return {"labels": labels, "label_norm": np.array([max(labelled / world, 1e-6)], dtype=np.float32)}
 
 
 def tag_training_data(tokenizer: Tokenizer, data: TaggedSet, tags: list[str], max_len: int, seed: int) -> TagData:

@@ -116,29 +116,27 @@ def exported_int8(trained, tmp_path_factory) -> Path:
     return export_dir
 
 
-@pytest.fixture(scope="session")
-def exported_reranker(tmp_path_factory) -> Path:
-    """A tiny model fine-tuned for 3 steps on scores (one output: a reranker), exported: it answers every route."""
-    folder = tmp_path_factory.mktemp("reranker")
-    rows = [f"w{i} the crane\tw{i % 5} is flying\t{(i % 5) / 2:.1f}" for i in range(64)]
-    (folder / "train.tsv").write_text("sentence1\tsentence2\tlabel\n" + "\n".join(rows) + "\n", encoding="utf-8")
+def fine_tuned_export(folder: Path, train_file: str, text: str, objective: str) -> Path:
+    """A tiny model fine-tuned for 3 steps (train.objective=`objective`) on `text`, exported."""
+    (folder / train_file).write_text(text, encoding="utf-8")
     result = run_script("pipeline/train.py", "--output-dir", str(folder / "run"), "--steps", "3", *TINY,
-                        "-o", "train.objective=classify", "-o", f"data.labels={folder / 'train.tsv'}")
+                        "-o", f"train.objective={objective}", "-o", f"data.labels={folder / train_file}")
     assert result.returncode == 0, result.stderr[-2000:]
     result = run_script("export/save.py", "--output-dir", str(folder / "run"))
     assert result.returncode == 0, result.stderr
     return folder / "run" / "inference"
+
+
+@pytest.fixture(scope="session")
+def exported_reranker(tmp_path_factory) -> Path:
+    """A tiny model fine-tuned on scores (one output: a reranker), exported: it answers every route but one."""
+    rows = [f"w{i} the crane\tw{i % 5} is flying\t{(i % 5) / 2:.1f}" for i in range(64)]
+    return fine_tuned_export(tmp_path_factory.mktemp("reranker"), "train.tsv",
+                             "sentence1\tsentence2\tlabel\n" + "\n".join(rows) + "\n", "classify")
 
 
 @pytest.fixture(scope="session")
 def exported_tagger(tmp_path_factory) -> Path:
-    """A tiny tagger fine-tuned for 3 steps on CoNLL columns, exported."""
-    folder = tmp_path_factory.mktemp("tagger")
+    """A tiny tagger fine-tuned on CoNLL columns, exported."""
     sentences = ["\n".join(f"w{(i + k) % 30} {'B-PER' if k == 0 else 'O'}" for k in range(5)) for i in range(64)]
-    (folder / "train.conll").write_text("\n\n".join(sentences) + "\n", encoding="utf-8")
-    result = run_script("pipeline/train.py", "--output-dir", str(folder / "run"), "--steps", "3", *TINY,
-                        "-o", "train.objective=tag", "-o", f"data.labels={folder / 'train.conll'}")
-    assert result.returncode == 0, result.stderr[-2000:]
-    result = run_script("export/save.py", "--output-dir", str(folder / "run"))
-    assert result.returncode == 0, result.stderr
-    return folder / "run" / "inference"
+    return fine_tuned_export(tmp_path_factory.mktemp("tagger"), "train.conll", "\n\n".join(sentences) + "\n", "tag")

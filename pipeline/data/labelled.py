@@ -120,6 +120,7 @@ def table_rows(path: Path, text: str, comma: bool) -> list[tuple[int, dict]]:
 
 
 def json_rows(path: Path, text: str) -> list[tuple[int, dict]]:
+    """(line number, object) of each non-empty line of a JSON Lines text; anything else there is refused."""
     rows = []
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():

@@ -171,19 +171,25 @@ def contrastive_training_data(cfg: Config, output: Path, resume: bool, given: To
     return tokenizer, ContrastiveData(units, t.positives, d.max_len, v.cls, v.sep, v.pad, d.seed, fields)
 
 
+def fine_tuning_tokenizer(cfg: Config, output: Path, resume: bool, given: Tokenizer | None,
+                          sentences: list[str]) -> Tokenizer:
+    """A given tokenizer (--init-from's), the run's own on a resume, else one learnt from the labelled
+    `sentences` (the fine-tuning-from-random-weights baseline)."""
+    d = cfg.data
+    if given is not None:
+        return given
+    if resume and (output / VOCAB).is_file():
+        return load_tokenizer(output, Vocab.load(output / VOCAB))
+    return learn_tokenizer(sentences, d.tokenizer, d.vocab_size, d.lowercase, d.min_freq, len(sentences))
+
+
 def classify_training_data(cfg: Config, output: Path, resume: bool, given: Tokenizer | None = None
                            ) -> tuple[Tokenizer, ClassifyData]:
-    """The tokenizer (a given one, the run's own on a resume, else one learnt from the labelled texts: the
-    fine-tuning-from-random-weights baseline) and the labelled batches of data.labels."""
+    """The tokenizer (`fine_tuning_tokenizer`) and the labelled batches of data.labels."""
     d = cfg.data
     train = read_labelled(d.labels)
-    if given is not None:
-        tokenizer = given
-    elif resume and (output / VOCAB).is_file():
-        tokenizer = load_tokenizer(output, Vocab.load(output / VOCAB))
-    else:
-        sentences = [s for text in train.texts for s in ([text] if isinstance(text, str) else text)]
-        tokenizer = learn_tokenizer(sentences, d.tokenizer, d.vocab_size, d.lowercase, d.min_freq, len(sentences))
+    tokenizer = fine_tuning_tokenizer(cfg, output, resume, given,
+                                      [s for text in train.texts for s in ([text] if isinstance(text, str) else text)])
     space = LabelSpace(tuple(cfg.model.labels), cfg.model.problem_type)
     targets = np.asarray(space.targets(train), dtype=np.float32 if space.regression else np.int64)
     return tokenizer, ClassifyData(tokenized(tokenizer, train, d.max_len), targets, tokenizer, d.seed)
@@ -191,17 +197,10 @@ def classify_training_data(cfg: Config, output: Path, resume: bool, given: Token
 
 def tagging_training_data(cfg: Config, output: Path, resume: bool, given: Tokenizer | None = None
                           ) -> tuple[Tokenizer, TagData]:
-    """The tokenizer (a given one, the run's own on a resume, else one learnt from the tagged words) and the
-    windows of data.labels' sentences with their tags."""
+    """The tokenizer (`fine_tuning_tokenizer`) and the windows of data.labels' sentences with their tags."""
     d = cfg.data
     train = read_tagged(d.labels)
-    if given is not None:
-        tokenizer = given
-    elif resume and (output / VOCAB).is_file():
-        tokenizer = load_tokenizer(output, Vocab.load(output / VOCAB))
-    else:
-        sentences = [" ".join(words) for words in train.words]
-        tokenizer = learn_tokenizer(sentences, d.tokenizer, d.vocab_size, d.lowercase, d.min_freq, len(sentences))
+    tokenizer = fine_tuning_tokenizer(cfg, output, resume, given, [" ".join(words) for words in train.words])
     return tokenizer, tag_training_data(tokenizer, train, list(cfg.model.labels), d.max_len, d.seed)
 
 

@@ -6,12 +6,12 @@ naming the file and the line.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.core.errors import UserError
 from pipeline.core.files import read_utf8
+from pipeline.data.labelled import json_rows
 
 OUTSIDE = "O"
 
@@ -64,14 +64,8 @@ def conll_sentences(path: Path, text: str) -> tuple[list[list[str]], list[list[s
 
 def json_sentences(path: Path, text: str) -> tuple[list[list[str]], list[list[str]]]:
     words, tags = [], []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError:
-            raise UserError(f"{path}: line {number} is not a JSON object") from None
-        tokens, labels = (row.get("tokens"), row.get("tags")) if isinstance(row, dict) else (None, None)
+    for number, row in json_rows(path, text):
+        tokens, labels = row.get("tokens"), row.get("tags")
         if not (isinstance(tokens, list) and isinstance(labels, list) and tokens and len(tokens) == len(labels)
                 and all(isinstance(v, str) and v.strip() for v in tokens + labels)):
             raise UserError(f"{path}: line {number} needs \"tokens\" and \"tags\": lists of the same non-zero length "
