@@ -217,16 +217,17 @@ def serve_rows(paths: dict[str, Path], folder: Path) -> list[dict]:
     texts, truth = read_split(paths["test"])
     proc, url = start(out / "inference")
     try:
-        request(url + "/predict", json.dumps({"inputs": texts[:3]}).encode())  # warm
+        request(url + "/predict", json.dumps({"inputs": texts[:3], "truncate": True}).encode())  # warm
         start_time, answers = time.perf_counter(), []
         for lo in range(0, len(texts), BATCH):
-            status, answer, _ = request(url + "/predict", json.dumps({"inputs": [[t] for t in texts[lo:lo + BATCH]]}).encode())
+            body = {"inputs": [[t] for t in texts[lo:lo + BATCH]], "truncate": True}  # cut at max_len, as CrossEncoder
+            status, answer, _ = request(url + "/predict", json.dumps(body).encode())
             assert status == 200, answer
             answers += [a[0]["label"] for a in answer]
         served = time.perf_counter() - start_time
     finally:
         stop(proc)
-    cross = CrossEncoder(str(out / "huggingface"), device="cpu")
+    cross = CrossEncoder(str(out / "huggingface"), device="cpu", max_length=MAX_LEN)  # the export's max_len
     cross.predict(texts[:3])
     start_time = time.perf_counter()
     probabilities = cross.predict(texts, batch_size=BATCH)
@@ -249,18 +250,24 @@ def main() -> None:
     asked = args.rows.split(",")
     Path(args.cache).mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
+
+    def measured(new: list[dict]) -> None:  # each row shown as soon as it is measured
+        rows.extend(new)
+        for row in new:
+            print("measured:", json.dumps(row), flush=True)
+
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         paths = write_splits(rotten_tomatoes(Path(args.cache)), folder)
         counts = {name: len(read_split(path)[0]) for name, path in paths.items()}
         if "baselines" in asked:
-            rows += baselines(paths)
+            measured(baselines(paths))
         if "default" in asked:
-            rows += default_rows(paths, args.data_dir, args.minutes, folder)
+            measured(default_rows(paths, args.data_dir, args.minutes, folder))
         if "minilm" in asked or "serve" in asked:
-            rows += minilm_rows(paths, folder)
+            measured(minilm_rows(paths, folder))
         if "serve" in asked:
-            rows += serve_rows(paths, folder)
+            measured(serve_rows(paths, folder))
     print_table(f"Rotten Tomatoes (fresh / rotten): {counts['train']} training examples, {counts['test']} test", ["row", "accuracy", "macro-F1", "wall s", "examples/s"],
                 [[r["row"], r["accuracy"], r["macro_f1"], r["wall_s"], r["rate"] if r["rate"] else "-"] for r in rows])
     write_json("finetune", {"rows": rows, "minutes": args.minutes, "counts": counts})

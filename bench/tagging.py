@@ -231,17 +231,23 @@ def main() -> None:
     args = parser.parse_args()
     asked = args.rows.split(",")
     rows: list[dict] = []
+
+    def measured(new: list[dict]) -> None:  # each row shown as soon as it is measured
+        rows.extend(new)
+        for row in new:
+            print("measured:", json.dumps(row), flush=True)
+
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         paths = write_splits(peoples_daily(args.sentences), folder)
         if "baselines" in asked:
-            rows += baseline_rows(paths)
+            measured(baseline_rows(paths))
         if {"pretrained", "transformers", "serve"} & set(asked):
-            rows += pretrained_rows(paths, folder, args.minutes, args.pretrain_minutes)
+            measured(pretrained_rows(paths, folder, args.minutes, args.pretrain_minutes))
         if "transformers" in asked:
-            rows.append(transformers_row(paths, folder, args.minutes))
+            measured([transformers_row(paths, folder, args.minutes)])
         if "serve" in asked:
-            rows += serve_rows(paths, folder)
+            measured(serve_rows(paths, folder))
     print_table(f"People's Daily 1998-01 entities (PER, LOC, ORG), {args.sentences} sentences, test split",
                 ["row", "entity F1", "wall s", "sentences/s"],
                 [[r["row"], r["f1"] if r["f1"] is not None else "-", r["wall_s"], r["rate"] or "-"] for r in rows])
