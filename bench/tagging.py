@@ -71,7 +71,8 @@ def write_splits(sentences, folder: Path) -> dict[str, Path]:
         paths[name] = folder / f"{name}.jsonl"
         paths[name].write_text("".join(json.dumps({"tokens": sentences[i][0], "tags": sentences[i][1]},
                                                   ensure_ascii=False) + "\n" for i in indices), encoding="utf-8")
-    (folder / "corpus.txt").write_text("\n\n".join("".join(sentences[i][0]) for i in parts["train"]) + "\n",
+    lines = ["".join(sentences[i][0]) for i in parts["train"]]  # documents of 5 lines: NSP pairs within each
+    (folder / "corpus.txt").write_text("\n\n".join("\n".join(lines[i:i + 5]) for i in range(0, len(lines), 5)) + "\n",
                                        encoding="utf-8")
     return paths
 
