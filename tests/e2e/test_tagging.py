@@ -91,7 +91,7 @@ def test_the_export_tags_as_the_best_checkpoint_on_every_backend_and_through_the
     texts = ["w1 w11 went to w4", long_text]
     found = encoder.entities(texts)
     assert len(found[1]) >= 30 and found[1][-1]["end"] == len(long_text)
-    assert {e["word"] for e in found[0]} <= {"w1 w11", "w4", "w1", "w11"}
+    assert found[0] and all(texts[0][e["start"]:e["end"]] == e["word"] for e in found[0])
     for backend, precision in (("onnxruntime", "fp32"), ("onnxruntime", "int8")):
         other = Encoder(tmp_path / "x", backend=backend, precision=precision).entities(texts)
         assert [[(e["entity_group"], e["start"], e["end"]) for e in t] for t in other] == \
