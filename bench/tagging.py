@@ -32,7 +32,7 @@ sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 import numpy as np  # noqa: E402
 
-from bench.common import print_table, run_measured, write_json  # noqa: E402
+from bench.common import print_table, row_recorder, run_measured, write_json  # noqa: E402
 
 ROWS = ("baselines", "pretrained", "transformers", "serve")
 TYPES = {"nr": "PER", "ns": "LOC", "nt": "ORG"}
@@ -232,11 +232,7 @@ def main() -> None:
     args = parser.parse_args()
     asked = args.rows.split(",")
     rows: list[dict] = []
-
-    def measured(new: list[dict]) -> None:  # each row shown as soon as it is measured
-        rows.extend(new)
-        for row in new:
-            print("measured:", json.dumps(row), flush=True)
+    measured = row_recorder(rows)
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
