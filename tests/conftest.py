@@ -92,28 +92,27 @@ def exported(tmp_path_factory, trained) -> Path:
     return export_dir
 
 
+def export_with(trained: Path, folder: Path, flag: str, says: str = "") -> Path:
+    """The tiny trained model exported into `folder` with `flag` (--onnx or --int8), its output holding `says`."""
+    needs("paddle2onnx", "onnx")
+    needs("onnxruntime", "onnx")
+    needs("ml_dtypes", "onnx")
+    result = run_script("export/save.py", "--output-dir", str(trained), "--export-dir", str(folder / "inference"), flag)
+    assert result.returncode == 0 and says in result.stdout, result.stdout + result.stderr
+    return folder / "inference"
+
+
 @pytest.fixture(scope="session")
 def exported_onnx(trained, tmp_path_factory) -> Path:
     """The tiny trained model exported with its ONNX Runtime graph (--onnx)."""
-    needs("paddle2onnx", "onnx")
-    needs("onnxruntime", "onnx")
-    export_dir = tmp_path_factory.mktemp("onnx") / "inference"
-    result = run_script("export/save.py", "--output-dir", str(trained), "--export-dir", str(export_dir), "--onnx")
-    assert result.returncode == 0, result.stderr
-    return export_dir
+    return export_with(trained, tmp_path_factory.mktemp("onnx"), "--onnx")
 
 
 @pytest.fixture(scope="session")
 def exported_int8(trained, tmp_path_factory) -> Path:
-    """The tiny trained model exported with its int8 graph (--int8)."""
-    needs("onnxruntime", "onnx")
-    needs("paddle2onnx", "onnx")
-    needs("ml_dtypes", "onnx")
-    export_dir = tmp_path_factory.mktemp("int8") / "inference"
-    result = run_script("export/save.py", "--output-dir", str(trained), "--export-dir", str(export_dir), "--int8")
-    assert result.returncode == 0, result.stderr
-    assert "int8: embeddings of 12 varied texts within cosine" in result.stdout
-    return export_dir
+    """The tiny trained model exported with its int8 graph (--int8), which reports its cosine to fp32."""
+    return export_with(trained, tmp_path_factory.mktemp("int8"), "--int8",
+                       "int8: embeddings of 12 varied texts within cosine")
 
 
 def fine_tuned_export(folder: Path, train_file: str, text: str, objective: str) -> Path:
